@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+FLASK  := $(VENV)/bin/flask --app app
+PORT   ?= 5000
+export PORT
+
+.PHONY: run test lint format bench clean-mail
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.runtime $@
+
+# With no SECRET_KEY set, a random one is made once and kept in instance/.
+run: $(VENV)/.runtime
+	@mkdir -p instance
+	@[ -s instance/secret_key ] || $(PY) -c "import secrets; print(secrets.token_urlsafe(48))" > instance/secret_key
+	SECRET_KEY="$${SECRET_KEY:-$$(cat instance/secret_key)}" $(FLASK) db upgrade
+	SECRET_KEY="$${SECRET_KEY:-$$(cat instance/secret_key)}" $(FLASK) serve --port $(PORT)
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.dev
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean-mail:
+	rm -rf instance/mail

@@ -1,0 +1,88 @@
+"""Application factory: config, extensions, blueprints, commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from dotenv import load_dotenv
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import Config
+from extensions import csrf, db, limiter, migrate
+
+BASE_DIR = Path(__file__).resolve().parent
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    load_dotenv(BASE_DIR / ".env")
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(Config.from_env(app.instance_path))
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+
+    if not app.config.get("SECRET_KEY"):
+        if app.debug or app.testing:
+            app.config["SECRET_KEY"] = "dev-only-not-secret"  # noqa: S105 (debug/testing only)
+        else:
+            raise RuntimeError(
+                "SECRET_KEY is not set. Set it in the environment or in .env "
+                "(make run creates one in instance/secret_key for you)."
+            )
+    if app.config["TRUSTED_PROXY_COUNT"]:
+        n = app.config["TRUSTED_PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
+    _configure_engine(app)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+    from blueprints import articles, errors, health, security, subscriptions
+    from commands import register_commands
+    from services.content import ArticleStore
+
+    app.extensions["articles"] = ArticleStore(app.config["CONTENT_DIR"], auto_reload=app.debug)
+    security.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(subscriptions.bp)
+    app.register_blueprint(health.bp)
+    # Last: its /<slug> route must not shadow the others.
+    app.register_blueprint(articles.bp)
+    register_commands(app)
+
+    if not app.debug and not app.testing:
+        logging.basicConfig(
+            level=os.environ.get("LOG_LEVEL", "INFO"),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+    return app
+
+
+def _configure_engine(app: Flask) -> None:
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite"):
+        # Several processes write (web workers, the delivery worker): wait for
+        # the lock rather than fail with "database is locked".
+        options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+        options.setdefault("connect_args", {}).setdefault("timeout", 30)
+    else:
+        options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+        options.setdefault("pool_pre_ping", True)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()

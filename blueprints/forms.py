@@ -1,0 +1,82 @@
+"""Form parsing (Flask-WTF). Validation of meaning lives in services."""
+
+from __future__ import annotations
+
+import re
+
+from flask_wtf import FlaskForm
+from wtforms import EmailField, HiddenField, SelectMultipleField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from services import topics
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ufffd]")
+_LINKISH = re.compile(r"(://|www\.|[<>]|\.(com|net|org|io|ru|xyz)\b)", re.I)
+
+
+def no_control_characters(_form, field) -> None:
+    if field.data and _CONTROL.search(field.data):
+        raise ValidationError("Use letters, spaces and punctuation only.")
+
+
+def no_links(_form, field) -> None:
+    if field.data and _LINKISH.search(field.data):
+        raise ValidationError("A name can't contain a web address or markup.")
+
+
+def topic_choices() -> list[SelectChoice]:
+    return [SelectChoice(slug, label) for slug, label in topics.TOPICS.items()]
+
+
+class MultiCheckboxField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+    def pre_validate(self, form) -> None:
+        # Unknown values are dropped by services.topics.clean, not an error.
+        pass
+
+
+class SignupForm(FlaskForm):
+    email = EmailField(
+        "Email address",
+        validators=[DataRequired("Enter your email address."), Length(max=254)],
+        render_kw={"autocomplete": "email", "spellcheck": "false", "maxlength": 254},
+    )
+    name = StringField(
+        "First name (optional)",
+        validators=[Optional(), Length(max=100), no_control_characters, no_links],
+        render_kw={"autocomplete": "given-name", "maxlength": 100},
+    )
+    topics = MultiCheckboxField(
+        "Send me",
+        choices=topic_choices(),
+        validators=[DataRequired("Tick at least one thing you would like to receive.")],
+    )
+    placement = HiddenField()
+    source = HiddenField()
+    started = HiddenField()
+    ref = HiddenField()
+    utm_source = HiddenField()
+    utm_medium = HiddenField()
+    utm_campaign = HiddenField()
+    utm_term = HiddenField()
+    utm_content = HiddenField()
+    # The honeypot: hidden from people by CSS, filled in by naive bots.
+    nickname = StringField(
+        "Leave this field empty", render_kw={"autocomplete": "off", "tabindex": "-1"}
+    )
+    submit = SubmitField("Subscribe")
+
+
+class PreferencesForm(FlaskForm):
+    topics = MultiCheckboxField("I want to receive", choices=topic_choices())
+    save = SubmitField("Save my choices")
+    unsubscribe_all = SubmitField("Unsubscribe from everything")
+
+
+class ResendForm(FlaskForm):
+    token = HiddenField()
+    submit = SubmitField("Send me a new link")

@@ -1,0 +1,237 @@
+"""Signup, confirmation, preferences and unsubscribe."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from blueprints.forms import PreferencesForm, ResendForm, SignupForm
+from extensions import csrf, db, limiter
+from models import LeadStatus
+from services import consent, subscriptions, tokens, topics
+from services.addresses import InvalidAddress, normalise
+
+bp = Blueprint("subscriptions", __name__)
+
+UTM_FIELDS = subscriptions.UTM_KEYS
+
+
+def evidence() -> subscriptions.Evidence:
+    return subscriptions.Evidence(
+        ip=request.remote_addr, user_agent=(request.user_agent.string or "")[:500] or None
+    )
+
+
+def _external_referrer() -> str:
+    ref = request.referrer or ""
+    parts = urlsplit(ref)
+    if parts.scheme not in ("http", "https") or parts.netloc == request.host:
+        return ""
+    return ref[:500]
+
+
+def new_signup_form(placement: str, source: str | None = None) -> SignupForm:
+    """A blank form for a page, stamped with when it was shown and where the
+    visitor came from (UTM parameters of this page view, outside referrer)."""
+    form = SignupForm(formdata=None)
+    form.placement.data = placement
+    form.source.data = source or ""
+    form.started.data = tokens.make("form-time", placement)
+    form.ref.data = _external_referrer()
+    for key in UTM_FIELDS:
+        getattr(form, key).data = (request.args.get(key) or "")[:200]
+    return form
+
+
+def _clean(value: str | None, limit: int) -> str | None:
+    if not value:
+        return None
+    value = "".join(ch for ch in value if ch.isprintable())[:limit].strip()
+    return value or None
+
+
+def _looks_like_a_bot(form: SignupForm) -> bool:
+    if form.nickname.data:
+        return True
+    try:
+        _, issued = tokens.read("form-time", form.started.data or "")
+    except tokens.TokenInvalid:
+        return True
+    age = time.time() - issued.timestamp()
+    return age < current_app.config["FORM_MIN_SECONDS"]
+
+
+def render_signup_page(form: SignupForm, status: int = 200, message: str | None = None):
+    return render_template("subscriptions/signup.html", form=form, message=message), status
+
+
+@bp.app_template_global("consent_text_for")
+def _consent_text_for(placement: str) -> str:
+    return consent.text_for(placement)
+
+
+@bp.get("/subscribe")
+def signup_page():
+    return render_signup_page(new_signup_form("page"))
+
+
+@bp.post("/subscribe")
+@limiter.limit(lambda: current_app.config["SIGNUP_RATE_LIMIT"])
+def subscribe():
+    form = SignupForm()
+    if form.placement.data not in consent.PLACEMENTS:
+        form.placement.data = "page"
+    if not form.validate():
+        return render_signup_page(form, 400)
+    try:
+        email = normalise(form.email.data, current_app.config["MAIL_CHECK_DELIVERABILITY"])
+    except InvalidAddress as exc:
+        form.email.errors.append(str(exc))
+        return render_signup_page(form, 400)
+    if _looks_like_a_bot(form):
+        # Answered like a real signup, so a bot learns nothing to adapt to.
+        return redirect(url_for(".thanks"), 303)
+    source = (
+        form.source.data if current_app.extensions["articles"].get(form.source.data or "") else None
+    )
+    if form.placement.data == "training":
+        source = "certified-scrum-product-owner-cspo-training"
+    subscriptions.subscribe(
+        subscriptions.SignupRequest(
+            email=email,
+            name=_clean(form.name.data, 100),
+            topics=form.topics.data,
+            placement=form.placement.data,
+            source_slug=source,
+            utm={k: v for k in UTM_FIELDS if (v := _clean(getattr(form, k).data, 200))},
+            referrer=_clean(form.ref.data, 500),
+        ),
+        evidence(),
+    )
+    db.session.commit()
+    return redirect(url_for(".thanks"), 303)
+
+
+@bp.get("/subscribe/thanks")
+def thanks():
+    return render_template("subscriptions/thanks.html")
+
+
+def _token_error(status: int = 400, expired_token: str | None = None):
+    resend = None
+    if expired_token:
+        resend = ResendForm(formdata=None)
+        resend.token.data = expired_token
+    return render_template(
+        "subscriptions/bad_link.html",
+        expired=bool(expired_token),
+        resend=resend,
+        form=new_signup_form("page"),
+    ), status
+
+
+@bp.get("/confirm/<token>")
+def confirm(token: str):
+    try:
+        lead, issued = subscriptions.lead_from_token(
+            "confirm", token, current_app.config["CONFIRMATION_MAX_AGE_SECONDS"]
+        )
+    except tokens.TokenExpired:
+        return _token_error(410, expired_token=token)
+    except tokens.TokenInvalid:
+        return _token_error(400)
+    if lead is None:
+        return _token_error(404)
+    result = subscriptions.confirm(lead, issued, evidence())
+    db.session.commit()
+    if result == subscriptions.ConfirmResult.STALE:
+        return render_template("subscriptions/stale.html", form=new_signup_form("page")), 409
+    return render_template(
+        "subscriptions/confirmed.html",
+        lead=lead,
+        already=result == subscriptions.ConfirmResult.ALREADY,
+        preferences_token=subscriptions.preferences_token(lead),
+    )
+
+
+@bp.post("/confirm/resend")
+@limiter.limit(lambda: current_app.config["SIGNUP_RATE_LIMIT"])
+def resend_confirmation():
+    form = ResendForm()
+    if not form.validate():
+        abort(400)
+    try:
+        subscriptions.lead_from_token("confirm", form.token.data)
+    except tokens.TokenExpired as exc:
+        lead = subscriptions.lead_by_public_id(str(exc.value)) if exc.value else None
+    except tokens.TokenInvalid:
+        return _token_error(400)
+    else:  # still valid: nothing to resend, the link works
+        return redirect(url_for(".confirm", token=form.token.data), 303)
+    if lead is not None:
+        subscriptions.resend_confirmation(lead)
+        db.session.commit()
+    return redirect(url_for(".thanks"), 303)
+
+
+def _lead_or_error(purpose: str, token: str):
+    try:
+        lead, _ = subscriptions.lead_from_token(purpose, token)
+    except tokens.TokenInvalid:
+        return None, _token_error(400)
+    if lead is None:
+        return None, render_template("subscriptions/gone.html"), 404
+    return lead, None
+
+
+@bp.route("/preferences/<token>", methods=["GET", "POST"])
+def preferences(token: str):
+    lead, error = _lead_or_error("preferences", token)
+    if error:
+        return error
+    form = PreferencesForm()
+    saved = None
+    if form.validate_on_submit():
+        wanted = [] if form.unsubscribe_all.data else form.topics.data
+        saved = subscriptions.update_topics(lead, wanted, evidence())
+        db.session.commit()
+    elif request.method == "POST":
+        abort(400)
+    form.topics.data = (
+        [] if lead.status == LeadStatus.UNSUBSCRIBED else topics.clean(list(lead.topic_slugs))
+    )
+    return render_template("subscriptions/preferences.html", form=form, lead=lead, saved=saved)
+
+
+@bp.get("/unsubscribe/<token>")
+def unsubscribe_page(token: str):
+    lead, error = _lead_or_error("unsubscribe", token)
+    if error:
+        return error
+    return render_template("subscriptions/unsubscribe.html", lead=lead, token=token)
+
+
+@bp.post("/unsubscribe/<token>")
+@csrf.exempt  # RFC 8058: mail providers post with no cookie and no CSRF token
+def unsubscribe(token: str):
+    lead, error = _lead_or_error("unsubscribe", token)
+    if error:
+        return error
+    one_click = request.form.get("List-Unsubscribe") == "One-Click"
+    subscriptions.unsubscribe(lead, "one-click" if one_click else "link", evidence())
+    db.session.commit()
+    # 200 with a page, never a redirect: one-click clients do not follow them.
+    return render_template(
+        "subscriptions/unsubscribed.html",
+        preferences_token=subscriptions.preferences_token(lead),
+    )

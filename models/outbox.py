@@ -1,0 +1,67 @@
+"""The outbox: every mail is a row, the queue and the delivery log at once."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, UTCDateTime, utcnow
+from models.lead import Lead, _enum
+
+
+class OutboxStatus(enum.StrEnum):
+    QUEUED = "queued"  # waiting for send_after
+    SENDING = "sending"  # claimed by a worker until lease_until
+    SENT = "sent"  # the SMTP server said 250
+    FAILED = "failed"  # permanent error, or out of attempts
+    SKIPPED = "skipped"  # send-time checks said no (unsubscribed, suppressed...)
+    CANCELLED = "cancelled"
+
+
+class MailKind(enum.StrEnum):
+    CONFIRMATION = "confirmation"
+    ALREADY_SUBSCRIBED = "already_subscribed"
+    WELCOME = "welcome"
+
+    @property
+    def transactional(self) -> bool:
+        return self in TRANSACTIONAL_KINDS
+
+
+TRANSACTIONAL_KINDS = frozenset({MailKind.CONFIRMATION, MailKind.ALREADY_SUBSCRIBED})
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox_message"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[MailKind] = mapped_column(_enum(MailKind, "mail_kind"))
+    lead_id: Mapped[int | None] = mapped_column(
+        ForeignKey("lead.id", ondelete="CASCADE"), index=True
+    )
+    # Rows that must exist once at most (one welcome per confirmation, one
+    # announcement per lead) carry a key; the unique index enforces it.
+    dedupe_key: Mapped[str | None] = mapped_column(String(120), unique=True)
+    status: Mapped[OutboxStatus] = mapped_column(
+        _enum(OutboxStatus, "outbox_status"), default=OutboxStatus.QUEUED
+    )
+    send_after: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # attempts doubles as the fencing token: each claim increments it, and a
+    # worker may only finish a row whose attempts still equal what it claimed.
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(String(300))
+
+    lead: Mapped[Lead | None] = relationship()
+
+    __table_args__ = (
+        # The claim query: due rows by status and time.
+        Index("ix_outbox_message_status_send_after", "status", "send_after"),
+    )

@@ -1,0 +1,1 @@
+"""The product's logic. No Flask request objects in here; callers own transactions."""

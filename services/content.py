@@ -1,0 +1,180 @@
+"""Articles: Markdown files with YAML front matter, rendered once and cached."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import yaml
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+WORDS_PER_MINUTE = 230
+TRAINING_PATH = "/certified-scrum-product-owner-cspo-training"
+_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+class ContentError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Article:
+    slug: str
+    title: str
+    published: date | None
+    description: str
+    html_intro: Markup  # before the inline signup form
+    html_rest: Markup  # after it
+    reading_minutes: int
+    internal_links: tuple[str, ...] = field(default=())
+
+    @property
+    def path(self) -> str:
+        return f"/{self.slug}"
+
+
+def _markdown() -> MarkdownIt:
+    # Raw HTML in articles is off: the content is data, the templates are code.
+    return MarkdownIt("commonmark", {"html": False, "typographer": True}).enable(
+        ["table", "strikethrough", "replacements", "smartquotes"]
+    )
+
+
+def _plain_text(tokens) -> str:
+    parts = []
+    for tok in tokens:
+        if tok.type == "inline":
+            parts.append("".join(c.content for c in tok.children or [] if c.type == "text"))
+    return " ".join(parts)
+
+
+def _split_index(tokens) -> int:
+    """Index of the top-level block where the inline form goes: the heading
+    closest to a third of the text, so the form never cuts a section in two."""
+    total = sum(len(t.content) for t in tokens if t.type == "inline")
+    target = total / 3
+    seen = 0
+    best, best_gap = len(tokens), math.inf
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open" and tok.level == 0 and i > 0:
+            gap = abs(seen - target)
+            if gap < best_gap:
+                best, best_gap = i, gap
+        if tok.type == "inline":
+            seen += len(tok.content)
+    if best == len(tokens):  # no heading: after the paragraph nearest a third
+        seen = 0
+        for i, tok in enumerate(tokens):
+            if tok.type == "inline":
+                seen += len(tok.content)
+            if tok.type == "paragraph_close" and tok.level == 0 and seen >= target:
+                return i + 1
+    return best
+
+
+def _internal_links(tokens) -> tuple[str, ...]:
+    links = []
+    for tok in tokens:
+        for child in tok.children or []:
+            if child.type == "link_open":
+                href = child.attrGet("href") or ""
+                if href.startswith("/") and not href.startswith("//"):
+                    links.append(href.split("#")[0].split("?")[0])
+    return tuple(dict.fromkeys(links))
+
+
+def parse_article(path: Path, md: MarkdownIt | None = None) -> Article:
+    md = md or _markdown()
+    raw = path.read_text(encoding="utf-8")
+    match = _FRONT_MATTER.match(raw)
+    if not match:
+        raise ContentError(f"{path.name}: no YAML front matter")
+    meta = yaml.safe_load(match.group(1)) or {}
+    body = raw[match.end() :]
+    slug = str(meta.get("slug") or path.stem)
+    if not _SLUG.match(slug):
+        raise ContentError(f"{path.name}: slug {slug!r} is not lowercase-with-dashes")
+    if not meta.get("title"):
+        raise ContentError(f"{path.name}: front matter has no title")
+    published = meta.get("date")
+    if isinstance(published, str):
+        published = date.fromisoformat(published)
+    env: dict = {}
+    tokens = md.parse(body, env)
+    text = _plain_text(tokens)
+    description = str(meta.get("description") or "")
+    if not description:
+        first = next((t.content for t in tokens if t.type == "inline"), "")
+        description = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", first)
+        if len(description) > 160:
+            description = description[:157].rsplit(" ", 1)[0] + "…"
+    cut = _split_index(tokens)
+    render = md.renderer.render
+    return Article(
+        slug=slug,
+        title=str(meta["title"]),
+        published=published,
+        description=description,
+        html_intro=Markup(render(tokens[:cut], md.options, env)),  # noqa: S704 (html off)
+        html_rest=Markup(render(tokens[cut:], md.options, env)),  # noqa: S704
+        reading_minutes=max(1, math.ceil(len(text.split()) / WORDS_PER_MINUTE)),
+        internal_links=_internal_links(tokens),
+    )
+
+
+class ArticleStore:
+    """All articles of a content folder, parsed once; reloads when a file
+    changes if `auto_reload` (debug) is set."""
+
+    def __init__(self, content_dir: str | os.PathLike, auto_reload: bool = False):
+        self.content_dir = Path(content_dir)
+        self.auto_reload = auto_reload
+        self._stamp: tuple | None = None
+        self._articles: dict[str, Article] = {}
+        self._load()
+
+    def _current_stamp(self) -> tuple:
+        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in self.content_dir.glob("*.md")))
+
+    def _load(self) -> None:
+        md = _markdown()
+        articles = {}
+        for path in sorted(self.content_dir.glob("*.md")):
+            article = parse_article(path, md)
+            if article.slug in articles:
+                raise ContentError(f"two articles share the slug {article.slug!r}")
+            articles[article.slug] = article
+        self._articles = articles
+        self._stamp = self._current_stamp() if self.auto_reload else None
+
+    def _fresh(self) -> dict[str, Article]:
+        if self.auto_reload and self._current_stamp() != self._stamp:
+            self._load()
+        return self._articles
+
+    def get(self, slug: str) -> Article | None:
+        return self._fresh().get(slug)
+
+    def all(self) -> list[Article]:
+        """Newest first."""
+        return sorted(
+            self._fresh().values(),
+            key=lambda a: (a.published or date.min, a.title),
+            reverse=True,
+        )
+
+    def dangling_links(self, known_paths: set[str]) -> list[tuple[str, str]]:
+        """(article slug, link) for each internal link to no page we serve."""
+        paths = known_paths | {a.path for a in self._fresh().values()}
+        return [
+            (a.slug, link)
+            for a in self.all()
+            for link in a.internal_links
+            if link.rstrip("/") not in paths and link not in paths
+        ]

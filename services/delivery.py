@@ -1,0 +1,284 @@
+"""The delivery worker: claim due outbox rows with a lease, send, record.
+
+Guarantees (see README, "How delivery works"):
+- a row is marked sent only after the server's 250, so nothing is lost;
+- a claim increments `attempts`, the fencing token: a worker whose lease ran
+  out and whose row was reclaimed cannot finish it, its UPDATE matches nothing;
+- a crash between the 250 and the commit that records it re-sends that one
+  row after its lease: at-least-once, one duplicate per crash at most.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import and_, or_, select, update
+
+from extensions import db
+from models import (
+    Lead,
+    LeadStatus,
+    MailKind,
+    OutboxMessage,
+    OutboxStatus,
+    Suppression,
+    email_hash,
+)
+from services import clock
+from services.compose import compose
+from services.mailer import DeliveryError, Transport, transport_from_config
+
+log = logging.getLogger("leads.worker")
+OUTBOX = OutboxMessage.__table__
+MAX_BACKOFF_SECONDS = 6 * 3600
+# Suppressions that stop even transactional mail: the address does not exist
+# or its owner complained. An erased lead may still ask to subscribe anew.
+HARD_SUPPRESSIONS = ("hard_bounce", "complaint")
+
+
+@dataclass
+class BatchStats:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    skipped: int = 0
+    lost: int = 0  # lease lost: another worker owns the row now
+    released: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(batch_size: int, lease_seconds: int, owner: str) -> list[tuple[int, int]]:
+    """Claim up to batch_size due rows; (id, fencing token) for each.
+
+    One UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING:
+    on PostgreSQL concurrent workers skip each other's rows; on SQLite the
+    statement takes the single write lock, so claims are serialised.
+    """
+    now = clock.now()
+    due = (
+        select(OUTBOX.c.id)
+        .where(
+            or_(
+                and_(OUTBOX.c.status == OutboxStatus.QUEUED.value, OUTBOX.c.send_after <= now),
+                and_(OUTBOX.c.status == OutboxStatus.SENDING.value, OUTBOX.c.lease_until < now),
+            )
+        )
+        .order_by(OUTBOX.c.send_after, OUTBOX.c.id)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    rows = db.session.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=OutboxStatus.SENDING.value,
+            attempts=OUTBOX.c.attempts + 1,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            claimed_by=owner,
+        )
+        .returning(OUTBOX.c.id, OUTBOX.c.attempts, OUTBOX.c.lease_until)
+    ).all()
+    db.session.commit()
+    return sorted((r.id, r.attempts) for r in rows)
+
+
+def _finish(row_id: int, token: int, **values) -> bool:
+    """Fenced update: applies only while this worker still owns the row."""
+    result = db.session.execute(
+        update(OUTBOX)
+        .where(
+            OUTBOX.c.id == row_id,
+            OUTBOX.c.attempts == token,
+            OUTBOX.c.status == OutboxStatus.SENDING.value,
+        )
+        .values(lease_until=None, **values)
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def release(row_id: int, token: int) -> bool:
+    """Give a claimed, unsent row back without counting the attempt."""
+    return _finish(row_id, token, status=OutboxStatus.QUEUED.value, attempts=token - 1)
+
+
+def backoff_seconds(attempt: int, base: float) -> float:
+    """Exponential backoff with full jitter, capped."""
+    ceiling = min(MAX_BACKOFF_SECONDS, base * 2 ** max(attempt - 1, 0))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _is_suppressed(address: str, transactional: bool) -> str | None:
+    query = select(Suppression.reason).where(Suppression.email_hash == email_hash(address))
+    if transactional:
+        query = query.where(Suppression.reason.in_(HARD_SUPPRESSIONS))
+    return db.session.execute(query).scalar_one_or_none()
+
+
+def skip_reason(row: OutboxMessage, lead: Lead | None) -> str | None:
+    """Send-time checks: the state now decides, not the state when queued."""
+    if lead is None:
+        return "lead no longer exists"
+    kind = MailKind(row.kind)
+    if kind == MailKind.CONFIRMATION and lead.status != LeadStatus.PENDING:
+        return f"lead is {lead.status.value}, not pending"
+    if not kind.transactional and lead.status != LeadStatus.CONFIRMED:
+        return f"lead is {lead.status.value}"
+    reason = _is_suppressed(lead.email, kind.transactional)
+    if reason:
+        return f"address suppressed ({reason})"
+    return None
+
+
+def suppress(address: str, reason: str, detail: str) -> None:
+    digest = email_hash(address)
+    if db.session.get(Suppression, digest) is None:
+        db.session.add(Suppression(email_hash=digest, reason=reason, detail=detail[:500]))
+
+
+def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats) -> None:
+    cfg = current_app.config
+    row = db.session.get(OutboxMessage, row_id)
+    lead = db.session.get(Lead, row.lead_id) if row.lead_id else None
+    reason = skip_reason(row, lead)
+    if reason:
+        stats.skipped += _finish(
+            row_id, token, status=OutboxStatus.SKIPPED.value, last_error=reason
+        )
+        return
+    try:
+        composed = compose(row, lead)
+    except Exception as exc:  # a template bug must not stop the queue
+        log.exception("could not render outbox row %s", row_id)
+        stats.failed += _finish(
+            row_id, token, status=OutboxStatus.FAILED.value, last_error=f"render: {exc}"[:2000]
+        )
+        return
+    # The row object is not needed past here; free the session before the
+    # network call so no transaction stays open while the server thinks.
+    db.session.rollback()
+    try:
+        transport.send(composed.message)
+    except DeliveryError as exc:
+        stats.errors.append(str(exc))
+        if exc.permanent:
+            if exc.recipient_refused:
+                suppress(lead.email, "hard_bounce", str(exc))
+            stats.failed += _finish(
+                row_id, token, status=OutboxStatus.FAILED.value, last_error=str(exc)[:2000]
+            )
+        elif token >= cfg["MAIL_MAX_ATTEMPTS"]:
+            stats.failed += _finish(
+                row_id,
+                token,
+                status=OutboxStatus.FAILED.value,
+                last_error=f"gave up after {token} attempts: {exc}"[:2000],
+            )
+        else:
+            delay = backoff_seconds(token, cfg["WORKER_BACKOFF_BASE_SECONDS"])
+            stats.retried += _finish(
+                row_id,
+                token,
+                status=OutboxStatus.QUEUED.value,
+                last_error=str(exc)[:2000],
+                send_after=clock.now() + timedelta(seconds=delay),
+            )
+        return
+    # The server said 250: record it at once. A crash before this commit is
+    # the one window in which a mail can go twice.
+    if _finish(
+        row_id,
+        token,
+        status=OutboxStatus.SENT.value,
+        sent_at=clock.now(),
+        subject=composed.subject,
+        last_error=None,
+    ):
+        stats.sent += 1
+    else:
+        stats.lost += 1
+        log.warning("outbox row %s: lease lost before it was marked sent", row_id)
+
+
+class Worker:
+    """Claims and delivers batches until stopped (or until idle, with once)."""
+
+    def __init__(self, app, transport: Transport | None = None):
+        self.app = app
+        self.transport = transport
+        self.owner = worker_id()
+        self._stop = threading.Event()
+
+    def stop(self, *_args) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run_batch(self) -> BatchStats:
+        cfg = self.app.config
+        stats = BatchStats()
+        claimed = claim(cfg["WORKER_BATCH_SIZE"], cfg["WORKER_LEASE_SECONDS"], self.owner)
+        stats.claimed = len(claimed)
+        if not claimed:
+            return stats
+        lease_end = time.monotonic() + cfg["WORKER_LEASE_SECONDS"]
+        # Leave the rest of the batch to others rather than send on a lease
+        # that may run out mid-conversation with a slow server.
+        margin = 2 * cfg["MAIL_TIMEOUT"] + 1
+        for i, (row_id, token) in enumerate(claimed):
+            if self._stop.is_set() or time.monotonic() + margin > lease_end:
+                for rest_id, rest_token in claimed[i:]:
+                    stats.released += release(rest_id, rest_token)
+                break
+            deliver_one(row_id, token, self.transport, stats)
+        return stats
+
+    def run(self, once: bool = False) -> BatchStats:
+        total = BatchStats()
+        if self.transport is None:
+            self.transport = transport_from_config(self.app.config)
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                stats = self.run_batch()
+                for name in ("claimed", "sent", "retried", "failed", "skipped", "lost", "released"):
+                    setattr(total, name, getattr(total, name) + getattr(stats, name))
+                if stats.claimed:
+                    elapsed = max(time.monotonic() - started, 1e-6)
+                    log.info(
+                        "batch claimed=%d sent=%d retried=%d failed=%d skipped=%d "
+                        "lost=%d released=%d rate=%.1f/s",
+                        stats.claimed,
+                        stats.sent,
+                        stats.retried,
+                        stats.failed,
+                        stats.skipped,
+                        stats.lost,
+                        stats.released,
+                        stats.sent / elapsed,
+                    )
+                elif once:
+                    break
+                else:
+                    self.transport.close()  # do not hold an idle SMTP connection
+                    self._stop.wait(self.app.config["WORKER_POLL_SECONDS"])
+        finally:
+            self.transport.close()
+            db.session.remove()
+        return total

@@ -1,0 +1,19 @@
+"""Absolute links for mail, built from SITE_URL outside any request."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import current_app
+
+
+def external_url(endpoint: str, **values) -> str:
+    app = current_app._get_current_object()
+    adapter = app.extensions.get("external_url_adapter")
+    if adapter is None:
+        parts = urlsplit(app.config["SITE_URL"])
+        adapter = app.url_map.bind(
+            parts.netloc, script_name=parts.path or "/", url_scheme=parts.scheme or "https"
+        )
+        app.extensions["external_url_adapter"] = adapter
+    return adapter.build(endpoint, values, force_external=True)

@@ -1,0 +1,184 @@
+"""Mail transports behind one interface: file (default), smtp, console.
+
+A transport raises DeliveryError; `permanent` tells the worker whether the
+server refused for good (5xx: never retried) or for now (4xx, timeouts,
+dropped connections: retried with backoff).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import smtplib
+import ssl
+import sys
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+
+
+class DeliveryError(Exception):
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        code: int | None = None,
+        recipient_refused: bool = False,
+    ):
+        super().__init__(message)
+        self.permanent = permanent
+        self.code = code
+        # True when the refusal was about the recipient (a hard bounce).
+        self.recipient_refused = recipient_refused
+
+
+class Transport(Protocol):
+    def send(self, message: EmailMessage) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FileTransport:
+    """Writes each mail as an .eml file: the embedded default."""
+
+    def __init__(self, directory: str):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def send(self, message: EmailMessage) -> None:
+        msg_id = message["Message-ID"].strip("<>").split("@")[0]
+        kind = message.get("X-Mail-Kind", "mail")
+        final = self.directory / f"{msg_id}-{kind}.eml"
+        tmp = final.with_suffix(".tmp")
+        # Written whole, then renamed: a reader never sees half a mail.
+        tmp.write_bytes(message.as_bytes())
+        os.replace(tmp, final)
+
+    def close(self) -> None:
+        pass
+
+
+class ConsoleTransport:
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+
+    def send(self, message: EmailMessage) -> None:
+        self.stream.write(message.as_string() + "\n" + "-" * 72 + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class SmtpTransport:
+    """One connection, reused across messages until it fails or is closed."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        use_tls: bool = False,
+        use_ssl: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+    ):
+        self.host, self.port = host, port
+        self.use_tls, self.use_ssl = use_tls, use_ssl
+        self.username, self.password = username, password
+        self.timeout = timeout
+        self._conn: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        context = ssl.create_default_context()
+        if self.use_ssl:
+            conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        else:
+            conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            if self.use_tls:
+                conn.starttls(context=context)
+        if self.username:
+            conn.login(self.username, self.password or "")
+        return conn
+
+    def send(self, message: EmailMessage) -> None:
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            refused = self._conn.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            self._reset()
+            raise DeliveryError(
+                f"{code} {_text(text)}",
+                permanent=code >= 500,
+                code=code,
+                recipient_refused=code >= 500,
+            ) from exc
+        except smtplib.SMTPSenderRefused as exc:
+            self._reset()
+            raise DeliveryError(
+                f"sender refused: {exc.smtp_code} {_text(exc.smtp_error)}",
+                permanent=exc.smtp_code >= 500,
+                code=exc.smtp_code,
+            ) from exc
+        except smtplib.SMTPResponseException as exc:
+            self._reset()
+            raise DeliveryError(
+                f"{exc.smtp_code} {_text(exc.smtp_error)}",
+                permanent=exc.smtp_code >= 500,
+                code=exc.smtp_code,
+                recipient_refused=exc.smtp_code >= 500,
+            ) from exc
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+            self._reset()
+            raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
+        if refused:  # only when some of several recipients were refused
+            code, text = next(iter(refused.values()))
+            raise DeliveryError(
+                f"{code} {_text(text)}",
+                permanent=code >= 500,
+                code=code,
+                recipient_refused=code >= 500,
+            )
+
+    def _reset(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                conn.close()
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def transport_from_config(config) -> Transport:
+    backend = config["MAIL_BACKEND"]
+    if backend == "file":
+        return FileTransport(config["MAIL_FILE_DIR"])
+    if backend == "console":
+        return ConsoleTransport()
+    if backend == "smtp":
+        return SmtpTransport(
+            config["MAIL_SERVER"],
+            config["MAIL_PORT"],
+            use_tls=config["MAIL_USE_TLS"],
+            use_ssl=config["MAIL_USE_SSL"],
+            username=config["MAIL_USERNAME"],
+            password=config["MAIL_PASSWORD"],
+            timeout=config["MAIL_TIMEOUT"],
+        )
+    raise ValueError(f"MAIL_BACKEND must be file, smtp or console, not {backend!r}")

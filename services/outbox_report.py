@@ -1,0 +1,47 @@
+"""What operators ask of the outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from extensions import db
+from models import OutboxMessage, OutboxStatus
+from services import clock
+
+
+@dataclass
+class OutboxReport:
+    counts: dict[str, int]
+    oldest_due_age: timedelta | None
+    recent_errors: list[tuple[str, int]]
+
+
+def status_report(error_limit: int = 10) -> OutboxReport:
+    counts = dict.fromkeys((s.value for s in OutboxStatus), 0)
+    for status, count in db.session.execute(
+        db.select(OutboxMessage.status, db.func.count()).group_by(OutboxMessage.status)
+    ):
+        counts[OutboxStatus(status).value] = count
+    now = clock.now()
+    oldest = db.session.execute(
+        db.select(db.func.min(OutboxMessage.send_after)).where(
+            OutboxMessage.status == OutboxStatus.QUEUED, OutboxMessage.send_after <= now
+        )
+    ).scalar_one()
+    if oldest is not None and oldest.tzinfo is None:  # SQLite aggregates lose the type
+        from datetime import UTC, datetime
+
+        oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=UTC)
+    recent = db.session.execute(
+        db.select(OutboxMessage.last_error, db.func.count())
+        .where(OutboxMessage.last_error.is_not(None))
+        .group_by(OutboxMessage.last_error)
+        .order_by(db.func.max(OutboxMessage.id).desc())
+        .limit(error_limit)
+    ).all()
+    return OutboxReport(
+        counts=counts,
+        oldest_due_age=(now - oldest) if oldest else None,
+        recent_errors=[(e, n) for e, n in recent],
+    )

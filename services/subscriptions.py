@@ -1,0 +1,289 @@
+"""Signup, double opt-in, preferences and unsubscribe.
+
+Every function here changes rows and may queue mail in the caller's
+transaction; the caller commits.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from extensions import db
+from models import ConsentEvent, ConsentKind, Lead, LeadStatus, LeadTopic, MailKind
+from models.base import new_public_id
+from services import clock, consent, outbox, tokens, topics
+
+
+@dataclass
+class Evidence:
+    """Where a consent act happened: kept with every consent event."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass
+class SignupRequest:
+    email: str  # normalised already
+    topics: list[str]
+    placement: str
+    name: str | None = None
+    source_slug: str | None = None
+    utm: dict[str, str] = field(default_factory=dict)
+    referrer: str | None = None
+
+
+class SignupOutcome(enum.StrEnum):
+    CONFIRMATION_QUEUED = "confirmation_queued"
+    NOTICE_QUEUED = "notice_queued"  # already confirmed: a preferences link
+    THROTTLED = "throttled"  # a mail went to this address within the window
+
+
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+def _insert_ignore(model, values: dict) -> None:
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    db.session.execute(insert(model).values(**values).on_conflict_do_nothing())
+
+
+def lead_by_email(email: str) -> Lead | None:
+    return db.session.execute(db.select(Lead).where(Lead.email == email)).scalar_one_or_none()
+
+
+def lead_by_public_id(public_id: str) -> Lead | None:
+    return db.session.execute(
+        db.select(Lead).where(Lead.public_id == public_id)
+    ).scalar_one_or_none()
+
+
+def _claim_mail_window(lead_id: int, now: datetime) -> bool:
+    """True for the one caller per window that may queue a mail to this lead.
+
+    A conditional UPDATE is atomic on every backend, so concurrent submissions
+    of one address queue one mail, not one each.
+    """
+    window = timedelta(seconds=current_app.config["CONFIRMATION_WINDOW_SECONDS"])
+    result = db.session.execute(
+        update(Lead)
+        .where(
+            Lead.id == lead_id,
+            or_(Lead.last_confirmation_at.is_(None), Lead.last_confirmation_at <= now - window),
+        )
+        .values(last_confirmation_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _set_topics(lead: Lead, wanted: list[str]) -> None:
+    wanted_set = set(topics.clean(wanted))
+    for row in list(lead.topics):
+        if row.topic not in wanted_set:
+            lead.topics.remove(row)
+    for slug in topics.clean(list(wanted_set - lead.topic_slugs)):
+        lead.topics.append(LeadTopic(topic=slug))
+
+
+def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
+    """Record a signup and queue the mail it calls for.
+
+    The visitor sees the same answer whatever the outcome, so nobody can learn
+    from the form whether an address is on the list.
+    """
+    now = clock.now()
+    chosen = topics.clean(req.topics)
+    # Insert first: on SQLite this takes the write lock before any read, so
+    # concurrent signups queue on busy_timeout instead of failing; on
+    # PostgreSQL a concurrent insert of the same address waits, then no-ops.
+    _insert_ignore(
+        Lead,
+        {
+            "public_id": new_public_id(),
+            "email": req.email,
+            "name": req.name,
+            "status": LeadStatus.PENDING.value,
+            "source_slug": req.source_slug,
+            "source_placement": req.placement,
+            "referrer": req.referrer,
+            "created_at": now,
+            **{k: req.utm.get(k) for k in UTM_KEYS},
+        },
+    )
+    lead = lead_by_email(req.email)
+    db.session.refresh(lead)
+    text = consent.text_for(req.placement)
+    db.session.add(
+        ConsentEvent(
+            lead=lead,
+            kind=ConsentKind.GIVEN,
+            at=now,
+            channel="form",
+            ip=evidence.ip,
+            user_agent=evidence.user_agent,
+            consent_hash=consent.record_text(text),
+            topics=",".join(chosen),
+            source_slug=req.source_slug,
+            placement=req.placement,
+        )
+    )
+
+    if lead.status == LeadStatus.CONFIRMED:
+        # Topics of a confirmed lead change only through its preferences
+        # link: a stranger typing the address must not change what it gets.
+        if _claim_mail_window(lead.id, now):
+            outbox.enqueue(MailKind.ALREADY_SUBSCRIBED, lead.id)
+            return SignupOutcome.NOTICE_QUEUED
+        return SignupOutcome.THROTTLED
+
+    if lead.status == LeadStatus.UNSUBSCRIBED:
+        lead.status = LeadStatus.PENDING
+        _set_topics(lead, chosen)
+    else:
+        _set_topics(lead, list(lead.topic_slugs | set(chosen)))
+    if req.name and not lead.name:
+        lead.name = req.name
+    if _claim_mail_window(lead.id, now):
+        outbox.enqueue(MailKind.CONFIRMATION, lead.id)
+        return SignupOutcome.CONFIRMATION_QUEUED
+    return SignupOutcome.THROTTLED
+
+
+class ConfirmResult(enum.StrEnum):
+    CONFIRMED = "confirmed"
+    ALREADY = "already"
+    STALE = "stale"  # the link predates an unsubscribe
+
+
+def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> ConfirmResult:
+    """Double opt-in. Idempotent: a second click changes nothing."""
+    now = clock.now()
+    if lead.status == LeadStatus.CONFIRMED:
+        return ConfirmResult.ALREADY
+    if lead.status == LeadStatus.UNSUBSCRIBED or (
+        lead.unsubscribed_at and lead.unsubscribed_at > token_issued_at
+    ):
+        return ConfirmResult.STALE
+    result = db.session.execute(
+        update(Lead)
+        .where(Lead.id == lead.id, Lead.status == LeadStatus.PENDING)
+        .values(status=LeadStatus.CONFIRMED, confirmed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # a concurrent click won
+        return ConfirmResult.ALREADY
+    db.session.add(
+        ConsentEvent(
+            lead_id=lead.id,
+            kind=ConsentKind.CONFIRMED,
+            at=now,
+            channel="link",
+            ip=evidence.ip,
+            user_agent=evidence.user_agent,
+            topics=",".join(sorted(lead.topic_slugs)),
+        )
+    )
+    outbox.enqueue(MailKind.WELCOME, lead.id)
+    db.session.refresh(lead)
+    return ConfirmResult.CONFIRMED
+
+
+def unsubscribe(lead: Lead, channel: str, evidence: Evidence) -> bool:
+    """Withdraw consent for everything. False when it was already withdrawn."""
+    now = clock.now()
+    result = db.session.execute(
+        update(Lead)
+        .where(Lead.id == lead.id, Lead.status != LeadStatus.UNSUBSCRIBED)
+        .values(status=LeadStatus.UNSUBSCRIBED, unsubscribed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    db.session.add(
+        ConsentEvent(
+            lead_id=lead.id,
+            kind=ConsentKind.WITHDRAWN,
+            at=now,
+            channel=channel,
+            ip=evidence.ip,
+            user_agent=evidence.user_agent,
+        )
+    )
+    db.session.refresh(lead)
+    return True
+
+
+class TopicsResult(enum.StrEnum):
+    UNCHANGED = "unchanged"
+    SAVED = "saved"
+    UNSUBSCRIBED = "unsubscribed"
+    CONFIRMATION_QUEUED = "confirmation_queued"  # coming back needs a fresh opt-in
+
+
+def update_topics(lead: Lead, wanted: list[str], evidence: Evidence) -> TopicsResult:
+    """Preferences page: no topic left means unsubscribed from everything."""
+    chosen = topics.clean(wanted)
+    if not chosen:
+        unsubscribe(lead, "preferences", evidence)
+        return TopicsResult.UNSUBSCRIBED
+    if set(chosen) == lead.topic_slugs and lead.status != LeadStatus.UNSUBSCRIBED:
+        return TopicsResult.UNCHANGED
+    now = clock.now()
+    _set_topics(lead, chosen)
+    db.session.add(
+        ConsentEvent(
+            lead=lead,
+            kind=ConsentKind.TOPICS_CHANGED,
+            at=now,
+            channel="preferences",
+            ip=evidence.ip,
+            user_agent=evidence.user_agent,
+            topics=",".join(chosen),
+        )
+    )
+    if lead.status == LeadStatus.UNSUBSCRIBED:
+        lead.status = LeadStatus.PENDING
+        db.session.flush()
+        if _claim_mail_window(lead.id, now):
+            outbox.enqueue(MailKind.CONFIRMATION, lead.id)
+        return TopicsResult.CONFIRMATION_QUEUED
+    return TopicsResult.SAVED
+
+
+# Tokens in links carry the lead's public id, never its row id.
+
+
+def confirm_token(lead: Lead) -> str:
+    return tokens.make("confirm", lead.public_id)
+
+
+def preferences_token(lead: Lead) -> str:
+    return tokens.make("preferences", lead.public_id)
+
+
+def unsubscribe_token(lead: Lead) -> str:
+    return tokens.make("unsubscribe", lead.public_id)
+
+
+def lead_from_token(purpose: str, token: str, max_age: int | None = None):
+    """(lead or None, issued_at); raises tokens.TokenInvalid / TokenExpired."""
+    public_id, issued_at = tokens.read(purpose, token, max_age=max_age)
+    lead = lead_by_public_id(str(public_id))
+    return lead, issued_at
+
+
+def resend_confirmation(lead: Lead) -> bool:
+    """A fresh confirmation link for a pending lead, within the mail window."""
+    if lead.status != LeadStatus.PENDING:
+        return False
+    if _claim_mail_window(lead.id, clock.now()):
+        outbox.enqueue(MailKind.CONFIRMATION, lead.id)
+        return True
+    return False

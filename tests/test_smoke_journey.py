@@ -1,0 +1,82 @@
+"""The visitor journey through the test client, mail through a real SMTP server."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from models import ConsentEvent, Lead, LeadStatus, OutboxMessage, OutboxStatus
+from services.delivery import Worker
+from services.mailer import SmtpTransport
+from tests.conftest import signup
+
+
+@pytest.fixture
+def app_config(app_config, smtp_server):
+    return {
+        **app_config,
+        "MAIL_BACKEND": "smtp",
+        "MAIL_SERVER": smtp_server.host,
+        "MAIL_PORT": smtp_server.port,
+    }
+
+
+def drain(app):
+    with app.app_context():
+        return Worker(app).run(once=True)
+
+
+def link_in(msg, path: str) -> str:
+    text = msg.get_body(("plain",)).get_content()
+    return re.search(rf"http://localhost(/{path}/[^\s]+)", text).group(1)
+
+
+def test_signup_confirm_welcome_unsubscribe(app, client, smtp_server):
+    r = signup(client, "  Ann@Example.COM ", name="Ann", topics=["cspo-classes", "newsletter"])
+    assert r.status_code == 303
+    assert drain(app).sent == 1
+    _, rcpts, confirmation = smtp_server.messages[0]
+    assert rcpts == ["ann@example.com"]
+    assert confirmation["Message-ID"]
+    assert "List-Unsubscribe" not in confirmation
+    assert confirmation.get_body(("html",)) is not None
+
+    r = client.get(link_in(confirmation, "confirm"))
+    assert r.status_code == 200
+    assert drain(app).sent == 1
+    _, _, welcome = smtp_server.messages[1]
+    assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert welcome["List-Id"]
+    unsub = re.search(r"<http://localhost(/unsubscribe/[^>]+)>", welcome["List-Unsubscribe"])[1]
+    assert client.get(unsub).status_code == 200
+    # RFC 8058 one-click: no cookie, no CSRF token, no redirect.
+    fresh = app.test_client(use_cookies=False)
+    r = fresh.post(unsub, data={"List-Unsubscribe": "One-Click"})
+    assert r.status_code == 200
+    with app.app_context():
+        lead = app.extensions["sqlalchemy"].session.query(Lead).one()
+        assert lead.status == LeadStatus.UNSUBSCRIBED
+        kinds = [
+            e.kind.value
+            for e in app.extensions["sqlalchemy"]
+            .session.query(ConsentEvent)
+            .order_by(ConsentEvent.id)
+        ]
+        assert kinds == ["given", "confirmed", "withdrawn"]
+        assert {m.status for m in app.extensions["sqlalchemy"].session.query(OutboxMessage)} == {
+            OutboxStatus.SENT
+        }
+
+
+def test_smtp_transport_reuses_connection(smtp_server):
+    from email.message import EmailMessage
+
+    t = SmtpTransport(smtp_server.host, smtp_server.port, timeout=5)
+    for i in range(3):
+        m = EmailMessage()
+        m["From"], m["To"], m["Subject"] = "a@example.com", "b@example.com", f"n{i}"
+        m.set_content("x")
+        t.send(m)
+    t.close()
+    assert len(smtp_server.messages) == 3
