@@ -23,15 +23,23 @@ class OutboxStatus(enum.StrEnum):
 
 class MailKind(enum.StrEnum):
     CONFIRMATION = "confirmation"
+    CONFIRM_REMINDER = "confirm_reminder"  # 24 h after a signup still pending
     ALREADY_SUBSCRIBED = "already_subscribed"
     WELCOME = "welcome"
+    CLASSES_FOLLOWUP = "classes_followup"  # N days after confirmation
+    CLASS_REMINDER = "class_reminder"  # N days before a class starts
+    ANNOUNCEMENT = "announcement"
 
     @property
     def transactional(self) -> bool:
         return self in TRANSACTIONAL_KINDS
 
 
-TRANSACTIONAL_KINDS = frozenset({MailKind.CONFIRMATION, MailKind.ALREADY_SUBSCRIBED})
+TRANSACTIONAL_KINDS = frozenset(
+    {MailKind.CONFIRMATION, MailKind.CONFIRM_REMINDER, MailKind.ALREADY_SUBSCRIBED}
+)
+# Mails that ask a pending lead to confirm: sent only while it is pending.
+CONFIRMATION_KINDS = frozenset({MailKind.CONFIRMATION, MailKind.CONFIRM_REMINDER})
 
 
 class OutboxMessage(Base):

@@ -10,13 +10,16 @@ from email.utils import format_datetime, parseaddr
 from flask import current_app, render_template
 
 from models import Lead, MailKind, OutboxMessage
-from services import clock, subscriptions, topics
+from models.outbox import CONFIRMATION_KINDS
+from services import clock, subscriptions, topics, training
 from services.links import external_url
 
 SUBJECTS = {
     MailKind.CONFIRMATION: "Please confirm your subscription",
     MailKind.ALREADY_SUBSCRIBED: "You are already subscribed",
     MailKind.WELCOME: "Welcome! Here is what comes next",
+    MailKind.CONFIRM_REMINDER: "One click left: confirm your subscription",
+    MailKind.CLASSES_FOLLOWUP: "The next CSPO classes",
 }
 
 
@@ -54,7 +57,11 @@ def _context(row: OutboxMessage, lead: Lead) -> dict:
             "subscriptions.unsubscribe", token=subscriptions.unsubscribe_token(lead)
         ),
     }
-    if row.kind == MailKind.CONFIRMATION:
+    if row.kind == MailKind.CLASSES_FOLLOWUP:
+        ctx["classes"] = [
+            (cls, *training.local_times(cls)) for cls in training.upcoming_classes(limit=5)
+        ]
+    if row.kind in CONFIRMATION_KINDS:
         ctx["confirm_url"] = external_url(
             "subscriptions.confirm", token=subscriptions.confirm_token(lead)
         )

@@ -33,7 +33,8 @@ from models import (
     Suppression,
     email_hash,
 )
-from services import clock
+from models.outbox import CONFIRMATION_KINDS
+from services import clock, topics, training
 from services.compose import compose
 from services.mailer import DeliveryError, Transport, transport_from_config
 
@@ -129,18 +130,31 @@ def _is_suppressed(address: str, transactional: bool) -> str | None:
     return db.session.execute(query).scalar_one_or_none()
 
 
+# Marketing mail about classes goes only to leads who asked for that topic.
+REQUIRED_TOPIC = {
+    MailKind.CLASSES_FOLLOWUP: topics.CSPO_CLASSES,
+    MailKind.CLASS_REMINDER: topics.CSPO_CLASSES,
+}
+
+
 def skip_reason(row: OutboxMessage, lead: Lead | None) -> str | None:
     """Send-time checks: the state now decides, not the state when queued."""
     if lead is None:
         return "lead no longer exists"
     kind = MailKind(row.kind)
-    if kind == MailKind.CONFIRMATION and lead.status != LeadStatus.PENDING:
-        return f"lead is {lead.status.value}, not pending"
-    if not kind.transactional and lead.status != LeadStatus.CONFIRMED:
+    if kind in CONFIRMATION_KINDS:
+        if lead.status != LeadStatus.PENDING:
+            return f"lead is {lead.status.value}, not pending"
+    elif lead.status != LeadStatus.CONFIRMED:
         return f"lead is {lead.status.value}"
+    topic = REQUIRED_TOPIC.get(kind)
+    if topic and topic not in lead.topic_slugs:
+        return f"lead does not want {topic}"
     reason = _is_suppressed(lead.email, kind.transactional)
     if reason:
         return f"address suppressed ({reason})"
+    if kind == MailKind.CLASSES_FOLLOWUP and not training.upcoming_classes(limit=1):
+        return "no upcoming classes"
     return None
 
 
@@ -214,26 +228,57 @@ def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats
         log.warning("outbox row %s: lease lost before it was marked sent", row_id)
 
 
+class RateLimiter:
+    """At most `rate` sends per second across all of a worker's connections."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self, stop: threading.Event) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(self._next, now)
+            self._next = slot + self.interval
+        if slot > now:
+            stop.wait(slot - now)
+
+
 class Worker:
-    """Claims and delivers batches until stopped (or until idle, with once)."""
+    """Claims and delivers batches until stopped (or until idle, with once).
+
+    WORKER_CONNECTIONS threads each hold one SMTP connection and claim their
+    own batches, exactly as that many worker processes would.
+    """
 
     def __init__(self, app, transport: Transport | None = None):
         self.app = app
         self.transport = transport
         self.owner = worker_id()
         self._stop = threading.Event()
+        self.rate = RateLimiter(app.config["WORKER_RATE_PER_SECOND"])
+        self.total = BatchStats()
+        self._total_lock = threading.Lock()
 
     def stop(self, *_args) -> None:
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
-    def run_batch(self) -> BatchStats:
+    def run_batch(self, transport: Transport, owner: str | None = None) -> BatchStats:
         cfg = self.app.config
         stats = BatchStats()
-        claimed = claim(cfg["WORKER_BATCH_SIZE"], cfg["WORKER_LEASE_SECONDS"], self.owner)
+        claimed = claim(cfg["WORKER_BATCH_SIZE"], cfg["WORKER_LEASE_SECONDS"],
+                        owner or self.owner)
         stats.claimed = len(claimed)
         if not claimed:
             return stats
@@ -246,39 +291,58 @@ class Worker:
                 for rest_id, rest_token in claimed[i:]:
                     stats.released += release(rest_id, rest_token)
                 break
-            deliver_one(row_id, token, self.transport, stats)
+            self.rate.wait(self._stop)
+            deliver_one(row_id, token, transport, stats)
         return stats
 
+    def _loop(self, transport: Transport, owner: str, once: bool) -> None:
+        with self.app.app_context():
+            try:
+                while not self._stop.is_set():
+                    started = time.monotonic()
+                    stats = self.run_batch(transport, owner)
+                    self._add(stats)
+                    if stats.claimed:
+                        elapsed = max(time.monotonic() - started, 1e-6)
+                        log.info(
+                            "batch claimed=%d sent=%d retried=%d failed=%d skipped=%d "
+                            "lost=%d released=%d rate=%.1f/s",
+                            stats.claimed, stats.sent, stats.retried, stats.failed,
+                            stats.skipped, stats.lost, stats.released, stats.sent / elapsed,
+                        )
+                    elif once:
+                        break
+                    else:
+                        transport.close()  # do not hold an idle SMTP connection
+                        self._stop.wait(self.app.config["WORKER_POLL_SECONDS"])
+            finally:
+                transport.close()
+                db.session.remove()
+
+    def _add(self, stats: BatchStats) -> None:
+        with self._total_lock:
+            for name in ("claimed", "sent", "retried", "failed", "skipped", "lost", "released"):
+                setattr(self.total, name, getattr(self.total, name) + getattr(stats, name))
+
     def run(self, once: bool = False) -> BatchStats:
-        total = BatchStats()
-        if self.transport is None:
-            self.transport = transport_from_config(self.app.config)
-        try:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                stats = self.run_batch()
-                for name in ("claimed", "sent", "retried", "failed", "skipped", "lost", "released"):
-                    setattr(total, name, getattr(total, name) + getattr(stats, name))
-                if stats.claimed:
-                    elapsed = max(time.monotonic() - started, 1e-6)
-                    log.info(
-                        "batch claimed=%d sent=%d retried=%d failed=%d skipped=%d "
-                        "lost=%d released=%d rate=%.1f/s",
-                        stats.claimed,
-                        stats.sent,
-                        stats.retried,
-                        stats.failed,
-                        stats.skipped,
-                        stats.lost,
-                        stats.released,
-                        stats.sent / elapsed,
-                    )
-                elif once:
-                    break
-                else:
-                    self.transport.close()  # do not hold an idle SMTP connection
-                    self._stop.wait(self.app.config["WORKER_POLL_SECONDS"])
-        finally:
-            self.transport.close()
-            db.session.remove()
-        return total
+        connections = max(1, int(self.app.config["WORKER_CONNECTIONS"]))
+        if self.transport is not None or connections == 1:
+            transport = self.transport or transport_from_config(self.app.config)
+            self._loop(transport, self.owner, once)
+            return self.total
+        threads = [
+            threading.Thread(
+                target=self._loop,
+                args=(transport_from_config(self.app.config), f"{self.owner}/{n}", once),
+                name=f"sender-{n}",
+                daemon=True,
+            )
+            for n in range(connections)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            # join with a timeout so the main thread still receives signals
+            while t.is_alive():
+                t.join(0.5)
+        return self.total

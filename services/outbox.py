@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy.dialects import postgresql, sqlite
+
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus
 from services import clock
@@ -16,17 +18,25 @@ def enqueue(
     *,
     send_after: datetime | None = None,
     dedupe_key: str | None = None,
-) -> OutboxMessage:
-    row = OutboxMessage(
-        kind=kind,
-        lead_id=lead_id,
-        status=OutboxStatus.QUEUED,
-        send_after=send_after or clock.now(),
-        created_at=clock.now(),
-        dedupe_key=dedupe_key,
-    )
-    db.session.add(row)
-    return row
+) -> None:
+    """Queue one mail. With a dedupe_key, a second row with the same key is
+    silently not written: the unique index decides, not a read-then-write."""
+    now = clock.now()
+    values = {
+        "kind": kind.value,
+        "lead_id": lead_id,
+        "status": OutboxStatus.QUEUED.value,
+        "send_after": send_after or now,
+        "created_at": now,
+        "attempts": 0,
+        "dedupe_key": dedupe_key,
+    }
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(OutboxMessage).values(**values)
+    if dedupe_key is not None:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"])
+    db.session.execute(stmt)
 
 
 def queue_depth() -> int:

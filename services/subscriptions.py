@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from extensions import db
 from models import ConsentEvent, ConsentKind, Lead, LeadStatus, LeadTopic, MailKind
 from models.base import new_public_id
-from services import clock, consent, outbox, tokens, topics
+from services import clock, consent, outbox, sequences, tokens, topics
 
 
 @dataclass
@@ -151,7 +151,7 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     if req.name and not lead.name:
         lead.name = req.name
     if _claim_mail_window(lead.id, now):
-        outbox.enqueue(MailKind.CONFIRMATION, lead.id)
+        sequences.confirmation_requested(lead.id)
         return SignupOutcome.CONFIRMATION_QUEUED
     return SignupOutcome.THROTTLED
 
@@ -190,7 +190,7 @@ def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> Confir
             topics=",".join(sorted(lead.topic_slugs)),
         )
     )
-    outbox.enqueue(MailKind.WELCOME, lead.id)
+    sequences.lead_confirmed(lead.id)
     db.session.refresh(lead)
     return ConfirmResult.CONFIRMED
 
@@ -252,7 +252,7 @@ def update_topics(lead: Lead, wanted: list[str], evidence: Evidence) -> TopicsRe
         lead.status = LeadStatus.PENDING
         db.session.flush()
         if _claim_mail_window(lead.id, now):
-            outbox.enqueue(MailKind.CONFIRMATION, lead.id)
+            sequences.confirmation_requested(lead.id)
         return TopicsResult.CONFIRMATION_QUEUED
     return TopicsResult.SAVED
 
@@ -284,6 +284,6 @@ def resend_confirmation(lead: Lead) -> bool:
     if lead.status != LeadStatus.PENDING:
         return False
     if _claim_mail_window(lead.id, clock.now()):
-        outbox.enqueue(MailKind.CONFIRMATION, lead.id)
+        sequences.confirmation_requested(lead.id)
         return True
     return False

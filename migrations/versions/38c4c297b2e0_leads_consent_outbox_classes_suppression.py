@@ -1,8 +1,8 @@
 """leads, consent, outbox, classes, suppression
 
-Revision ID: 16c690e485d2
+Revision ID: 38c4c297b2e0
 Revises: 
-Create Date: 2026-11-25 17:29:13.367675
+Create Date: 2026-11-25 17:32:22.109289
 
 """
 from alembic import op
@@ -10,9 +10,11 @@ import sqlalchemy as sa
 
 import models.base
 
+import models.base
+
 
 # revision identifiers, used by Alembic.
-revision = '16c690e485d2'
+revision = '38c4c297b2e0'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -114,7 +116,7 @@ def upgrade():
 
     op.create_table('outbox_message',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('kind', sa.Enum('confirmation', 'already_subscribed', 'welcome', name='mail_kind', native_enum=False, create_constraint=True, length=20), nullable=False),
+    sa.Column('kind', sa.Enum('confirmation', 'confirm_reminder', 'already_subscribed', 'welcome', 'classes_followup', 'class_reminder', 'announcement', name='mail_kind', native_enum=False, create_constraint=True, length=20), nullable=False),
     sa.Column('lead_id', sa.Integer(), nullable=True),
     sa.Column('dedupe_key', sa.String(length=120), nullable=True),
     sa.Column('status', sa.Enum('queued', 'sending', 'sent', 'failed', 'skipped', 'cancelled', name='outbox_status', native_enum=False, create_constraint=True, length=20), nullable=False),

@@ -1,0 +1,42 @@
+"""The follow-up sequence: which mails a lead's state changes set in motion.
+
+Each step is an outbox row with a send_after; whether it still goes is
+decided at send time (services.delivery.skip_reason), so a reminder to a lead
+who confirmed meanwhile is skipped, not sent.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app
+
+from models import MailKind
+from services import clock, outbox
+
+
+def confirmation_requested(lead_id: int) -> None:
+    """A confirmation now, and one reminder later if the lead is still pending."""
+    now = clock.now()
+    outbox.enqueue(MailKind.CONFIRMATION, lead_id)
+    delay = timedelta(hours=current_app.config["CONFIRM_REMINDER_HOURS"])
+    outbox.enqueue(
+        MailKind.CONFIRM_REMINDER,
+        lead_id,
+        send_after=now + delay,
+        dedupe_key=f"confirm-reminder:{lead_id}",
+    )
+
+
+def lead_confirmed(lead_id: int) -> None:
+    """The welcome now; the upcoming-classes mail some days later."""
+    now = clock.now()
+    outbox.enqueue(MailKind.WELCOME, lead_id)
+    days = current_app.config["CLASSES_FOLLOWUP_DAYS"]
+    if days >= 0:
+        outbox.enqueue(
+            MailKind.CLASSES_FOLLOWUP,
+            lead_id,
+            send_after=now + timedelta(days=days),
+            dedupe_key=f"classes-followup:{lead_id}",
+        )
