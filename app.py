@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
-from extensions import csrf, db, limiter, migrate
+from extensions import csrf, db, limiter, login_manager, migrate
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -43,16 +43,23 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     limiter.init_app(app)
+    login_manager.init_app(app)
 
-    from blueprints import articles, errors, health, security, subscriptions
+    from blueprints import articles, auth, errors, health, marketing, security, subscriptions
     from commands import register_commands
+    from services.analytics import ViewCounter
+    from services.auth import load_user
     from services.content import ArticleStore
 
+    login_manager.user_loader(load_user)
     app.extensions["articles"] = ArticleStore(app.config["CONTENT_DIR"], auto_reload=app.debug)
+    app.extensions["view_counter"] = ViewCounter(app.config["VIEW_FLUSH_SECONDS"])
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(subscriptions.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(marketing.bp)
     # Last: its /<slug> route must not shadow the others.
     app.register_blueprint(articles.bp)
     register_commands(app)

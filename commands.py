@@ -129,9 +129,107 @@ def serve_command(port: int, workers: int) -> None:
 
 
 def _first_admin_hint() -> None:
-    hint = current_app.extensions.get("first_admin_hint")
-    if hint:
-        hint()
+    from services.auth import any_user_exists
+
+    if not any_user_exists():
+        click.secho(
+            "No staff account yet. Create the first admin (it asks for a password):\n"
+            "  SECRET_KEY=$(cat instance/secret_key) .venv/bin/flask --app app "
+            "users create you@example.com --role admin\n"
+            "then sign in at http://127.0.0.1:{}/login".format(os.environ.get("PORT", "5000")),
+            fg="yellow",
+        )
+
+
+@click.group("users")
+def users_group() -> None:
+    """Staff accounts."""
+
+
+@users_group.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["admin", "marketer"]), required=True)
+@click.option("--password", help="Prompted for (twice) when not given.")
+@with_appcontext
+def users_create(email: str, role: str, password: str | None) -> None:
+    """Create a staff user."""
+    from extensions import db
+    from services.auth import AuthError, create_user
+
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_user(email, password, role)
+    except AuthError as exc:
+        raise click.ClickException(str(exc)) from exc
+    db.session.commit()
+    click.echo(f"Created {user.role.value} {user.email}.")
+
+
+@click.group("leads")
+def leads_group() -> None:
+    """Leads: export, and test data."""
+
+
+@leads_group.command("export")
+@click.option("--status", default="")
+@click.option("--topic", default="")
+@click.option("--source", default="", help="article slug")
+@click.option("--placement", default="")
+@click.option("--utm-source", default="")
+@click.option("--utm-campaign", default="")
+@click.option("--q", default="", help="email or name prefix")
+@click.option("--since", default="", help="YYYY-MM-DD")
+@click.option("--until", default="", help="YYYY-MM-DD")
+@click.option("--sort", default="newest")
+@click.option("--excel", is_flag=True, help="Start with a BOM for Excel.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True)
+@with_appcontext
+def leads_export(output: str, excel: bool, **raw) -> None:
+    """Write the same CSV as the web export."""
+    from extensions import db
+    from services import audit, export, lead_query
+
+    try:
+        filters = lead_query.LeadFilters.parse({k: v for k, v in raw.items() if v})
+    except lead_query.FilterError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    total, _ = lead_query.count(filters, cap=10**9)
+    counter = [0]
+    with (
+        open(output, "wb") as fh,
+        click.progressbar(length=total, label=f"Exporting {total:,} leads", file=sys.stderr) as bar,
+    ):
+        for chunk in export.iter_csv(filters, excel=excel, on_progress=bar.update, counter=counter):
+            fh.write(chunk)
+    db.session.rollback()
+    audit.record(
+        None,
+        "leads.export",
+        output,
+        filters=filters.describe(),
+        rows=counter[0],
+        completed=True,
+        via="cli",
+    )
+    db.session.commit()
+    click.echo(f"Wrote {counter[0]:,} leads to {output}", err=True)
+
+
+@leads_group.command("generate")
+@click.argument("count", type=int)
+@click.option("--days", default=365, help="spread signups over this many days")
+@click.option("--seed", default=1)
+@with_appcontext
+def leads_generate(count: int, days: int, seed: int) -> None:
+    """Make COUNT fake leads (for trying the workspace at scale, and benchmarks)."""
+    from services.fake_data import generate_leads
+
+    with click.progressbar(
+        length=count, label=f"Generating {count:,} leads", file=sys.stderr
+    ) as bar:
+        made = generate_leads(count, days=days, seed=seed, on_progress=bar.update)
+    click.echo(f"Made {made:,} leads.", err=True)
 
 
 def register_commands(app: Flask) -> None:
@@ -139,3 +237,5 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(content_group)
     app.cli.add_command(outbox_group)
     app.cli.add_command(serve_command)
+    app.cli.add_command(users_group)
+    app.cli.add_command(leads_group)

@@ -85,6 +85,7 @@ class Config:
             # Follow-up sequence
             "CONFIRM_REMINDER_HOURS": _float("CONFIRM_REMINDER_HOURS", 24.0),
             "CLASSES_FOLLOWUP_DAYS": _int("CLASSES_FOLLOWUP_DAYS", 3),
+            "VIEW_FLUSH_SECONDS": _float("VIEW_FLUSH_SECONDS", 5.0),
             # Signup
             "CONFIRMATION_WINDOW_SECONDS": _int("CONFIRMATION_WINDOW_SECONDS", 3600),
             "CONFIRMATION_MAX_AGE_SECONDS": _int("CONFIRMATION_MAX_AGE_SECONDS", 7 * 24 * 3600),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, render_template
+from flask import Blueprint, abort, current_app, render_template, request
 
 from blueprints.subscriptions import new_signup_form
 from services import training as classes_service
@@ -35,6 +35,8 @@ def article(slug: str):
     art = store().get(slug)
     if art is None:
         abort(404)
+    if request.method == "GET":
+        current_app.extensions["view_counter"].count(art.slug, request.user_agent.string)
     return render_template(
         "articles/article.html",
         article=art,

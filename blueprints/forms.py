@@ -14,6 +14,14 @@ from services import topics
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ufffd]")
 _LINKISH = re.compile(r"(://|www\.|[<>]|\.(com|net|org|io|ru|xyz)\b)", re.I)
+# Bytes that were not UTF-8 reach us as "%FF" (Werkzeug keeps them quoted in
+# urlencoded bodies) or as U+FFFD (multipart): the text did not arrive intact.
+_UNREADABLE = re.compile(r"\ufffd|%[89a-f][0-9a-f]", re.I)
+
+
+def readable(_form, field) -> None:
+    if field.data and _UNREADABLE.search(field.data):
+        raise ValidationError("Some characters could not be read. Please type this again.")
 
 
 def no_control_characters(_form, field) -> None:
@@ -24,6 +32,12 @@ def no_control_characters(_form, field) -> None:
 def no_links(_form, field) -> None:
     if field.data and _LINKISH.search(field.data):
         raise ValidationError("A name can't contain a web address or markup.")
+
+
+def known_topic(_form, field) -> None:
+    # Unknown values are dropped, so "only unknown ones" is "none ticked".
+    if not topics.clean(field.data or []):
+        raise ValidationError("Tick at least one thing you would like to receive.")
 
 
 def topic_choices() -> list[SelectChoice]:
@@ -42,18 +56,18 @@ class MultiCheckboxField(SelectMultipleField):
 class SignupForm(FlaskForm):
     email = EmailField(
         "Email address",
-        validators=[DataRequired("Enter your email address."), Length(max=254)],
+        validators=[DataRequired("Enter your email address."), Length(max=254), readable],
         render_kw={"autocomplete": "email", "spellcheck": "false", "maxlength": 254},
     )
     name = StringField(
         "First name (optional)",
-        validators=[Optional(), Length(max=100), no_control_characters, no_links],
+        validators=[Optional(), Length(max=100), readable, no_control_characters, no_links],
         render_kw={"autocomplete": "given-name", "maxlength": 100},
     )
     topics = MultiCheckboxField(
         "Send me",
         choices=topic_choices(),
-        validators=[DataRequired("Tick at least one thing you would like to receive.")],
+        validators=[known_topic],
     )
     placement = HiddenField()
     source = HiddenField()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from urllib.parse import urlsplit
 
 from flask import (
@@ -18,7 +17,7 @@ from flask import (
 from blueprints.forms import PreferencesForm, ResendForm, SignupForm
 from extensions import csrf, db, limiter
 from models import LeadStatus
-from services import consent, subscriptions, tokens, topics
+from services import clock, consent, subscriptions, tokens, topics
 from services.addresses import InvalidAddress, normalise
 
 bp = Blueprint("subscriptions", __name__)
@@ -67,7 +66,7 @@ def _looks_like_a_bot(form: SignupForm) -> bool:
         _, issued = tokens.read("form-time", form.started.data or "")
     except tokens.TokenInvalid:
         return True
-    age = time.time() - issued.timestamp()
+    age = (clock.now() - issued).total_seconds()
     return age < current_app.config["FORM_MIN_SECONDS"]
 
 
@@ -146,7 +145,11 @@ def confirm(token: str):
         lead, issued = subscriptions.lead_from_token(
             "confirm", token, current_app.config["CONFIRMATION_MAX_AGE_SECONDS"]
         )
-    except tokens.TokenExpired:
+    except tokens.TokenExpired as exc:
+        lead = subscriptions.lead_by_public_id(str(exc.value)) if exc.value else None
+        if lead is not None and lead.status == LeadStatus.CONFIRMED:
+            # Confirmed already: a "new link" would only send a mail that says so.
+            return _confirmed_page(lead, already=True)
         return _token_error(410, expired_token=token)
     except tokens.TokenInvalid:
         return _token_error(400)
@@ -156,10 +159,14 @@ def confirm(token: str):
     db.session.commit()
     if result == subscriptions.ConfirmResult.STALE:
         return render_template("subscriptions/stale.html", form=new_signup_form("page")), 409
+    return _confirmed_page(lead, already=result == subscriptions.ConfirmResult.ALREADY)
+
+
+def _confirmed_page(lead, already: bool):
     return render_template(
         "subscriptions/confirmed.html",
         lead=lead,
-        already=result == subscriptions.ConfirmResult.ALREADY,
+        already=already,
         preferences_token=subscriptions.preferences_token(lead),
     )
 
@@ -171,7 +178,9 @@ def resend_confirmation():
     if not form.validate():
         abort(400)
     try:
-        subscriptions.lead_from_token("confirm", form.token.data)
+        subscriptions.lead_from_token(
+            "confirm", form.token.data, current_app.config["CONFIRMATION_MAX_AGE_SECONDS"]
+        )
     except tokens.TokenExpired as exc:
         lead = subscriptions.lead_by_public_id(str(exc.value)) if exc.value else None
     except tokens.TokenInvalid:
@@ -189,8 +198,8 @@ def _lead_or_error(purpose: str, token: str):
         lead, _ = subscriptions.lead_from_token(purpose, token)
     except tokens.TokenInvalid:
         return None, _token_error(400)
-    if lead is None:
-        return None, render_template("subscriptions/gone.html"), 404
+    if lead is None:  # a valid link to a lead that was erased
+        return None, (render_template("subscriptions/gone.html"), 404)
     return lead, None
 
 

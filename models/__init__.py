@@ -1,12 +1,16 @@
 """SQLAlchemy models, one module per aggregate."""
 
+from models.analytics import PageViewDaily, SignupStatsDaily
+from models.audit import AuditEvent
 from models.base import Base, UTCDateTime, utcnow
 from models.lead import ConsentEvent, ConsentKind, ConsentText, Lead, LeadStatus, LeadTopic
 from models.outbox import MailKind, OutboxMessage, OutboxStatus
 from models.suppression import Suppression, email_hash
 from models.training import ClassStatus, TrainingClass
+from models.user import Role, User
 
 __all__ = [
+    "AuditEvent",
     "Base",
     "ClassStatus",
     "ConsentEvent",
@@ -18,9 +22,13 @@ __all__ = [
     "MailKind",
     "OutboxMessage",
     "OutboxStatus",
+    "PageViewDaily",
+    "Role",
+    "SignupStatsDaily",
     "Suppression",
     "TrainingClass",
     "UTCDateTime",
+    "User",
     "email_hash",
     "utcnow",
 ]

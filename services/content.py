@@ -6,7 +6,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import yaml
@@ -46,12 +46,19 @@ def _markdown() -> MarkdownIt:
     )
 
 
-def _plain_text(tokens) -> str:
+def _inline_text(tok) -> str:
+    """The words of an inline token: markup dropped, line breaks as spaces."""
     parts = []
-    for tok in tokens:
-        if tok.type == "inline":
-            parts.append("".join(c.content for c in tok.children or [] if c.type == "text"))
-    return " ".join(parts)
+    for child in tok.children or []:
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+    return " ".join("".join(parts).split())
+
+
+def _plain_text(tokens) -> str:
+    return " ".join(_inline_text(tok) for tok in tokens if tok.type == "inline")
 
 
 def _split_index(tokens) -> int:
@@ -95,7 +102,12 @@ def parse_article(path: Path, md: MarkdownIt | None = None) -> Article:
     match = _FRONT_MATTER.match(raw)
     if not match:
         raise ContentError(f"{path.name}: no YAML front matter")
-    meta = yaml.safe_load(match.group(1)) or {}
+    try:
+        meta = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError as exc:
+        raise ContentError(f"{path.name}: front matter is not valid YAML: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ContentError(f"{path.name}: front matter is not a mapping")
     body = raw[match.end() :]
     slug = str(meta.get("slug") or path.stem)
     if not _SLUG.match(slug):
@@ -104,14 +116,21 @@ def parse_article(path: Path, md: MarkdownIt | None = None) -> Article:
         raise ContentError(f"{path.name}: front matter has no title")
     published = meta.get("date")
     if isinstance(published, str):
-        published = date.fromisoformat(published)
+        try:
+            published = date.fromisoformat(published)
+        except ValueError as exc:
+            raise ContentError(f"{path.name}: date {published!r} is not YYYY-MM-DD") from exc
+    if isinstance(published, datetime):
+        published = published.date()
+    if published is not None and not isinstance(published, date):
+        raise ContentError(f"{path.name}: date {published!r} is not YYYY-MM-DD")
     env: dict = {}
     tokens = md.parse(body, env)
     text = _plain_text(tokens)
     description = str(meta.get("description") or "")
     if not description:
-        first = next((t.content for t in tokens if t.type == "inline"), "")
-        description = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", first)
+        # Plain words, never Markdown syntax: it lands in <meta> and link previews.
+        description = next((_inline_text(t) for t in tokens if t.type == "inline"), "")
         if len(description) > 160:
             description = description[:157].rsplit(" ", 1)[0] + "…"
     cut = _split_index(tokens)

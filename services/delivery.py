@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, text, update
 
 from extensions import db
 from models import (
@@ -228,6 +228,14 @@ def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats
         log.warning("outbox row %s: lease lost before it was marked sent", row_id)
 
 
+def optimise_sqlite_statistics() -> None:
+    """SQLite's planner needs table statistics to pick the right index at a
+    million rows; PRAGMA optimize refreshes them only where they went stale."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        db.session.execute(text("PRAGMA optimize"))
+        db.session.commit()
+
+
 class RateLimiter:
     """At most `rate` sends per second across all of a worker's connections."""
 
@@ -277,8 +285,7 @@ class Worker:
     def run_batch(self, transport: Transport, owner: str | None = None) -> BatchStats:
         cfg = self.app.config
         stats = BatchStats()
-        claimed = claim(cfg["WORKER_BATCH_SIZE"], cfg["WORKER_LEASE_SECONDS"],
-                        owner or self.owner)
+        claimed = claim(cfg["WORKER_BATCH_SIZE"], cfg["WORKER_LEASE_SECONDS"], owner or self.owner)
         stats.claimed = len(claimed)
         if not claimed:
             return stats
@@ -298,6 +305,7 @@ class Worker:
     def _loop(self, transport: Transport, owner: str, once: bool) -> None:
         with self.app.app_context():
             try:
+                optimise_sqlite_statistics()
                 while not self._stop.is_set():
                     started = time.monotonic()
                     stats = self.run_batch(transport, owner)
@@ -307,8 +315,14 @@ class Worker:
                         log.info(
                             "batch claimed=%d sent=%d retried=%d failed=%d skipped=%d "
                             "lost=%d released=%d rate=%.1f/s",
-                            stats.claimed, stats.sent, stats.retried, stats.failed,
-                            stats.skipped, stats.lost, stats.released, stats.sent / elapsed,
+                            stats.claimed,
+                            stats.sent,
+                            stats.retried,
+                            stats.failed,
+                            stats.skipped,
+                            stats.lost,
+                            stats.released,
+                            stats.sent / elapsed,
                         )
                     elif once:
                         break

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from extensions import db
 from models import ConsentEvent, ConsentKind, Lead, LeadStatus, LeadTopic, MailKind
 from models.base import new_public_id
-from services import clock, consent, outbox, sequences, tokens, topics
+from services import clock, consent, outbox, sequences, stats, tokens, topics
 
 
 @dataclass
@@ -48,10 +48,12 @@ class SignupOutcome(enum.StrEnum):
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
 
-def _insert_ignore(model, values: dict) -> None:
+def _insert_ignore(model, values: dict) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; True when a row was inserted."""
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    db.session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    result = db.session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    return result.rowcount == 1
 
 
 def lead_by_email(email: str) -> Lead | None:
@@ -68,14 +70,21 @@ def _claim_mail_window(lead_id: int, now: datetime) -> bool:
     """True for the one caller per window that may queue a mail to this lead.
 
     A conditional UPDATE is atomic on every backend, so concurrent submissions
-    of one address queue one mail, not one each.
+    of one address queue one mail, not one each. An unsubscribe opens the
+    window again: only the person holding the link can unsubscribe, so this
+    gives no bomber an extra mail, and someone who unsubscribed by mistake
+    and signs up again at once is not left pending with no link.
     """
     window = timedelta(seconds=current_app.config["CONFIRMATION_WINDOW_SECONDS"])
     result = db.session.execute(
         update(Lead)
         .where(
             Lead.id == lead_id,
-            or_(Lead.last_confirmation_at.is_(None), Lead.last_confirmation_at <= now - window),
+            or_(
+                Lead.last_confirmation_at.is_(None),
+                Lead.last_confirmation_at <= now - window,
+                Lead.last_confirmation_at < Lead.unsubscribed_at,
+            ),
         )
         .values(last_confirmation_at=now)
         .execution_options(synchronize_session=False)
@@ -103,7 +112,7 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     # Insert first: on SQLite this takes the write lock before any read, so
     # concurrent signups queue on busy_timeout instead of failing; on
     # PostgreSQL a concurrent insert of the same address waits, then no-ops.
-    _insert_ignore(
+    created = _insert_ignore(
         Lead,
         {
             "public_id": new_public_id(),
@@ -119,6 +128,9 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     )
     lead = lead_by_email(req.email)
     db.session.refresh(lead)
+    stats.bump(now.date(), req.source_slug, req.placement, req.utm.get("utm_source"), submissions=1)
+    if created:
+        stats.bump_for_lead(lead, signups=1)
     text = consent.text_for(req.placement)
     db.session.add(
         ConsentEvent(
@@ -167,8 +179,10 @@ def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> Confir
     now = clock.now()
     if lead.status == LeadStatus.CONFIRMED:
         return ConfirmResult.ALREADY
+    # Tokens carry whole seconds: a link issued in the second of the
+    # unsubscribe (a quick sign-up again) counts as issued after it.
     if lead.status == LeadStatus.UNSUBSCRIBED or (
-        lead.unsubscribed_at and lead.unsubscribed_at > token_issued_at
+        lead.unsubscribed_at and lead.unsubscribed_at.replace(microsecond=0) > token_issued_at
     ):
         return ConfirmResult.STALE
     result = db.session.execute(
@@ -191,6 +205,7 @@ def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> Confir
         )
     )
     sequences.lead_confirmed(lead.id)
+    stats.bump_for_lead(lead, confirmed=1)
     db.session.refresh(lead)
     return ConfirmResult.CONFIRMED
 
@@ -206,6 +221,7 @@ def unsubscribe(lead: Lead, channel: str, evidence: Evidence) -> bool:
     )
     if result.rowcount != 1:
         return False
+    stats.bump_for_lead(lead, unsubscribed=1)
     db.session.add(
         ConsentEvent(
             lead_id=lead.id,

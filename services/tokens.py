@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import current_app
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+
+from services import clock
 
 PURPOSES = frozenset({"confirm", "preferences", "unsubscribe", "form-time"})
 
@@ -24,13 +26,22 @@ class TokenExpired(TokenInvalid):
         self.value = value
 
 
+class _ClockSigner(TimestampSigner):
+    """Stamps and ages tokens with services.clock, the clock the rows use:
+    a link's age and "issued before the unsubscribe" are then measured on
+    one time line (and tests can move it)."""
+
+    def get_timestamp(self) -> int:
+        return int(clock.now().timestamp())
+
+
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
     cfg = current_app.config
     # itsdangerous signs with the last key and verifies with all of them.
     keys = [*cfg.get("SECRET_KEY_FALLBACKS", []), cfg["SECRET_KEY"]]
-    return URLSafeTimedSerializer(keys, salt=f"leads.{purpose}")
+    return URLSafeTimedSerializer(keys, salt=f"leads.{purpose}", signer=_ClockSigner)
 
 
 def make(purpose: str, value) -> str:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from models import ConsentEvent, Lead, LeadStatus, OutboxMessage, OutboxStatus
+from models import ConsentEvent, Lead, LeadStatus, OutboxMessage
 from services.delivery import Worker
 from services.mailer import SmtpTransport
 from tests.conftest import signup

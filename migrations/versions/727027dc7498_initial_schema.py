@@ -1,8 +1,8 @@
-"""leads, consent, outbox, classes, suppression
+"""initial schema
 
-Revision ID: 38c4c297b2e0
+Revision ID: 727027dc7498
 Revises: 
-Create Date: 2026-11-25 17:32:22.109289
+Create Date: 2026-11-25 17:38:47.214332
 
 """
 from alembic import op
@@ -14,7 +14,7 @@ import models.base
 
 
 # revision identifiers, used by Alembic.
-revision = '38c4c297b2e0'
+revision = '727027dc7498'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -51,10 +51,31 @@ def upgrade():
     sa.UniqueConstraint('public_id', name=op.f('uq_lead_public_id'))
     )
     with op.batch_alter_table('lead', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_lead_created_at'), ['created_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_lead_source_slug'), ['source_slug'], unique=False)
-        batch_op.create_index(batch_op.f('ix_lead_status'), ['status'], unique=False)
+        batch_op.create_index('ix_lead_created_at_id', ['created_at', 'id'], unique=False)
+        batch_op.create_index('ix_lead_source_created_at', ['source_slug', 'source_placement', 'status'], unique=False)
+        batch_op.create_index('ix_lead_status_created_at', ['status', 'created_at', 'id'], unique=False)
+        batch_op.create_index('ix_lead_utm_campaign', ['utm_campaign', 'created_at'], unique=False)
+        batch_op.create_index('ix_lead_utm_source', ['utm_source', 'created_at'], unique=False)
+        batch_op.create_index('ix_lead_name_lower', [sa.text('lower(name)')], unique=False)
 
+    op.create_table('page_view_daily',
+    sa.Column('slug', sa.String(length=200), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('views', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('slug', 'day', name=op.f('pk_page_view_daily'))
+    )
+    op.create_table('signup_stats_daily',
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('source_slug', sa.String(length=200), nullable=False),
+    sa.Column('placement', sa.String(length=20), nullable=False),
+    sa.Column('utm_source', sa.String(length=200), nullable=False),
+    sa.Column('submissions', sa.Integer(), nullable=False),
+    sa.Column('signups', sa.Integer(), nullable=False),
+    sa.Column('confirmed', sa.Integer(), nullable=False),
+    sa.Column('unsubscribed', sa.Integer(), nullable=False),
+    sa.Column('clicks', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('day', 'source_slug', 'placement', 'utm_source', name=op.f('pk_signup_stats_daily'))
+    )
     op.create_table('suppression',
     sa.Column('email_hash', sa.String(length=64), nullable=False),
     sa.Column('reason', sa.String(length=40), nullable=False),
@@ -85,6 +106,34 @@ def upgrade():
     )
     with op.batch_alter_table('training_class', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_training_class_starts_at'), ['starts_at'], unique=False)
+
+    op.create_table('user_account',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('email', sa.String(length=320), nullable=False),
+    sa.Column('password_hash', sa.String(length=300), nullable=False),
+    sa.Column('role', sa.Enum('marketer', 'admin', name='user_role', native_enum=False, create_constraint=True, length=20), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('session_token', sa.String(length=32), nullable=False),
+    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_login_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_user_account')),
+    sa.UniqueConstraint('email', name=op.f('uq_user_account_email'))
+    )
+    op.create_table('audit_event',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('actor', sa.String(length=320), nullable=False),
+    sa.Column('action', sa.String(length=60), nullable=False),
+    sa.Column('target', sa.String(length=200), nullable=True),
+    sa.Column('details', sa.JSON(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['user_account.id'], name=op.f('fk_audit_event_user_id_user_account'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_event'))
+    )
+    with op.batch_alter_table('audit_event', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_audit_event_action'), ['action'], unique=False)
+        batch_op.create_index(batch_op.f('ix_audit_event_at'), ['at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_audit_event_user_id'), ['user_id'], unique=False)
 
     op.create_table('consent_event',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -154,15 +203,27 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_consent_event_lead_id'))
 
     op.drop_table('consent_event')
+    with op.batch_alter_table('audit_event', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_audit_event_user_id'))
+        batch_op.drop_index(batch_op.f('ix_audit_event_at'))
+        batch_op.drop_index(batch_op.f('ix_audit_event_action'))
+
+    op.drop_table('audit_event')
+    op.drop_table('user_account')
     with op.batch_alter_table('training_class', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_training_class_starts_at'))
 
     op.drop_table('training_class')
     op.drop_table('suppression')
+    op.drop_table('signup_stats_daily')
+    op.drop_table('page_view_daily')
     with op.batch_alter_table('lead', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_lead_status'))
-        batch_op.drop_index(batch_op.f('ix_lead_source_slug'))
-        batch_op.drop_index(batch_op.f('ix_lead_created_at'))
+        batch_op.drop_index('ix_lead_name_lower')
+        batch_op.drop_index('ix_lead_utm_source')
+        batch_op.drop_index('ix_lead_utm_campaign')
+        batch_op.drop_index('ix_lead_status_created_at')
+        batch_op.drop_index('ix_lead_source_created_at')
+        batch_op.drop_index('ix_lead_created_at_id')
 
     op.drop_table('lead')
     op.drop_table('consent_text')

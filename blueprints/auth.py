@@ -1,0 +1,80 @@
+"""Staff sign-in and sign-out."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, SubmitField
+from wtforms.validators import DataRequired, Length
+
+from extensions import db, limiter
+from services import auth
+
+bp = Blueprint("auth", __name__)
+
+
+class LoginForm(FlaskForm):
+    email = EmailField(
+        "Email",
+        validators=[DataRequired(), Length(max=320)],
+        render_kw={"autocomplete": "username"},
+    )
+    password = PasswordField(
+        "Password",
+        validators=[DataRequired(), Length(max=1000)],
+        render_kw={"autocomplete": "current-password"},
+    )
+    submit = SubmitField("Sign in")
+
+
+def _account_key() -> str:
+    return "login-account:" + (request.form.get("email") or "").strip().lower()[:320]
+
+
+def _login_limit() -> str:
+    return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+def home_for(user) -> str:
+    return url_for("marketing.dashboard")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])  # per IP
+@limiter.limit(_login_limit, methods=["POST"], key_func=_account_key)  # per account
+def login():
+    target = auth.safe_next(request.args.get("next"))
+    if current_user.is_authenticated:
+        return redirect(target or home_for(current_user))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = auth.authenticate(form.email.data, form.password.data)
+        if user is not None:
+            db.session.commit()
+            # A fresh session: nothing from before sign-in carries over.
+            session.clear()
+            login_user(user)
+            return redirect(target or home_for(user), 303)
+        db.session.rollback()
+        form.password.errors.append("That email and password do not match an active account.")
+        return render_template("auth/login.html", form=form), 401
+    status = 400 if request.method == "POST" else 200
+    return render_template("auth/login.html", form=form), status
+
+
+@bp.post("/logout")
+def logout():
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"), 303)

@@ -1,0 +1,162 @@
+"""Marketer workspace: dashboard, lead browser, lead page, export."""
+
+from __future__ import annotations
+
+import json
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_login import current_user
+
+from blueprints.access import protect_blueprint
+from extensions import db
+from models import Lead, OutboxMessage, Role, User
+from services import audit, clock, dashboard, export, lead_query, privacy, topics
+from services.lead_query import FilterError, LeadFilters
+
+bp = Blueprint("marketing", __name__, url_prefix="/marketing")
+protect_blueprint(bp, Role.MARKETER)
+
+
+@bp.get("/", endpoint="dashboard")
+def dashboard_page():
+    days = 90 if request.args.get("days") == "90" else 30
+    series = dashboard.signups_per_day(days)
+    return render_template(
+        "marketing/dashboard.html",
+        days=days,
+        chart=dashboard.bar_chart(series),
+        by_article=dashboard.funnel_by_article(),
+        by_placement=dashboard.funnel_by_placement(),
+        utm_sources=dashboard.top_utm_sources(),
+    )
+
+
+def _filters_or_error():
+    try:
+        return LeadFilters.parse(request.args), None
+    except FilterError as exc:
+        return LeadFilters(), str(exc)
+
+
+@bp.get("/leads")
+def leads():
+    filters, error = _filters_or_error()
+    page = None
+    if error is None:
+        try:
+            page = lead_query.page(filters, request.args.get("after"))
+        except FilterError as exc:
+            error = str(exc)
+    status = 400 if error else 200
+    return render_template(
+        "marketing/leads.html",
+        filters=filters,
+        page=page,
+        error=error,
+        topics=topics.TOPICS,
+        articles=current_app.extensions["articles"].all(),
+    ), status
+
+
+@bp.get("/leads.csv")
+def leads_csv():
+    filters, error = _filters_or_error()
+    if error:
+        abort(400, error)
+    excel = request.args.get("excel") == "1"
+    user_id = current_user.id
+    counter = [0]
+
+    def generate():
+        completed = False
+        try:
+            yield from export.iter_csv(filters, excel=excel, counter=counter)
+            completed = True
+        finally:
+            db.session.rollback()  # end the read before writing the audit row
+            audit.record(
+                db.session.get(User, user_id),
+                "leads.export",
+                None,
+                filters=filters.describe(),
+                rows=counter[0],
+                completed=completed,
+                excel=excel,
+            )
+            db.session.commit()
+
+    filename = export.filename(clock.now().date())
+    return Response(
+        stream_with_context(generate()),
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+def _lead_or_404(public_id: str) -> Lead:
+    lead = db.session.execute(
+        db.select(Lead).where(Lead.public_id == public_id)
+    ).scalar_one_or_none()
+    if lead is None:
+        abort(404)
+    return lead
+
+
+@bp.get("/leads/<public_id>")
+def lead_detail(public_id: str):
+    lead = _lead_or_404(public_id)
+    mails = (
+        db.session.execute(
+            db.select(OutboxMessage)
+            .where(OutboxMessage.lead_id == lead.id)
+            .order_by(OutboxMessage.id)
+        )
+        .scalars()
+        .all()
+    )
+    return render_template("marketing/lead.html", lead=lead, mails=mails)
+
+
+@bp.get("/leads/<public_id>/data.json")
+def lead_data(public_id: str):
+    lead = _lead_or_404(public_id)
+    data = privacy.lead_data(lead)
+    audit.record(current_user, "lead.data_export", lead.public_id)
+    db.session.commit()
+    return Response(
+        json.dumps(data, indent=2, ensure_ascii=False),
+        mimetype="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="lead-{public_id}.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@bp.post("/leads/<public_id>/erase")
+def lead_erase(public_id: str):
+    lead = _lead_or_404(public_id)
+    typed = (request.form.get("confirm_email") or "").strip().lower()
+    if typed != lead.email:
+        flash("Type the lead's email address exactly to confirm the erasure.", "error")
+        return redirect(url_for(".lead_detail", public_id=public_id), 303)
+    privacy.erase(lead)
+    audit.record(current_user, "lead.erase", public_id)
+    db.session.commit()
+    flash("The lead was erased. Its address is on the suppression list.", "info")
+    return redirect(url_for(".leads"), 303)

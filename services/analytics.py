@@ -1,0 +1,71 @@
+"""Article views, counted on the server: no cookies, no known bots.
+
+Counts are buffered per process and written every FLUSH_SECONDS as one upsert
+per (article, day), so reading an article costs no database write.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import Counter
+from datetime import date
+
+from sqlalchemy.dialects import postgresql, sqlite
+
+from extensions import db
+from models import PageViewDaily
+from services import clock
+
+FLUSH_SECONDS = 5.0
+_BOTS = re.compile(
+    r"bot|crawl|spider|slurp|preview|fetch|monitor|curl|wget|python-|httpx|go-http|java/|"
+    r"headless|lighthouse|pingdom|facebookexternalhit|embedly|scanner",
+    re.I,
+)
+
+
+def is_bot(user_agent: str | None) -> bool:
+    return not user_agent or bool(_BOTS.search(user_agent))
+
+
+class ViewCounter:
+    def __init__(self, flush_seconds: float = FLUSH_SECONDS):
+        self.flush_seconds = flush_seconds
+        self._pending: Counter[tuple[str, date]] = Counter()
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+
+    def count(self, slug: str, user_agent: str | None) -> None:
+        if is_bot(user_agent):
+            return
+        with self._lock:
+            self._pending[(slug, clock.now().date())] += 1
+            due = time.monotonic() - self._last_flush >= self.flush_seconds
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+            self._last_flush = time.monotonic()
+        if not pending:
+            return
+        dialect = db.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        try:
+            for (slug, day), n in pending.items():
+                stmt = insert(PageViewDaily).values(slug=slug, day=day, views=n)
+                db.session.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["slug", "day"],
+                        set_={"views": PageViewDaily.views + stmt.excluded.views},
+                    )
+                )
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            with self._lock:  # keep the counts for the next try
+                self._pending.update(pending)
+            raise

@@ -1,0 +1,124 @@
+"""Staff accounts: password hashing (argon2id), sign-in, user management."""
+
+from __future__ import annotations
+
+import contextlib
+from urllib.parse import urlsplit
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from extensions import db
+from models import Role, User
+from models.user import new_session_token
+from services import clock
+from services.addresses import InvalidAddress, normalise
+
+# RFC 9106's second recommended option (64 MiB, t=3, p=4): above OWASP's
+# minimum for argon2id. Stored hashes carry their parameters; hashes made
+# with weaker ones are upgraded at the next sign-in.
+_hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4)
+MIN_PASSWORD_LENGTH = 12
+# Verified against when the email is unknown, so a wrong address takes as
+# long as a wrong password and the timing does not tell them apart.
+_DUMMY_HASH = _hasher.hash("not a real password, only for timing")
+
+
+class AuthError(ValueError):
+    pass
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def check_password_strength(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AuthError(f"Use at least {MIN_PASSWORD_LENGTH} characters.")
+
+
+def user_by_email(email: str) -> User | None:
+    return db.session.execute(
+        db.select(User).where(User.email == email.strip().lower())
+    ).scalar_one_or_none()
+
+
+def create_user(email: str, password: str, role: Role) -> User:
+    try:
+        address = normalise(email)
+    except InvalidAddress as exc:
+        raise AuthError(str(exc)) from exc
+    check_password_strength(password)
+    if user_by_email(address):
+        raise AuthError(f"A user {address} exists already.")
+    user = User(
+        email=address,
+        password_hash=hash_password(password),
+        role=Role(role),
+        created_at=clock.now(),
+    )
+    db.session.add(user)
+    return user
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The user when the password matches and the account is active."""
+    user = user_by_email(email or "")
+    if user is None:
+        with contextlib.suppress(VerificationError):
+            _hasher.verify(_DUMMY_HASH, password or "")
+        return None
+    try:
+        _hasher.verify(user.password_hash, password or "")
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return None
+    if not user.active:
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.last_login_at = clock.now()
+    return user
+
+
+def load_user(user_id: str) -> User | None:
+    """Flask-Login's loader: the id carries the session token."""
+    raw_id, _, token = (user_id or "").partition(":")
+    if not raw_id.isdigit() or not token:
+        return None
+    user = db.session.get(User, int(raw_id))
+    if user is None or user.session_token != token or not user.active:
+        return None
+    return user
+
+
+def set_password(user: User, password: str) -> None:
+    check_password_strength(password)
+    user.password_hash = hash_password(password)
+    user.session_token = new_session_token()
+
+
+def set_role(user: User, role: Role) -> None:
+    user.role = Role(role)
+    user.session_token = new_session_token()
+
+
+def set_active(user: User, active: bool) -> None:
+    user.active = active
+    user.session_token = new_session_token()
+
+
+def any_user_exists() -> bool:
+    return db.session.execute(db.select(User.id).limit(1)).first() is not None
+
+
+def safe_next(target: str | None) -> str | None:
+    """A local path to go to after sign-in, or None. Never another host:
+    refuses //evil, /\\evil, schemes, and control characters."""
+    if not target or len(target) > 500:
+        return None
+    if any(ord(ch) < 0x20 or ch == "\\" for ch in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target

@@ -1,0 +1,149 @@
+"""The marketer dashboard's figures, aggregated in SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import func, select
+
+from extensions import db
+from models import PageViewDaily, SignupStatsDaily
+from services import clock
+
+
+@dataclass
+class FunnelRow:
+    key: str
+    views: int | None
+    submissions: int
+    signups: int
+    confirmed: int
+    unsubscribed: int
+    clicks: int = 0
+
+    @staticmethod
+    def rate(part: int | None, whole: int | None) -> float | None:
+        if not whole or part is None:
+            return None
+        return part / whole
+
+    @property
+    def signup_rate(self) -> float | None:
+        return self.rate(self.signups, self.views)
+
+    @property
+    def confirm_rate(self) -> float | None:
+        return self.rate(self.confirmed, self.signups)
+
+    @property
+    def unsubscribe_rate(self) -> float | None:
+        return self.rate(self.unsubscribed, self.confirmed)
+
+
+R = SignupStatsDaily
+
+
+def _funnel(group_col) -> dict[str, tuple[int, int, int, int, int]]:
+    rows = db.session.execute(
+        select(
+            group_col,
+            func.sum(R.submissions),
+            func.sum(R.signups),
+            func.sum(R.confirmed),
+            func.sum(R.unsubscribed),
+            func.sum(R.clicks),
+        ).group_by(group_col)
+    ).all()
+    return {key: tuple(int(v or 0) for v in values) for key, *values in rows}
+
+
+def _rows(counts: dict, views: dict | None) -> list[FunnelRow]:
+    out = []
+    for key in set(counts) | set(views or {}):
+        submissions, signups, confirmed, unsub, clicks = counts.get(key, (0, 0, 0, 0, 0))
+        out.append(
+            FunnelRow(
+                key=key or "(unknown)",
+                views=int(views.get(key) or 0) if views is not None else None,
+                submissions=submissions,
+                signups=signups,
+                confirmed=confirmed,
+                unsubscribed=unsub,
+                clicks=clicks,
+            )
+        )
+    return sorted(out, key=lambda r: (-r.signups, r.key))
+
+
+def funnel_by_article() -> list[FunnelRow]:
+    views = dict(
+        db.session.execute(
+            select(PageViewDaily.slug, func.sum(PageViewDaily.views)).group_by(PageViewDaily.slug)
+        ).all()
+    )
+    return _rows(_funnel(R.source_slug), views)
+
+
+def funnel_by_placement() -> list[FunnelRow]:
+    return _rows(_funnel(R.placement), None)
+
+
+def signups_per_day(days: int) -> list[tuple[date, int]]:
+    """Every day of the period, zeros included, oldest first (UTC days)."""
+    today = clock.now().date()
+    first = today - timedelta(days=days - 1)
+    rows = db.session.execute(
+        select(R.day, func.sum(R.signups)).where(R.day >= first).group_by(R.day)
+    ).all()
+    counts = {d: int(n or 0) for d, n in rows}
+    return [
+        (first + timedelta(days=i), counts.get(first + timedelta(days=i), 0)) for i in range(days)
+    ]
+
+
+def top_utm_sources(limit: int = 10) -> list[tuple[str, int, int]]:
+    """(utm_source, signups, confirmed), most signups first."""
+    signups = func.sum(R.signups)
+    rows = db.session.execute(
+        select(R.utm_source, signups, func.sum(R.confirmed))
+        .where(R.utm_source != "")
+        .group_by(R.utm_source)
+        .order_by(signups.desc())
+        .limit(limit)
+    ).all()
+    return [(s, int(n or 0), int(c or 0)) for s, n, c in rows if n]
+
+
+@dataclass
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    day: date
+    count: int
+
+
+def bar_chart(series: list[tuple[date, int]], width: int = 720, height: int = 180) -> dict:
+    """Geometry for a server-side SVG bar chart (no JavaScript, no CDN)."""
+    peak = max((n for _, n in series), default=0) or 1
+    slot = width / max(len(series), 1)
+    bars = [
+        Bar(
+            x=i * slot + slot * 0.1,
+            y=height - (n / peak) * height,
+            width=slot * 0.8,
+            height=(n / peak) * height,
+            day=d,
+            count=n,
+        )
+        for i, (d, n) in enumerate(series)
+    ]
+    return {
+        "bars": bars,
+        "width": width,
+        "height": height,
+        "peak": peak,
+        "total": sum(n for _, n in series),
+    }

@@ -1,0 +1,75 @@
+"""Personal data requests for one lead: a copy of everything, or erasure."""
+
+from __future__ import annotations
+
+from extensions import db
+from models import Lead, OutboxMessage, Suppression, email_hash
+from services import clock
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+def lead_data(lead: Lead) -> dict:
+    """Everything held about a lead, as plain JSON-able data."""
+    outbox = db.session.execute(
+        db.select(OutboxMessage).where(OutboxMessage.lead_id == lead.id).order_by(OutboxMessage.id)
+    ).scalars()
+    return {
+        "id": lead.public_id,
+        "email": lead.email,
+        "name": lead.name,
+        "status": lead.status.value,
+        "topics": sorted(lead.topic_slugs),
+        "source": {
+            "article": lead.source_slug,
+            "placement": lead.source_placement,
+            "referrer": lead.referrer,
+            "utm_source": lead.utm_source,
+            "utm_medium": lead.utm_medium,
+            "utm_campaign": lead.utm_campaign,
+            "utm_term": lead.utm_term,
+            "utm_content": lead.utm_content,
+        },
+        "signed_up_at": _iso(lead.created_at),
+        "confirmed_at": _iso(lead.confirmed_at),
+        "unsubscribed_at": _iso(lead.unsubscribed_at),
+        "consent_events": [
+            {
+                "kind": e.kind.value,
+                "at": _iso(e.at),
+                "channel": e.channel,
+                "ip": e.ip,
+                "user_agent": e.user_agent,
+                "topics": e.topics.split(",") if e.topics else [],
+                "article": e.source_slug,
+                "placement": e.placement,
+                "consent_text": e.consent_text.text if e.consent_text else None,
+            }
+            for e in lead.consent_events
+        ],
+        "emails": [
+            {
+                "kind": m.kind.value,
+                "status": m.status.value,
+                "queued_at": _iso(m.created_at),
+                "sent_at": _iso(m.sent_at),
+                "subject": m.subject,
+            }
+            for m in outbox
+        ],
+    }
+
+
+def erase(lead: Lead) -> str:
+    """Delete the lead and all that hangs off it; keep only a hash of the
+    address on the suppression list, so it is never mailed again unless the
+    person subscribes anew. Returns the lead's public id for the audit log."""
+    digest = email_hash(lead.email)
+    if db.session.get(Suppression, digest) is None:
+        db.session.add(Suppression(email_hash=digest, reason="erased", created_at=clock.now()))
+    public_id = lead.public_id
+    db.session.execute(db.delete(OutboxMessage).where(OutboxMessage.lead_id == lead.id))
+    db.session.delete(lead)
+    return public_id
