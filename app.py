@@ -45,7 +45,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     limiter.init_app(app)
     login_manager.init_app(app)
 
-    from blueprints import articles, auth, errors, health, marketing, security, subscriptions
+    from blueprints import (
+        admin,
+        articles,
+        auth,
+        errors,
+        health,
+        marketing,
+        security,
+        subscriptions,
+    )
     from commands import register_commands
     from services.analytics import ViewCounter
     from services.auth import load_user
@@ -60,6 +69,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(marketing.bp)
+    app.register_blueprint(admin.bp)
     # Last: its /<slug> route must not shadow the others.
     app.register_blueprint(articles.bp)
     register_commands(app)

@@ -85,6 +85,9 @@ class Config:
             # Follow-up sequence
             "CONFIRM_REMINDER_HOURS": _float("CONFIRM_REMINDER_HOURS", 24.0),
             "CLASSES_FOLLOWUP_DAYS": _int("CLASSES_FOLLOWUP_DAYS", 3),
+            "CLASS_REMINDER_DAYS": os.environ.get("CLASS_REMINDER_DAYS", "21,7"),
+            "FREQUENCY_CAP_DAYS": _float("FREQUENCY_CAP_DAYS", 2.0),
+            "WORKER_PLAN_SECONDS": _float("WORKER_PLAN_SECONDS", 15.0),
             "VIEW_FLUSH_SECONDS": _float("VIEW_FLUSH_SECONDS", 5.0),
             # Signup
             "CONFIRMATION_WINDOW_SECONDS": _int("CONFIRMATION_WINDOW_SECONDS", 3600),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request
 
 from blueprints.subscriptions import new_signup_form
+from extensions import db
+from services import tokens
 from services import training as classes_service
 from services.content import TRAINING_PATH
 
@@ -26,8 +28,39 @@ def training():
     return render_template(
         "articles/training.html",
         classes=classes,
+        months=classes_service.by_month(classes),
         form=new_signup_form("training"),
     )
+
+
+@bp.get(f"{TRAINING_PATH}/<public_id>.ics")
+def class_ics(public_id: str):
+    cls = classes_service.class_by_public_id(public_id)
+    if cls is None:
+        abort(404)
+    page = current_app.config["SITE_URL"] + TRAINING_PATH
+    body = classes_service.ics(cls, current_app.config["SITE_NAME"], page)
+    return Response(
+        body,
+        mimetype="text/calendar",
+        headers={"Content-Disposition": f'attachment; filename="cspo-{cls.public_id}.ics"'},
+    )
+
+
+@bp.get("/register/<token>")
+def register(token: str):
+    """A tracked register click: counted, then sent on to the class's own
+    registration page, and nowhere else."""
+    try:
+        cls = classes_service.record_click(token)
+    except tokens.TokenInvalid:
+        abort(400)
+    except classes_service.ClassError as exc:
+        return render_template(
+            "errors/generic.html", title="Registration is closed", detail=str(exc)
+        ), 410
+    db.session.commit()
+    return redirect(cls.registration_url, 302)
 
 
 @bp.get("/<slug>")
@@ -48,3 +81,10 @@ def article(slug: str):
 @bp.app_template_global("training_local_times")
 def _training_local_times(cls):
     return classes_service.local_times(cls)
+
+
+@bp.app_template_global("register_link")
+def _register_link(cls) -> str:
+    from flask import url_for
+
+    return url_for("articles.register", token=classes_service.register_token(cls, None, "page"))

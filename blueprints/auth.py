@@ -72,6 +72,19 @@ def login():
     return render_template("auth/login.html", form=form), status
 
 
+@bp.get("/logout")
+def logout_get():
+    # Signing out is a POST, so a link or an <img> elsewhere cannot sign anyone
+    # out. Without this rule a GET would fall through to the article route's
+    # /<slug> and answer 404; a 405 that names POST says what happened.
+    page = render_template(
+        "errors/generic.html",
+        title="Use the Sign out button",
+        detail="Signing out is done with the Sign out button at the top of every staff page.",
+    )
+    return page, 405, {"Allow": "POST"}
+
+
 @bp.post("/logout")
 def logout():
     logout_user()

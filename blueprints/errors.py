@@ -32,14 +32,19 @@ def csrf_error(exc: CSRFError):
     if request.endpoint == "subscriptions.subscribe":
         from blueprints.forms import SignupForm
         from blueprints.subscriptions import new_signup_form, render_signup_page
+        from services.consent import PLACEMENTS
 
-        fresh = new_signup_form(request.form.get("placement") or "page")
         form = SignupForm()
+        if form.placement.data not in PLACEMENTS:
+            form.placement.data = "page"
+        fresh = new_signup_form(form.placement.data)
         form.csrf_token.data = fresh.csrf_token.current_token
         form.started.data = fresh.started.data
-        return render_signup_page(
-            form, 400, message="This form had expired. Please check it and send it again."
-        )
+        message = "This form had expired. Please check it and send it again."
+        if request.content_length and not request.form:
+            # Werkzeug drops a body it cannot decode (bytes that are not UTF-8).
+            message = "We could not read what was sent. Please fill in the form again."
+        return render_signup_page(form, 400, message=message)
     return _page(
         "errors/generic.html",
         400,

@@ -103,13 +103,16 @@ def subscribe():
     source = (
         form.source.data if current_app.extensions["articles"].get(form.source.data or "") else None
     )
+    chosen = form.topics.data
     if form.placement.data == "training":
         source = "certified-scrum-product-owner-cspo-training"
+        # Its consent text promises class dates and nothing else.
+        chosen = [topics.CSPO_CLASSES]
     subscriptions.subscribe(
         subscriptions.SignupRequest(
             email=email,
             name=_clean(form.name.data, 100),
-            topics=form.topics.data,
+            topics=chosen,
             placement=form.placement.data,
             source_slug=source,
             utm={k: v for k in UTM_FIELDS if (v := _clean(getattr(form, k).data, 200))},

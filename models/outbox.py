@@ -19,6 +19,7 @@ class OutboxStatus(enum.StrEnum):
     FAILED = "failed"  # permanent error, or out of attempts
     SKIPPED = "skipped"  # send-time checks said no (unsubscribed, suppressed...)
     CANCELLED = "cancelled"
+    HELD = "held"  # its announcement is paused
 
 
 class MailKind(enum.StrEnum):
@@ -47,9 +48,7 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[MailKind] = mapped_column(_enum(MailKind, "mail_kind"))
-    lead_id: Mapped[int | None] = mapped_column(
-        ForeignKey("lead.id", ondelete="CASCADE"), index=True
-    )
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id", ondelete="CASCADE"))
     # Rows that must exist once at most (one welcome per confirmation, one
     # announcement per lead) carry a key; the unique index enforces it.
     dedupe_key: Mapped[str | None] = mapped_column(String(120), unique=True)
@@ -66,10 +65,22 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     subject: Mapped[str | None] = mapped_column(String(300))
+    # Mail to someone who is not a lead (an admin's test send).
+    to_email: Mapped[str | None] = mapped_column(String(320))
+    announcement_id: Mapped[int | None] = mapped_column(
+        ForeignKey("announcement.id", ondelete="CASCADE")
+    )
+    training_class_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_class.id", ondelete="CASCADE")
+    )
 
     lead: Mapped[Lead | None] = relationship()
 
     __table_args__ = (
         # The claim query: due rows by status and time.
         Index("ix_outbox_message_status_send_after", "status", "send_after"),
+        # One row per announcement and lead, however often the fan-out runs.
+        Index("uq_outbox_message_announcement_lead", "announcement_id", "lead_id", unique=True),
+        # Frequency cap: a lead's recent marketing mail.
+        Index("ix_outbox_message_lead_sent", "lead_id", "sent_at"),
     )

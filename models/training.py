@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Numeric, String
+from sqlalchemy import ForeignKey, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, new_public_id, utcnow
@@ -48,3 +48,17 @@ class TrainingClass(Base):
         if self.seats is None:
             return None
         return max(self.seats - self.seats_taken, 0)
+
+
+class ClassReminderRun(Base):
+    """A class reminder step (e.g. 7 days before) that was fanned out: the
+    insert of this row is the claim, so the step runs once per class."""
+
+    __tablename__ = "class_reminder_run"
+
+    training_class_id: Mapped[int] = mapped_column(
+        ForeignKey("training_class.id", ondelete="CASCADE"), primary_key=True
+    )
+    days_before: Mapped[int] = mapped_column(primary_key=True)
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    recipients: Mapped[int] = mapped_column(default=0)

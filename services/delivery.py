@@ -25,12 +25,16 @@ from sqlalchemy import and_, or_, select, text, update
 
 from extensions import db
 from models import (
+    Announcement,
+    AnnouncementStatus,
+    ClassClick,
     Lead,
     LeadStatus,
     MailKind,
     OutboxMessage,
     OutboxStatus,
     Suppression,
+    TrainingClass,
     email_hash,
 )
 from models.outbox import CONFIRMATION_KINDS
@@ -137,17 +141,68 @@ REQUIRED_TOPIC = {
 }
 
 
+# Marketing mail that counts against the frequency cap (the welcome does
+# not: it answers the lead's own click).
+CAPPED_KINDS = (MailKind.CLASSES_FOLLOWUP, MailKind.CLASS_REMINDER, MailKind.ANNOUNCEMENT)
+
+
+def _over_frequency_cap(row: OutboxMessage) -> bool:
+    days = current_app.config["FREQUENCY_CAP_DAYS"]
+    if days <= 0:
+        return False
+    since = clock.now() - timedelta(days=days)
+    recent = db.session.execute(
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.lead_id == row.lead_id,
+            OutboxMessage.sent_at > since,
+            OutboxMessage.status == OutboxStatus.SENT,
+            OutboxMessage.kind.in_([k.value for k in CAPPED_KINDS]),
+            OutboxMessage.id != row.id,
+        )
+        .limit(1)
+    ).first()
+    return recent is not None
+
+
+def _class_reminder_reason(row: OutboxMessage, lead: Lead) -> str | None:
+    cls = db.session.get(TrainingClass, row.training_class_id) if row.training_class_id else None
+    if cls is None:
+        return "class no longer exists"
+    if cls.starts_at <= clock.now():
+        return "class has started"
+    if not training.seats_remain(cls):
+        return f"class is {cls.status.value} or full"
+    clicked = db.session.execute(
+        select(ClassClick.id)
+        .where(ClassClick.training_class_id == cls.id, ClassClick.lead_id == lead.id)
+        .limit(1)
+    ).first()
+    if clicked:
+        return "lead already clicked register for this class"
+    return None
+
+
 def skip_reason(row: OutboxMessage, lead: Lead | None) -> str | None:
     """Send-time checks: the state now decides, not the state when queued."""
-    if lead is None:
-        return "lead no longer exists"
     kind = MailKind(row.kind)
+    if lead is None:
+        if row.to_email and row.lead_id is None:  # an admin's test send
+            return None
+        return "lead no longer exists"
     if kind in CONFIRMATION_KINDS:
         if lead.status != LeadStatus.PENDING:
             return f"lead is {lead.status.value}, not pending"
     elif lead.status != LeadStatus.CONFIRMED:
         return f"lead is {lead.status.value}"
-    topic = REQUIRED_TOPIC.get(kind)
+    announcement = None
+    if kind == MailKind.ANNOUNCEMENT:
+        announcement = db.session.get(Announcement, row.announcement_id)
+        if announcement is None or announcement.status == AnnouncementStatus.CANCELLED:
+            return "announcement cancelled"
+        topic = announcement.topic
+    else:
+        topic = REQUIRED_TOPIC.get(kind)
     if topic and topic not in lead.topic_slugs:
         return f"lead does not want {topic}"
     reason = _is_suppressed(lead.email, kind.transactional)
@@ -155,6 +210,14 @@ def skip_reason(row: OutboxMessage, lead: Lead | None) -> str | None:
         return f"address suppressed ({reason})"
     if kind == MailKind.CLASSES_FOLLOWUP and not training.upcoming_classes(limit=1):
         return "no upcoming classes"
+    if kind == MailKind.CLASS_REMINDER:
+        reason = _class_reminder_reason(row, lead)
+        if reason:
+            return reason
+    capped = kind in CAPPED_KINDS and not (announcement and announcement.ignore_frequency_cap)
+    if capped and _over_frequency_cap(row):
+        days = current_app.config["FREQUENCY_CAP_DAYS"]
+        return f"frequency cap: marketing mail sent in the last {days:g} days"
     return None
 
 
@@ -164,22 +227,40 @@ def suppress(address: str, reason: str, detail: str) -> None:
         db.session.add(Suppression(email_hash=digest, reason=reason, detail=detail[:500]))
 
 
+def _count(stats: BatchStats, outcome: str, row_id: int, recorded: bool) -> None:
+    """A fenced update that matched nothing is a lost lease, whatever the
+    outcome was: count it as such, so the batch log line shows it."""
+    if recorded:
+        setattr(stats, outcome, getattr(stats, outcome) + 1)
+    else:
+        stats.lost += 1
+        log.warning("outbox row %s: lease lost before it was marked %s", row_id, outcome)
+
+
 def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats) -> None:
     cfg = current_app.config
     row = db.session.get(OutboxMessage, row_id)
     lead = db.session.get(Lead, row.lead_id) if row.lead_id else None
     reason = skip_reason(row, lead)
     if reason:
-        stats.skipped += _finish(
-            row_id, token, status=OutboxStatus.SKIPPED.value, last_error=reason
+        _count(
+            stats,
+            "skipped",
+            row_id,
+            _finish(row_id, token, status=OutboxStatus.SKIPPED.value, last_error=reason),
         )
         return
     try:
         composed = compose(row, lead)
     except Exception as exc:  # a template bug must not stop the queue
         log.exception("could not render outbox row %s", row_id)
-        stats.failed += _finish(
-            row_id, token, status=OutboxStatus.FAILED.value, last_error=f"render: {exc}"[:2000]
+        _count(
+            stats,
+            "failed",
+            row_id,
+            _finish(
+                row_id, token, status=OutboxStatus.FAILED.value, last_error=f"render: {exc}"[:2000]
+            ),
         )
         return
     # The row object is not needed past here; free the session before the
@@ -190,26 +271,41 @@ def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats
     except DeliveryError as exc:
         stats.errors.append(str(exc))
         if exc.permanent:
-            if exc.recipient_refused:
+            if exc.recipient_refused and lead is not None:
                 suppress(lead.email, "hard_bounce", str(exc))
-            stats.failed += _finish(
-                row_id, token, status=OutboxStatus.FAILED.value, last_error=str(exc)[:2000]
+            _count(
+                stats,
+                "failed",
+                row_id,
+                _finish(
+                    row_id, token, status=OutboxStatus.FAILED.value, last_error=str(exc)[:2000]
+                ),
             )
         elif token >= cfg["MAIL_MAX_ATTEMPTS"]:
-            stats.failed += _finish(
+            _count(
+                stats,
+                "failed",
                 row_id,
-                token,
-                status=OutboxStatus.FAILED.value,
-                last_error=f"gave up after {token} attempts: {exc}"[:2000],
+                _finish(
+                    row_id,
+                    token,
+                    status=OutboxStatus.FAILED.value,
+                    last_error=f"gave up after {token} attempts: {exc}"[:2000],
+                ),
             )
         else:
             delay = backoff_seconds(token, cfg["WORKER_BACKOFF_BASE_SECONDS"])
-            stats.retried += _finish(
+            _count(
+                stats,
+                "retried",
                 row_id,
-                token,
-                status=OutboxStatus.QUEUED.value,
-                last_error=str(exc)[:2000],
-                send_after=clock.now() + timedelta(seconds=delay),
+                _finish(
+                    row_id,
+                    token,
+                    status=OutboxStatus.QUEUED.value,
+                    last_error=str(exc)[:2000],
+                    send_after=clock.now() + timedelta(seconds=delay),
+                ),
             )
         return
     # The server said 250: record it at once. A crash before this commit is
@@ -228,12 +324,37 @@ def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats
         log.warning("outbox row %s: lease lost before it was marked sent", row_id)
 
 
+def plan_due_work() -> None:
+    """Work the clock sets in motion: announcements whose time has come are
+    fanned out, class reminders planned, finished announcements closed.
+    Safe to run from any number of workers at once."""
+    from services import announcements, class_reminders
+
+    for ann_id in announcements.due_announcements():
+        queued = announcements.fan_out(ann_id)
+        db.session.commit()
+        if queued is not None:
+            log.info("announcement %s: queued %d mails", ann_id, queued)
+    queued = class_reminders.plan()
+    db.session.commit()
+    if queued:
+        log.info("class reminders: queued %d mails", queued)
+    announcements.finish_sent()
+    db.session.commit()
+
+
 def optimise_sqlite_statistics() -> None:
     """SQLite's planner needs table statistics to pick the right index at a
     million rows; PRAGMA optimize refreshes them only where they went stale."""
     if db.session.get_bind().dialect.name == "sqlite":
         db.session.execute(text("PRAGMA optimize"))
         db.session.commit()
+
+
+def send_margin(cfg) -> float:
+    """The lease one send may need at worst: connect and a reply, each up to
+    MAIL_TIMEOUT, and a second to record the outcome."""
+    return 2 * cfg["MAIL_TIMEOUT"] + 1
 
 
 class RateLimiter:
@@ -263,6 +384,13 @@ class Worker:
     """
 
     def __init__(self, app, transport: Transport | None = None):
+        lease, margin = app.config["WORKER_LEASE_SECONDS"], send_margin(app.config)
+        if lease <= margin:
+            # run_batch would release every row it claims, for ever.
+            raise ValueError(
+                f"WORKER_LEASE_SECONDS ({lease}) must be longer than one send can take, "
+                f"2 × MAIL_TIMEOUT + 1 = {margin:g} s: raise it or lower MAIL_TIMEOUT"
+            )
         self.app = app
         self.transport = transport
         self.owner = worker_id()
@@ -292,13 +420,14 @@ class Worker:
         lease_end = time.monotonic() + cfg["WORKER_LEASE_SECONDS"]
         # Leave the rest of the batch to others rather than send on a lease
         # that may run out mid-conversation with a slow server.
-        margin = 2 * cfg["MAIL_TIMEOUT"] + 1
+        margin = send_margin(cfg)
         for i, (row_id, token) in enumerate(claimed):
+            # Wait for the rate limit first: the wait itself uses up lease.
+            self.rate.wait(self._stop)
             if self._stop.is_set() or time.monotonic() + margin > lease_end:
                 for rest_id, rest_token in claimed[i:]:
                     stats.released += release(rest_id, rest_token)
                 break
-            self.rate.wait(self._stop)
             deliver_one(row_id, token, transport, stats)
         return stats
 
@@ -306,8 +435,13 @@ class Worker:
         with self.app.app_context():
             try:
                 optimise_sqlite_statistics()
+                planner = owner.endswith("/0") or owner == self.owner
+                next_plan = 0.0
                 while not self._stop.is_set():
                     started = time.monotonic()
+                    if planner and started >= next_plan:
+                        self._plan()
+                        next_plan = started + self.app.config["WORKER_PLAN_SECONDS"]
                     stats = self.run_batch(transport, owner)
                     self._add(stats)
                     if stats.claimed:
@@ -325,6 +459,8 @@ class Worker:
                             stats.sent / elapsed,
                         )
                     elif once:
+                        if planner:
+                            self._plan()  # close announcements that just finished
                         break
                     else:
                         transport.close()  # do not hold an idle SMTP connection
@@ -332,6 +468,13 @@ class Worker:
             finally:
                 transport.close()
                 db.session.remove()
+
+    def _plan(self) -> None:
+        try:
+            plan_due_work()
+        except Exception:  # planning must never stop delivery
+            db.session.rollback()
+            log.exception("planning due work failed")
 
     def _add(self, stats: BatchStats) -> None:
         with self._total_lock:

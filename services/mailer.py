@@ -97,17 +97,40 @@ class SmtpTransport:
             conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
         else:
             conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-            if self.use_tls:
+        try:
+            if self.use_tls and not self.use_ssl:
                 conn.starttls(context=context)
-        if self.username:
-            conn.login(self.username, self.password or "")
+            if self.username:
+                conn.login(self.username, self.password or "")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                conn.close()
+            raise
         return conn
 
-    def send(self, message: EmailMessage) -> None:
-        try:
-            if self._conn is None:
+    def _open(self) -> smtplib.SMTP:
+        """The session, opened when needed. Whatever goes wrong before a mail
+        is offered (greeting, STARTTLS, login) says nothing about the
+        recipient: a 5xx here is our configuration or the server's state, so
+        it is retried, never failed for good, and never suppresses anyone."""
+        if self._conn is None:
+            try:
                 self._conn = self._connect()
-            refused = self._conn.send_message(message)
+            except smtplib.SMTPResponseException as exc:
+                raise DeliveryError(
+                    f"session with {self.host}:{self.port} refused: "
+                    f"{exc.smtp_code} {_text(exc.smtp_error)}",
+                    permanent=False,
+                    code=exc.smtp_code,
+                ) from exc
+            except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+                raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
+        return self._conn
+
+    def send(self, message: EmailMessage) -> None:
+        conn = self._open()
+        try:
+            refused = conn.send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             self._reset()

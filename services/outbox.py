@@ -46,3 +46,17 @@ def queue_depth() -> int:
         .select_from(OutboxMessage)
         .where(OutboxMessage.status.in_([OutboxStatus.QUEUED, OutboxStatus.SENDING]))
     ).scalar_one()
+
+
+def retry(row_id: int) -> bool:
+    """Queue a failed row again, with a fresh set of attempts."""
+    from sqlalchemy import update
+
+    result = db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == row_id, OutboxMessage.status == OutboxStatus.FAILED)
+        .values(status=OutboxStatus.QUEUED, send_after=clock.now(), attempts=0,
+                lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1

@@ -13,7 +13,7 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSaf
 
 from services import clock
 
-PURPOSES = frozenset({"confirm", "preferences", "unsubscribe", "form-time"})
+PURPOSES = frozenset({"confirm", "preferences", "unsubscribe", "form-time", "register"})
 
 
 class TokenInvalid(Exception):

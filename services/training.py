@@ -1,12 +1,25 @@
-"""CSPO classes as the public sees them."""
+"""CSPO classes: what the public sees, what admins edit, calendar files and
+tracked register links."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from itertools import groupby
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from icalendar import Calendar, Event
+
 from extensions import db
-from models import ClassStatus, TrainingClass
-from services import clock
+from models import ClassClick, ClassStatus, Lead, TrainingClass
+from services import clock, stats, timezones, tokens
+from services.content import TRAINING_PATH
+
+
+class ClassError(ValueError):
+    pass
 
 
 def upcoming_classes(limit: int = 50) -> list[TrainingClass]:
@@ -23,7 +36,163 @@ def upcoming_classes(limit: int = 50) -> list[TrainingClass]:
     )
 
 
-def local_times(cls: TrainingClass):
+def by_month(classes: list[TrainingClass]) -> list[tuple[str, list[TrainingClass]]]:
+    """Grouped under 'March 2027' headings, by each class's local start."""
+    return [
+        (month, list(group))
+        for month, group in groupby(classes, key=lambda c: local_times(c)[0].strftime("%B %Y"))
+    ]
+
+
+def local_times(cls: TrainingClass) -> tuple[datetime, datetime]:
     """Start and end in the class's own time zone."""
-    zone = ZoneInfo(cls.timezone)
-    return cls.starts_at.astimezone(zone), cls.ends_at.astimezone(zone)
+    tz = ZoneInfo(cls.timezone)
+    return cls.starts_at.astimezone(tz), cls.ends_at.astimezone(tz)
+
+
+def class_by_public_id(public_id: str) -> TrainingClass | None:
+    return db.session.execute(
+        db.select(TrainingClass).where(TrainingClass.public_id == public_id)
+    ).scalar_one_or_none()
+
+
+@dataclass
+class ClassInput:
+    title: str
+    start_day: date
+    start_time: time
+    end_day: date
+    end_time: time
+    timezone: str
+    course: str = "CSPO"
+    online: bool = True
+    location: str | None = None
+    trainer: str | None = None
+    price: Decimal | None = None
+    currency: str = "EUR"
+    seats: int | None = None
+    seats_taken: int = 0
+    registration_url: str | None = None
+    status: ClassStatus = ClassStatus.SCHEDULED
+
+
+def _check_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ClassError("The registration link must be a full https:// address.")
+    return url
+
+
+def apply(cls: TrainingClass, data: ClassInput) -> list[str]:
+    """Set a class from an admin's form; returns notes about DST edges."""
+    start = timezones.to_utc(data.start_day, data.start_time, data.timezone)
+    end = timezones.to_utc(data.end_day, data.end_time, data.timezone)
+    if end.utc <= start.utc:
+        raise ClassError("The class must end after it starts.")
+    if not data.online and not data.location:
+        raise ClassError("Give a location, or mark the class as online.")
+    if data.seats is not None and data.seats_taken > data.seats:
+        raise ClassError("More seats are taken than the class has.")
+    cls.title = data.title
+    cls.course = data.course or "CSPO"
+    cls.starts_at, cls.ends_at = start.utc, end.utc
+    cls.timezone = data.timezone
+    cls.online = data.online
+    cls.location = data.location
+    cls.trainer = data.trainer
+    cls.price = data.price
+    cls.currency = (data.currency or "EUR").upper()
+    cls.seats = data.seats
+    cls.seats_taken = data.seats_taken
+    cls.registration_url = _check_url(data.registration_url)
+    cls.status = data.status
+    return [n for n in (start.note, end.note) if n]
+
+
+def where(cls: TrainingClass) -> str:
+    return "Online" if cls.online else (cls.location or "")
+
+
+def ics(cls: TrainingClass, site_name: str, page_url: str) -> bytes:
+    cal = Calendar()
+    cal.add("prodid", f"-//{site_name}//CSPO classes//EN")
+    cal.add("version", "2.0")
+    event = Event()
+    event.add("uid", f"{cls.public_id}@{urlsplit(page_url).netloc or 'localhost'}")
+    event.add("summary", cls.title)
+    event.add("dtstart", cls.starts_at)
+    event.add("dtend", cls.ends_at)
+    event.add("dtstamp", clock.now())
+    event.add("location", where(cls))
+    description = f"{cls.course} class" + (f" with {cls.trainer}" if cls.trainer else "")
+    if cls.registration_url:
+        description += f"\nRegister: {cls.registration_url}"
+    event.add("description", description)
+    event.add("url", page_url)
+    if cls.status == ClassStatus.CANCELLED:
+        event.add("status", "CANCELLED")
+    cal.add_component(event)
+    return cal.to_ical()
+
+
+# Register buttons go through /register/<token>: the click is counted, and
+# the redirect target is read from the class row, never from the link, so
+# the endpoint cannot be used to send people anywhere else.
+
+
+def register_token(cls: TrainingClass, lead: Lead | None = None, via: str = "page") -> str:
+    return tokens.make("register", [cls.public_id, lead.public_id if lead else None, via])
+
+
+def record_click(token: str) -> TrainingClass:
+    """Count the click; return the class. Raises tokens.TokenInvalid, or
+    ClassError when the class has no registration link (any more)."""
+    value, _ = tokens.read("register", token)
+    try:
+        class_public_id, lead_public_id, via = value
+    except (TypeError, ValueError) as exc:
+        raise tokens.TokenInvalid("malformed") from exc
+    cls = class_by_public_id(str(class_public_id))
+    if cls is None or not cls.registration_url:
+        raise ClassError("This class is no longer open for registration.")
+    lead = None
+    if lead_public_id:
+        lead = db.session.execute(
+            db.select(Lead).where(Lead.public_id == str(lead_public_id))
+        ).scalar_one_or_none()
+    db.session.add(ClassClick(training_class_id=cls.id, lead_id=lead.id if lead else None,
+                              at=clock.now(), via=str(via)[:30]))
+    if lead is not None:
+        stats.bump_for_lead(lead, clicks=1)
+    else:
+        stats.bump(clock.now().date(), TRAINING_PATH.strip("/"), "training", None, clicks=1)
+    return cls
+
+
+def seats_remain(cls: TrainingClass) -> bool:
+    if cls.status != ClassStatus.SCHEDULED:
+        return False
+    return cls.seats_left is None or cls.seats_left > 0
+
+
+def reminder_due_classes(days_before: list[int], now: datetime) -> list[tuple[TrainingClass, int]]:
+    """(class, step) pairs whose 'N days before' moment has come and whose
+    class has not started: the class reminders to fan out now."""
+    horizon = now + timedelta(days=max(days_before, default=0))
+    classes = db.session.execute(
+        db.select(TrainingClass).where(
+            TrainingClass.starts_at > now,
+            TrainingClass.starts_at <= horizon,
+            TrainingClass.status == ClassStatus.SCHEDULED,
+        )
+    ).scalars()
+    due = []
+    for cls in classes:
+        # Only the latest step that has come: a class published 5 days
+        # before it starts gets its 7-day reminder, not the 21-day one too.
+        passed = [d for d in days_before if cls.starts_at - timedelta(days=d) <= now]
+        if passed:
+            due.append((cls, min(passed)))
+    return due

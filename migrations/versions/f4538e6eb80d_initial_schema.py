@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 727027dc7498
+Revision ID: f4538e6eb80d
 Revises: 
-Create Date: 2026-11-25 17:38:47.214332
+Create Date: 2026-11-25 17:48:35.414512
 
 """
 from alembic import op
@@ -14,7 +14,7 @@ import models.base
 
 
 # revision identifiers, used by Alembic.
-revision = '727027dc7498'
+revision = 'f4538e6eb80d'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -119,6 +119,33 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_user_account')),
     sa.UniqueConstraint('email', name=op.f('uq_user_account_email'))
     )
+    op.create_table('announcement',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('public_id', sa.String(length=24), nullable=False),
+    sa.Column('subject', sa.String(length=200), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('topic', sa.String(length=40), nullable=False),
+    sa.Column('training_class_id', sa.Integer(), nullable=True),
+    sa.Column('source_slug', sa.String(length=200), nullable=True),
+    sa.Column('signed_up_from', sa.Date(), nullable=True),
+    sa.Column('signed_up_until', sa.Date(), nullable=True),
+    sa.Column('ignore_frequency_cap', sa.Boolean(), nullable=False),
+    sa.Column('status', sa.Enum('draft', 'scheduled', 'sending', 'paused', 'sent', 'cancelled', name='announcement_status', native_enum=False, create_constraint=True, length=20), nullable=False),
+    sa.Column('send_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('send_timezone', sa.String(length=64), nullable=False),
+    sa.Column('recipients', sa.Integer(), nullable=True),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('fanned_out_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['created_by_id'], ['user_account.id'], name=op.f('fk_announcement_created_by_id_user_account'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['training_class_id'], ['training_class.id'], name=op.f('fk_announcement_training_class_id_training_class'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_announcement')),
+    sa.UniqueConstraint('public_id', name=op.f('uq_announcement_public_id'))
+    )
+    with op.batch_alter_table('announcement', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_announcement_send_at'), ['send_at'], unique=False)
+
     op.create_table('audit_event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('at', models.base.UTCDateTime(timezone=True), nullable=False),
@@ -135,6 +162,27 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_audit_event_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_event_user_id'), ['user_id'], unique=False)
 
+    op.create_table('class_click',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('training_class_id', sa.Integer(), nullable=False),
+    sa.Column('lead_id', sa.Integer(), nullable=True),
+    sa.Column('at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('via', sa.String(length=30), nullable=False),
+    sa.ForeignKeyConstraint(['lead_id'], ['lead.id'], name=op.f('fk_class_click_lead_id_lead'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['training_class_id'], ['training_class.id'], name=op.f('fk_class_click_training_class_id_training_class'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_class_click'))
+    )
+    with op.batch_alter_table('class_click', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_class_click_training_class_id'), ['training_class_id'], unique=False)
+
+    op.create_table('class_reminder_run',
+    sa.Column('training_class_id', sa.Integer(), nullable=False),
+    sa.Column('days_before', sa.Integer(), nullable=False),
+    sa.Column('ran_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('recipients', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['training_class_id'], ['training_class.id'], name=op.f('fk_class_reminder_run_training_class_id_training_class'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('training_class_id', 'days_before', name=op.f('pk_class_reminder_run'))
+    )
     op.create_table('consent_event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('lead_id', sa.Integer(), nullable=False),
@@ -168,7 +216,7 @@ def upgrade():
     sa.Column('kind', sa.Enum('confirmation', 'confirm_reminder', 'already_subscribed', 'welcome', 'classes_followup', 'class_reminder', 'announcement', name='mail_kind', native_enum=False, create_constraint=True, length=20), nullable=False),
     sa.Column('lead_id', sa.Integer(), nullable=True),
     sa.Column('dedupe_key', sa.String(length=120), nullable=True),
-    sa.Column('status', sa.Enum('queued', 'sending', 'sent', 'failed', 'skipped', 'cancelled', name='outbox_status', native_enum=False, create_constraint=True, length=20), nullable=False),
+    sa.Column('status', sa.Enum('queued', 'sending', 'sent', 'failed', 'skipped', 'cancelled', 'held', name='outbox_status', native_enum=False, create_constraint=True, length=20), nullable=False),
     sa.Column('send_after', models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
@@ -177,13 +225,19 @@ def upgrade():
     sa.Column('sent_at', models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('subject', sa.String(length=300), nullable=True),
+    sa.Column('to_email', sa.String(length=320), nullable=True),
+    sa.Column('announcement_id', sa.Integer(), nullable=True),
+    sa.Column('training_class_id', sa.Integer(), nullable=True),
+    sa.ForeignKeyConstraint(['announcement_id'], ['announcement.id'], name=op.f('fk_outbox_message_announcement_id_announcement'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['lead_id'], ['lead.id'], name=op.f('fk_outbox_message_lead_id_lead'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['training_class_id'], ['training_class.id'], name=op.f('fk_outbox_message_training_class_id_training_class'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_message')),
     sa.UniqueConstraint('dedupe_key', name=op.f('uq_outbox_message_dedupe_key'))
     )
     with op.batch_alter_table('outbox_message', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_outbox_message_lead_id'), ['lead_id'], unique=False)
+        batch_op.create_index('ix_outbox_message_lead_sent', ['lead_id', 'sent_at'], unique=False)
         batch_op.create_index('ix_outbox_message_status_send_after', ['status', 'send_after'], unique=False)
+        batch_op.create_index('uq_outbox_message_announcement_lead', ['announcement_id', 'lead_id'], unique=True)
 
     # ### end Alembic commands ###
 
@@ -191,8 +245,9 @@ def upgrade():
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
     with op.batch_alter_table('outbox_message', schema=None) as batch_op:
+        batch_op.drop_index('uq_outbox_message_announcement_lead')
         batch_op.drop_index('ix_outbox_message_status_send_after')
-        batch_op.drop_index(batch_op.f('ix_outbox_message_lead_id'))
+        batch_op.drop_index('ix_outbox_message_lead_sent')
 
     op.drop_table('outbox_message')
     with op.batch_alter_table('lead_topic', schema=None) as batch_op:
@@ -203,12 +258,21 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_consent_event_lead_id'))
 
     op.drop_table('consent_event')
+    op.drop_table('class_reminder_run')
+    with op.batch_alter_table('class_click', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_class_click_training_class_id'))
+
+    op.drop_table('class_click')
     with op.batch_alter_table('audit_event', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_event_user_id'))
         batch_op.drop_index(batch_op.f('ix_audit_event_at'))
         batch_op.drop_index(batch_op.f('ix_audit_event_action'))
 
     op.drop_table('audit_event')
+    with op.batch_alter_table('announcement', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_announcement_send_at'))
+
+    op.drop_table('announcement')
     op.drop_table('user_account')
     with op.batch_alter_table('training_class', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_training_class_starts_at'))

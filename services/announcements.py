@@ -1,0 +1,272 @@
+"""Announcements: audience, schedule, set-based fan-out, pause, cancel.
+
+The fan-out is one INSERT ... SELECT into the outbox, guarded by a unique key
+on (announcement_id, lead_id): whoever runs it, however often, each lead gets
+one row. Pausing holds the queued rows; resuming releases them; no row is
+ever made twice, so nobody is mailed twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import exists, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from extensions import db
+from models import (
+    Announcement,
+    AnnouncementStatus,
+    Lead,
+    LeadStatus,
+    LeadTopic,
+    MailKind,
+    OutboxMessage,
+    OutboxStatus,
+    TrainingClass,
+    User,
+)
+from services import clock, templating, timezones, topics
+
+S = AnnouncementStatus
+EDITABLE = (S.DRAFT, S.SCHEDULED)
+
+
+class AnnouncementError(ValueError):
+    pass
+
+
+@dataclass
+class AnnouncementInput:
+    subject: str
+    body: str
+    topic: str
+    training_class: TrainingClass | None = None
+    source_slug: str | None = None
+    signed_up_from: date | None = None
+    signed_up_until: date | None = None
+    ignore_frequency_cap: bool = False
+
+
+def sample_context(training_class: TrainingClass | None) -> dict:
+    """What a preview is rendered with: a made-up lead."""
+    from services.compose import class_context
+
+    return {
+        "first_name": "Alex",
+        "email": "alex@example.com",
+        "unsubscribe_url": "https://example.com/unsubscribe/…",
+        "preferences_url": "https://example.com/preferences/…",
+        "class": class_context(training_class, None) if training_class else None,
+    }
+
+
+def apply(ann: Announcement, data: AnnouncementInput) -> None:
+    if ann.status not in EDITABLE:
+        raise AnnouncementError(f"A {ann.status.value} announcement can no longer be edited.")
+    if data.topic not in topics.TOPICS:
+        raise AnnouncementError("Choose who it goes to: one of the topics.")
+    if not data.subject.strip() or not data.body.strip():
+        raise AnnouncementError("Write a subject and a body.")
+    if data.signed_up_from and data.signed_up_until and data.signed_up_from > data.signed_up_until:
+        raise AnnouncementError("The signup date range ends before it starts.")
+    templating.check(data.subject, data.body, sample_context(data.training_class))
+    ann.subject = data.subject.strip()
+    ann.body = data.body
+    ann.topic = data.topic
+    ann.training_class_id = data.training_class.id if data.training_class else None
+    ann.source_slug = data.source_slug or None
+    ann.signed_up_from = data.signed_up_from
+    ann.signed_up_until = data.signed_up_until
+    ann.ignore_frequency_cap = data.ignore_frequency_cap
+
+
+def create(data: AnnouncementInput, user: User | None) -> Announcement:
+    ann = Announcement(status=S.DRAFT, created_at=clock.now(),
+                       created_by_id=user.id if user else None)
+    apply(ann, data)
+    db.session.add(ann)
+    return ann
+
+
+def audience(topic: str, source_slug: str | None = None, signed_up_from: date | None = None,
+             signed_up_until: date | None = None):
+    """SELECT lead.id of the confirmed leads who want the topic."""
+    stmt = select(Lead.id).where(
+        Lead.status == LeadStatus.CONFIRMED,
+        exists().where(LeadTopic.lead_id == Lead.id, LeadTopic.topic == topic),
+    )
+    if source_slug:
+        stmt = stmt.where(Lead.source_slug == source_slug)
+    if signed_up_from:
+        stmt = stmt.where(Lead.created_at >= datetime.combine(signed_up_from, time.min, UTC))
+    if signed_up_until:
+        stmt = stmt.where(
+            Lead.created_at < datetime.combine(signed_up_until + timedelta(days=1), time.min, UTC)
+        )
+    return stmt
+
+
+def audience_of(ann: Announcement):
+    return audience(ann.topic, ann.source_slug, ann.signed_up_from, ann.signed_up_until)
+
+
+def audience_count(stmt) -> int:
+    return db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+
+
+def schedule(ann: Announcement, day: date | None, wall: time | None, zone: str,
+             now: bool = False) -> str | None:
+    """Schedule for a local date and time (or now). Returns a DST note, if any."""
+    if ann.status not in EDITABLE:
+        raise AnnouncementError(f"A {ann.status.value} announcement cannot be scheduled.")
+    note = None
+    if now:
+        when = clock.now()
+    else:
+        if day is None or wall is None:
+            raise AnnouncementError("Give a date and a time, or send it now.")
+        resolved = timezones.to_utc(day, wall, zone)
+        when, note = resolved.utc, resolved.note
+        if when < clock.now() - timedelta(minutes=1):
+            raise AnnouncementError("That time has passed: pick a time in the future, or send now.")
+    ann.send_at = when
+    ann.send_timezone = zone
+    ann.status = S.SCHEDULED
+    return note
+
+
+def unschedule(ann: Announcement) -> None:
+    if ann.status != S.SCHEDULED:
+        raise AnnouncementError("Only a scheduled announcement can go back to draft.")
+    ann.status = S.DRAFT
+    ann.send_at = None
+
+
+def _conditional_status(ann_id: int, from_: tuple[S, ...], to: S, **values) -> bool:
+    result = db.session.execute(
+        update(Announcement)
+        .where(Announcement.id == ann_id, Announcement.status.in_(from_))
+        .values(status=to, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def fan_out(ann_id: int) -> int | None:
+    """Queue one outbox row per recipient, in one statement; None when
+    another process got there first. The caller commits."""
+    now = clock.now()
+    # The status change is the claim: of two workers, one flips it.
+    if not _conditional_status(ann_id, (S.SCHEDULED,), S.SENDING, fanned_out_at=now):
+        return None
+    ann = db.session.get(Announcement, ann_id)
+    db.session.refresh(ann)
+    recipients = audience_of(ann).with_only_columns(
+        literal(MailKind.ANNOUNCEMENT.value),
+        Lead.id,
+        literal(ann.id),
+        literal(OutboxStatus.QUEUED.value),
+        literal(now, OutboxMessage.send_after.type),
+        literal(now, OutboxMessage.created_at.type),
+        literal(0),
+    )
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(OutboxMessage).from_select(
+        ["kind", "lead_id", "announcement_id", "status", "send_after", "created_at", "attempts"],
+        recipients,
+    ).on_conflict_do_nothing(index_elements=["announcement_id", "lead_id"])
+    result = db.session.execute(stmt)
+    queued = result.rowcount if result.rowcount is not None and result.rowcount >= 0 else None
+    if queued is None:
+        queued = _row_count(ann_id)
+    ann.recipients = queued
+    if queued == 0:
+        ann.status, ann.finished_at = S.SENT, now
+    return queued
+
+
+def _row_count(ann_id: int) -> int:
+    return db.session.execute(
+        select(func.count()).where(
+            OutboxMessage.announcement_id == ann_id, OutboxMessage.lead_id.is_not(None)
+        )
+    ).scalar_one()
+
+
+def due_announcements() -> list[int]:
+    return list(
+        db.session.execute(
+            select(Announcement.id).where(
+                Announcement.status == S.SCHEDULED, Announcement.send_at <= clock.now()
+            )
+        ).scalars()
+    )
+
+
+def _move_rows(ann_id: int, from_: OutboxStatus, to: OutboxStatus) -> int:
+    return db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.announcement_id == ann_id, OutboxMessage.status == from_)
+        .values(status=to)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def pause(ann: Announcement) -> int:
+    if not _conditional_status(ann.id, (S.SENDING,), S.PAUSED):
+        raise AnnouncementError("Only an announcement that is sending can be paused.")
+    held = _move_rows(ann.id, OutboxStatus.QUEUED, OutboxStatus.HELD)
+    db.session.refresh(ann)
+    return held
+
+
+def resume(ann: Announcement) -> int:
+    if not _conditional_status(ann.id, (S.PAUSED,), S.SENDING):
+        raise AnnouncementError("Only a paused announcement can be resumed.")
+    released = _move_rows(ann.id, OutboxStatus.HELD, OutboxStatus.QUEUED)
+    db.session.refresh(ann)
+    return released
+
+
+def cancel(ann: Announcement) -> int:
+    """Cancel before or while sending: rows not yet sent are cancelled.
+    Returns how many mails will not go."""
+    if not _conditional_status(ann.id, (S.DRAFT, S.SCHEDULED, S.SENDING, S.PAUSED),
+                               S.CANCELLED, finished_at=clock.now()):
+        raise AnnouncementError(f"A {ann.status.value} announcement cannot be cancelled.")
+    n = _move_rows(ann.id, OutboxStatus.QUEUED, OutboxStatus.CANCELLED)
+    n += _move_rows(ann.id, OutboxStatus.HELD, OutboxStatus.CANCELLED)
+    db.session.refresh(ann)
+    return n
+
+
+def progress(ann_id: int) -> dict[str, int]:
+    counts = dict.fromkeys(("queued", "sending", "sent", "failed", "skipped", "cancelled",
+                            "held"), 0)
+    for status, n in db.session.execute(
+        select(OutboxMessage.status, func.count())
+        .where(OutboxMessage.announcement_id == ann_id, OutboxMessage.lead_id.is_not(None))
+        .group_by(OutboxMessage.status)
+    ):
+        counts[OutboxStatus(status).value] = n
+    counts["total"] = sum(counts.values())
+    counts["done"] = counts["sent"] + counts["failed"] + counts["skipped"] + counts["cancelled"]
+    return counts
+
+
+def finish_sent() -> int:
+    """Mark sending announcements whose rows are all finished as sent."""
+    pending = select(OutboxMessage.id).where(
+        OutboxMessage.announcement_id == Announcement.id,
+        OutboxMessage.lead_id.is_not(None),
+        OutboxMessage.status.in_([OutboxStatus.QUEUED, OutboxStatus.SENDING, OutboxStatus.HELD]),
+    )
+    return db.session.execute(
+        update(Announcement)
+        .where(Announcement.status == S.SENDING, ~exists(pending))
+        .values(status=S.SENT, finished_at=clock.now())
+        .execution_options(synchronize_session=False)
+    ).rowcount
