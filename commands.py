@@ -95,6 +95,11 @@ def serve_command(port: int, workers: int) -> None:
     app = current_app
     env = dict(os.environ)
     click.echo(f"Mail: MAIL_BACKEND={app.config['MAIL_BACKEND']}; {_mail_destination(app)}")
+    if workers > 1 and app.config["RATELIMIT_STORAGE_URI"].startswith("memory"):
+        click.echo(
+            f"Rate limits: kept in memory, so each of the {workers} web processes counts on "
+            "its own. Set RATELIMIT_STORAGE_URI=redis://127.0.0.1:6379 to share them."
+        )
     _first_admin_hint()
     worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], env=env)
     click.echo(f"Serving on http://127.0.0.1:{port}/  (Ctrl-C stops web and worker)")
@@ -103,6 +108,9 @@ def serve_command(port: int, workers: int) -> None:
             sys.executable,
             "-m",
             "gunicorn",
+            # gunicorn's default control socket lives in ~/.gunicorn and is
+            # taken over by the next gunicorn started: keep each run its own.
+            "--no-control-socket",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",

@@ -45,7 +45,9 @@ def new_signup_form(placement: str, source: str | None = None) -> SignupForm:
     form = SignupForm(formdata=None)
     form.placement.data = placement
     form.source.data = source or ""
-    form.started.data = tokens.make("form-time", placement)
+    # The signed value carries the time to the millisecond: the token's own
+    # timestamp has whole seconds only, too coarse for a 2-second trap.
+    form.started.data = tokens.make("form-time", [placement, clock.now().timestamp()])
     form.ref.data = _external_referrer()
     for key in UTM_FIELDS:
         getattr(form, key).data = (request.args.get(key) or "")[:200]
@@ -63,10 +65,11 @@ def _looks_like_a_bot(form: SignupForm) -> bool:
     if form.nickname.data:
         return True
     try:
-        _, issued = tokens.read("form-time", form.started.data or "")
-    except tokens.TokenInvalid:
+        value, _ = tokens.read("form-time", form.started.data or "")
+        shown_at = float(value[1])
+    except (tokens.TokenInvalid, TypeError, ValueError, IndexError):
         return True
-    age = (clock.now() - issued).total_seconds()
+    age = clock.now().timestamp() - shown_at
     return age < current_app.config["FORM_MIN_SECONDS"]
 
 
@@ -90,12 +93,15 @@ def subscribe():
     form = SignupForm()
     if form.placement.data not in consent.PLACEMENTS:
         form.placement.data = "page"
-    if not form.validate():
-        return render_signup_page(form, 400)
-    try:
-        email = normalise(form.email.data, current_app.config["MAIL_CHECK_DELIVERABILITY"])
-    except InvalidAddress as exc:
-        form.email.errors.append(str(exc))
+    valid = form.validate()
+    email = None
+    if not form.email.errors:
+        # Checked even when another field failed, so every error shows at once.
+        try:
+            email = normalise(form.email.data, current_app.config["MAIL_CHECK_DELIVERABILITY"])
+        except InvalidAddress as exc:
+            form.email.errors = [*form.email.errors, str(exc)]
+    if not valid or email is None:
         return render_signup_page(form, 400)
     if _looks_like_a_bot(form):
         # Answered like a real signup, so a bot learns nothing to adapt to.

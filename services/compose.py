@@ -106,7 +106,9 @@ def _context(row: OutboxMessage, lead: Lead | None) -> dict:
     return ctx
 
 
-def _announcement_parts(row: OutboxMessage, lead: Lead | None, ctx: dict) -> str:
+def _announcement_parts(
+    row: OutboxMessage, lead: Lead | None, ctx: dict, preview: bool = False
+) -> str:
     ann = db.session.get(Announcement, row.announcement_id)
     cls = ann.training_class
     ctx["class"] = class_context(cls, lead, "announcement") if cls else None
@@ -119,7 +121,7 @@ def _announcement_parts(row: OutboxMessage, lead: Lead | None, ctx: dict) -> str
         "class": ctx["class"],
     }
     rendered = templating.render(ann.subject, ann.body, merge)
-    if lead is None:
+    if lead is None and not preview:
         rendered.subject = f"[Test] {rendered.subject}"
     ctx["body_text"] = rendered.text
     ctx["body_html"] = Markup(rendered.html)  # noqa: S704 (markdown-it with html off)
@@ -127,13 +129,15 @@ def _announcement_parts(row: OutboxMessage, lead: Lead | None, ctx: dict) -> str
     return rendered.subject
 
 
-def render_parts(row: OutboxMessage, lead: Lead | None) -> tuple[str, str, str]:
+def render_parts(
+    row: OutboxMessage, lead: Lead | None, *, preview: bool = False
+) -> tuple[str, str, str]:
     """(subject, text, html) for a row: what the worker sends and the admin
-    previews."""
+    previews (preview=True: no [Test] mark on the subject)."""
     kind = MailKind(row.kind)
     ctx = _context(row, lead)
     if kind == MailKind.ANNOUNCEMENT:
-        subject = _announcement_parts(row, lead, ctx)
+        subject = _announcement_parts(row, lead, ctx, preview)
     elif kind == MailKind.CLASS_REMINDER:
         cls = db.session.get(TrainingClass, row.training_class_id)
         ctx["class"] = class_context(cls, lead, "class_reminder")

@@ -55,8 +55,7 @@ def retry(row_id: int) -> bool:
     result = db.session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == row_id, OutboxMessage.status == OutboxStatus.FAILED)
-        .values(status=OutboxStatus.QUEUED, send_after=clock.now(), attempts=0,
-                lease_until=None)
+        .values(status=OutboxStatus.QUEUED, send_after=clock.now(), attempts=0, lease_until=None)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
