@@ -24,6 +24,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(Config.from_env(app.instance_path))
     if test_config is not None:
         app.config.from_mapping(test_config)
+    # Derived from SITE_URL after every source of settings has been read.
+    https = app.config["SITE_URL"].startswith("https://")
+    app.config["SESSION_COOKIE_SECURE"] = https
+    app.config["REMEMBER_COOKIE_SECURE"] = https
+    app.config["PREFERRED_URL_SCHEME"] = "https" if https else "http"
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
     if not app.config.get("SECRET_KEY"):

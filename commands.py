@@ -11,8 +11,6 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from services.content import TRAINING_PATH
-
 
 @click.command("worker")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
@@ -55,14 +53,23 @@ def content_group() -> None:
 @with_appcontext
 def content_check() -> None:
     """List internal links to pages that do not exist; exit 1 if any."""
-    known = {"/", TRAINING_PATH}
-    dangling = current_app.extensions["articles"].dangling_links(known)
+    dangling = current_app.extensions["articles"].dangling_links(_served_paths())
     for slug, link in dangling:
         click.echo(f"{slug}: {link} does not exist")
     if dangling:
         click.echo(f"{len(dangling)} dangling link(s)", err=True)
         sys.exit(1)
     click.echo("all internal links resolve")
+
+
+def _served_paths() -> set[str]:
+    """Paths of the app's fixed routes (no variables): /, the training page,
+    /subscribe, /login... Article paths are added by the article store."""
+    return {
+        rule.rule
+        for rule in current_app.url_map.iter_rules()
+        if not rule.arguments and "GET" in (rule.methods or ())
+    }
 
 
 @click.group("outbox")

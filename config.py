@@ -103,6 +103,4 @@ class Config:
             "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 64 * 1024),
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
-            "SESSION_COOKIE_SECURE": site_url.startswith("https://"),
-            "PREFERRED_URL_SCHEME": "https" if site_url.startswith("https://") else "http",
         }

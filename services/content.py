@@ -195,5 +195,6 @@ class ArticleStore:
             (a.slug, link)
             for a in self.all()
             for link in a.internal_links
-            if link.rstrip("/") not in paths and link not in paths
+            # Exact match: /article/ is a 404 when the article is /article.
+            if link not in paths
         ]

@@ -1,0 +1,447 @@
+"""Double opt-in, preferences and unsubscribe: the links in the mail."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from html.parser import HTMLParser
+
+import pytest
+from sqlalchemy import func, select
+
+from extensions import db
+from models import ConsentEvent, ConsentKind, Lead, LeadStatus, MailKind, OutboxMessage
+from services import clock, tokens
+from services.delivery import Worker
+from services.subscriptions import confirm_token, preferences_token, unsubscribe_token
+from tests.conftest import mail_files, signup
+
+EMAIL = "ann@example.com"
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def fake_clock():
+    fake = FakeClock()
+    clock.set_clock(fake)
+    yield fake
+    clock.set_clock(None)
+
+
+class _Forms(HTMLParser):
+    """Each <form>: its action and the name/value of its inputs and buttons."""
+
+    def __init__(self):
+        super().__init__()
+        self.forms: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.forms.append({"action": a.get("action"), "fields": {}, "buttons": []})
+        elif tag == "input" and self.forms and a.get("type") in ("hidden", None, "text"):
+            self.forms[-1]["fields"][a.get("name")] = a.get("value") or ""
+        elif tag == "input" and self.forms and a.get("type") == "checkbox" and "checked" in a:
+            self.forms[-1]["fields"].setdefault(a["name"], [])
+            self.forms[-1]["fields"][a["name"]].append(a["value"])
+        elif tag == "button" and self.forms:
+            self.forms[-1]["buttons"].append(a)
+
+
+def forms_of(page: str) -> list[dict]:
+    parser = _Forms()
+    parser.feed(page)
+    return parser.forms
+
+
+def count(app, model, *where) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def mails(app, kind: MailKind) -> int:
+    return count(app, OutboxMessage, OutboxMessage.kind == kind)
+
+
+def the_lead(app, email: str = EMAIL) -> Lead:
+    with app.app_context():
+        lead = db.session.execute(select(Lead).where(Lead.email == email)).scalar_one()
+        lead.topic_slugs  # noqa: B018 (load before the session closes)
+        db.session.expunge(lead)
+        return lead
+
+
+def events(app, kind: ConsentKind) -> list[ConsentEvent]:
+    with app.app_context():
+        rows = db.session.execute(
+            select(ConsentEvent).where(ConsentEvent.kind == kind).order_by(ConsentEvent.id)
+        ).scalars()
+        return [db.session.expunge(r) or r for r in rows]
+
+
+def token_for(app, purpose: str, email: str = EMAIL) -> str:
+    make = {"confirm": confirm_token, "preferences": preferences_token}
+    make["unsubscribe"] = unsubscribe_token
+    with app.app_context():
+        return make[purpose](the_lead(app, email))
+
+
+def new_lead(client, app, email: str = EMAIL, topics=("cspo-classes",)) -> None:
+    assert signup(client, email, topics=topics).status_code == 303
+
+
+def confirmed_lead(client, app, email: str = EMAIL, topics=("cspo-classes",)) -> None:
+    new_lead(client, app, email, topics)
+    assert client.get(f"/confirm/{token_for(app, 'confirm', email)}").status_code == 200
+
+
+def friendly(page: str) -> None:
+    assert 'class="site-header"' in page
+    assert "Traceback" not in page
+
+
+# --- Confirmation
+
+
+def test_the_link_in_the_delivered_mail_confirms(app, client):
+    new_lead(client, app, topics=("cspo-classes", "newsletter"))
+    with app.app_context():
+        assert Worker(app).run(once=True).sent >= 1
+    (eml,) = mail_files(app)
+    msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert msg["To"] == EMAIL
+    link = re.search(r"http://localhost(/confirm/\S+)", msg.get_body(("plain",)).get_content())[1]
+    html_body = msg.get_body(("html",)).get_content()
+    assert f'href="http://localhost{link}"' in html_body
+
+    r = client.get(link, environ_base={"REMOTE_ADDR": "198.51.100.4"})
+    assert r.status_code == 200
+    assert "You're in" in r.get_data(as_text=True)
+    lead = the_lead(app)
+    assert lead.status == LeadStatus.CONFIRMED
+    assert abs(lead.confirmed_at - datetime.now(UTC)) < timedelta(minutes=1)
+    (event,) = events(app, ConsentKind.CONFIRMED)
+    assert event.ip == "198.51.100.4"
+    assert event.channel == "link"
+    assert set(event.topics.split(",")) == {"cspo-classes", "newsletter"}
+    assert mails(app, MailKind.WELCOME) == 1
+
+
+def test_confirming_twice_changes_nothing(app, client):
+    new_lead(client, app)
+    link = f"/confirm/{token_for(app, 'confirm')}"
+    assert client.get(link).status_code == 200
+    first = the_lead(app).confirmed_at
+    r = client.get(link)
+    assert r.status_code == 200
+    assert "already confirmed" in r.get_data(as_text=True)
+    assert the_lead(app).confirmed_at == first
+    assert mails(app, MailKind.WELCOME) == 1
+    assert len(events(app, ConsentKind.CONFIRMED)) == 1
+
+
+def test_the_confirmed_page_links_to_working_preferences(app, client):
+    new_lead(client, app)
+    page = client.get(f"/confirm/{token_for(app, 'confirm')}").get_data(as_text=True)
+    prefs = re.search(r'href="(/preferences/[^"]+)"', page)[1]
+    assert client.get(prefs).status_code == 200
+
+
+def test_an_expired_link_offers_a_new_one_that_works(app, client, fake_clock):
+    new_lead(client, app)
+    old = token_for(app, "confirm")
+    fake_clock.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
+
+    r = client.get(f"/confirm/{old}")
+    assert r.status_code == 410
+    page = r.get_data(as_text=True)
+    friendly(page)
+    assert "This link has expired" in page
+    assert ">Send me a new link</button>" in page
+    assert the_lead(app).status == LeadStatus.PENDING
+
+    (form,) = forms_of(page)
+    assert form["action"] == "/confirm/resend"
+    r = client.post(form["action"], data=form["fields"])
+    assert r.status_code == 303
+    assert r.headers["Location"].endswith("/subscribe/thanks")
+    assert mails(app, MailKind.CONFIRMATION) == 2
+
+    fresh = token_for(app, "confirm")
+    assert client.get(f"/confirm/{fresh}").status_code == 200
+    assert the_lead(app).status == LeadStatus.CONFIRMED
+
+
+def test_resend_within_the_window_sends_nothing_more(app, client, fake_clock):
+    new_lead(client, app)
+    old = token_for(app, "confirm")
+    fake_clock.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
+    (form,) = forms_of(client.get(f"/confirm/{old}").get_data(as_text=True))
+    for _ in range(3):
+        assert client.post(form["action"], data=form["fields"]).status_code == 303
+    assert mails(app, MailKind.CONFIRMATION) == 2
+
+
+def test_an_expired_link_of_a_confirmed_lead_says_it_is_confirmed(app, client, fake_clock):
+    new_lead(client, app)
+    old = token_for(app, "confirm")
+    assert client.get(f"/confirm/{old}").status_code == 200
+    fake_clock.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
+    r = client.get(f"/confirm/{old}")
+    assert r.status_code == 200
+    assert "already confirmed" in r.get_data(as_text=True)
+
+
+def test_resend_with_a_tampered_token_is_refused(app, client):
+    new_lead(client, app)
+    page = client.get("/subscribe").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)[1]
+    r = client.post("/confirm/resend", data={"csrf_token": csrf, "token": "x.y.z"})
+    assert r.status_code == 400
+    friendly(r.get_data(as_text=True))
+    assert mails(app, MailKind.CONFIRMATION) == 1
+
+
+def tampered(token: str) -> list[str]:
+    flip = "A" if token[-1] != "A" else "B"
+    return [token[:-1] + flip, token[:-5], token + "x", "not-a-token", token.replace(".", "", 1)]
+
+
+def test_a_tampered_link_gets_a_friendly_400(app, client):
+    new_lead(client, app)
+    for bad in tampered(token_for(app, "confirm")):
+        r = client.get(f"/confirm/{bad}")
+        assert r.status_code == 400, bad
+        page = r.get_data(as_text=True)
+        friendly(page)
+        assert "This link does not work" in page
+        assert '<form class="signup"' in page
+    assert the_lead(app).status == LeadStatus.PENDING
+    assert mails(app, MailKind.WELCOME) == 0
+
+
+def test_a_token_for_another_purpose_is_refused(app, client):
+    confirmed_lead(client, app, "other@example.com")
+    new_lead(client, app)
+    prefs, confirm = token_for(app, "preferences"), token_for(app, "confirm")
+    assert client.get(f"/confirm/{prefs}").status_code == 400
+    assert client.get(f"/confirm/{token_for(app, 'unsubscribe')}").status_code == 400
+    assert the_lead(app).status == LeadStatus.PENDING
+
+    other_confirm = token_for(app, "confirm", "other@example.com")
+    assert client.get(f"/unsubscribe/{other_confirm}").status_code == 400
+    assert client.post(f"/unsubscribe/{other_confirm}").status_code == 400
+    assert client.get(f"/preferences/{confirm}").status_code == 400
+    assert the_lead(app, "other@example.com").status == LeadStatus.CONFIRMED
+    assert events(app, ConsentKind.WITHDRAWN) == []
+
+
+def test_a_link_for_an_erased_lead_says_nothing_is_held(app, client):
+    with app.app_context():
+        gone = {p: tokens.make(p, "no-such-public-id") for p in ("preferences", "unsubscribe")}
+    for path in (f"/preferences/{gone['preferences']}", f"/unsubscribe/{gone['unsubscribe']}"):
+        r = client.get(path)
+        assert r.status_code == 404
+        assert "We hold nothing for this link" in r.get_data(as_text=True)
+    r = app.test_client(use_cookies=False).post(
+        f"/unsubscribe/{gone['unsubscribe']}", data={"List-Unsubscribe": "One-Click"}
+    )
+    assert r.status_code == 404
+
+
+def test_a_key_in_secret_key_fallbacks_still_opens_links(app, client):
+    new_lead(client, app)
+    app.config["SECRET_KEY"] = "old-key"
+    old_link = f"/confirm/{token_for(app, 'confirm')}"
+    app.config["SECRET_KEY"] = "new-key"
+
+    app.config["SECRET_KEY_FALLBACKS"] = []
+    assert client.get(old_link).status_code == 400
+    assert the_lead(app).status == LeadStatus.PENDING
+
+    app.config["SECRET_KEY_FALLBACKS"] = ["old-key"]
+    assert client.get(old_link).status_code == 200
+    assert the_lead(app).status == LeadStatus.CONFIRMED
+    # New links are signed with the current key only.
+    new_link = token_for(app, "unsubscribe")
+    app.config["SECRET_KEY_FALLBACKS"] = []
+    assert client.get(f"/unsubscribe/{new_link}").status_code == 200
+
+
+# --- Preferences
+
+
+def test_preferences_change_topics_and_record_it(app, client):
+    confirmed_lead(client, app, topics=("cspo-classes",))
+    url = f"/preferences/{token_for(app, 'preferences')}"
+    page = client.get(url).get_data(as_text=True)
+    (form,) = forms_of(page)
+    assert form["fields"]["topics"] == ["cspo-classes"]
+    assert {b.get("name") for b in form["buttons"]} == {"save", "unsubscribe_all"}
+
+    data = {**form["fields"], "topics": ["newsletter"], "save": "1"}
+    r = client.post(url, data=data, environ_base={"REMOTE_ADDR": "192.0.2.5"})
+    assert r.status_code == 200
+    assert "Your choices are saved" in r.get_data(as_text=True)
+    lead = the_lead(app)
+    assert lead.topic_slugs == {"newsletter"}
+    assert lead.status == LeadStatus.CONFIRMED
+    (event,) = events(app, ConsentKind.TOPICS_CHANGED)
+    assert (event.topics, event.channel, event.ip) == ("newsletter", "preferences", "192.0.2.5")
+    # The page shows what is saved now.
+    assert forms_of(client.get(url).get_data(as_text=True))[0]["fields"]["topics"] == ["newsletter"]
+
+
+def test_saving_the_same_topics_records_nothing(app, client):
+    confirmed_lead(client, app, topics=("cspo-classes",))
+    url = f"/preferences/{token_for(app, 'preferences')}"
+    (form,) = forms_of(client.get(url).get_data(as_text=True))
+    assert client.post(url, data={**form["fields"], "save": "1"}).status_code == 200
+    assert events(app, ConsentKind.TOPICS_CHANGED) == []
+
+
+def test_preferences_post_without_csrf_token_is_refused(app, client):
+    confirmed_lead(client, app)
+    url = f"/preferences/{token_for(app, 'preferences')}"
+    r = app.test_client().post(url, data={"topics": ["newsletter"], "save": "1"})
+    assert r.status_code == 400
+    friendly(r.get_data(as_text=True))
+    assert the_lead(app).topic_slugs == {"cspo-classes"}
+
+
+@pytest.mark.parametrize("how", ["button", "no topics left"])
+def test_unsubscribe_from_everything(app, client, how):
+    confirmed_lead(client, app, topics=("cspo-classes", "newsletter"))
+    url = f"/preferences/{token_for(app, 'preferences')}"
+    (form,) = forms_of(client.get(url).get_data(as_text=True))
+    if how == "button":
+        data = {**form["fields"], "unsubscribe_all": "1"}
+    else:
+        data = {"csrf_token": form["fields"]["csrf_token"], "save": "1"}
+    r = client.post(url, data=data)
+    assert r.status_code == 200
+    assert "unsubscribed from everything" in r.get_data(as_text=True)
+    lead = the_lead(app)
+    assert lead.status == LeadStatus.UNSUBSCRIBED
+    assert lead.unsubscribed_at is not None
+    (event,) = events(app, ConsentKind.WITHDRAWN)
+    assert event.channel == "preferences"
+
+
+def test_picking_topics_again_after_unsubscribing_asks_to_confirm(app, client):
+    confirmed_lead(client, app)
+    url = f"/preferences/{token_for(app, 'preferences')}"
+    (form,) = forms_of(client.get(url).get_data(as_text=True))
+    client.post(url, data={**form["fields"], "unsubscribe_all": "1"})
+    page = client.get(url).get_data(as_text=True)
+    assert "You are unsubscribed" in page
+    (form,) = forms_of(page)
+    r = client.post(url, data={**form["fields"], "topics": ["newsletter"], "save": "1"})
+    assert r.status_code == 200
+    assert "sent you a link to confirm" in r.get_data(as_text=True)
+    assert the_lead(app).status == LeadStatus.PENDING
+    assert mails(app, MailKind.CONFIRMATION) == 2
+
+
+# --- Unsubscribe
+
+
+def test_get_unsubscribe_never_unsubscribes(app, client):
+    confirmed_lead(client, app)
+    url = f"/unsubscribe/{token_for(app, 'unsubscribe')}"
+    for _ in range(3):
+        r = client.get(url)
+        assert r.status_code == 200
+    assert client.head(url).status_code == 200
+    page = r.get_data(as_text=True)
+    (form,) = forms_of(page)
+    assert form["action"] == url
+    assert len(form["buttons"]) == 1
+    assert the_lead(app).status == LeadStatus.CONFIRMED
+    assert events(app, ConsentKind.WITHDRAWN) == []
+
+
+def test_the_button_unsubscribes(app, client):
+    confirmed_lead(client, app)
+    url = f"/unsubscribe/{token_for(app, 'unsubscribe')}"
+    (form,) = forms_of(client.get(url).get_data(as_text=True))
+    r = client.post(form["action"], data=form["fields"])
+    assert r.status_code == 200
+    assert "Location" not in r.headers
+    assert "You are unsubscribed" in r.get_data(as_text=True)
+    assert the_lead(app).status == LeadStatus.UNSUBSCRIBED
+    (event,) = events(app, ConsentKind.WITHDRAWN)
+    assert event.channel == "link"
+    # Again: still 200, still one withdrawal on record.
+    assert client.post(url).status_code == 200
+    assert len(events(app, ConsentKind.WITHDRAWN)) == 1
+    assert "already unsubscribed" in client.get(url).get_data(as_text=True)
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+def test_rfc8058_one_click_post(app, client, encoding):
+    confirmed_lead(client, app)
+    url = f"/unsubscribe/{token_for(app, 'unsubscribe')}"
+    provider = app.test_client(use_cookies=False)
+    if encoding == "urlencoded":
+        r = provider.post(
+            url,
+            data="List-Unsubscribe=One-Click",
+            content_type="application/x-www-form-urlencoded",
+        )
+    else:
+        r = provider.post(
+            url, data={"List-Unsubscribe": "One-Click"}, content_type="multipart/form-data"
+        )
+    assert r.status_code == 200
+    assert "Location" not in r.headers
+    assert "Set-Cookie" not in r.headers or "session=" not in r.headers["Set-Cookie"]
+    assert the_lead(app).status == LeadStatus.UNSUBSCRIBED
+    (event,) = events(app, ConsentKind.WITHDRAWN)
+    assert event.channel == "one-click"
+
+
+def test_one_click_is_not_rate_limited_like_signups(app, client):
+    app.config["SIGNUP_RATE_LIMIT"] = "1 per minute"
+    confirmed_lead(client, app)
+    url = f"/unsubscribe/{token_for(app, 'unsubscribe')}"
+    provider = app.test_client(use_cookies=False)
+    for _ in range(3):
+        assert provider.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+
+def test_a_stale_confirm_link_does_not_resubscribe(app, client, fake_clock):
+    new_lead(client, app)
+    stale = f"/confirm/{token_for(app, 'confirm')}"
+    fake_clock.advance(5)
+    assert client.post(f"/unsubscribe/{token_for(app, 'unsubscribe')}").status_code == 200
+    fake_clock.advance(5)
+
+    r = client.get(stale)
+    assert r.status_code == 409
+    page = r.get_data(as_text=True)
+    friendly(page)
+    assert "no longer valid" in page
+    assert the_lead(app).status == LeadStatus.UNSUBSCRIBED
+    assert mails(app, MailKind.WELCOME) == 0
+
+    # Signed up again: the old link still does not confirm, the new one does.
+    fake_clock.advance(5)
+    assert signup(client, EMAIL).status_code == 303
+    assert the_lead(app).status == LeadStatus.PENDING
+    assert client.get(stale).status_code == 409
+    assert the_lead(app).status == LeadStatus.PENDING
+    assert client.get(f"/confirm/{token_for(app, 'confirm')}").status_code == 200
+    assert the_lead(app).status == LeadStatus.CONFIRMED
+    assert events(app, ConsentKind.CONFIRMED)[-1].at == fake_clock.now
