@@ -239,6 +239,21 @@ def _count(stats: BatchStats, outcome: str, row_id: int, recorded: bool) -> None
 
 def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats) -> None:
     cfg = current_app.config
+    if token > cfg["MAIL_MAX_ATTEMPTS"]:
+        # Claimed more often than it may be tried: its earlier tries ended with
+        # no verdict (a worker died on it). Stop, rather than crash forever.
+        _count(
+            stats,
+            "failed",
+            row_id,
+            _finish(
+                row_id,
+                token,
+                status=OutboxStatus.FAILED.value,
+                last_error=f"gave up after {token - 1} claims that ended without an answer",
+            ),
+        )
+        return
     row = db.session.get(OutboxMessage, row_id)
     lead = db.session.get(Lead, row.lead_id) if row.lead_id else None
     reason = skip_reason(row, lead)

@@ -128,9 +128,19 @@ class SmtpTransport:
         return self._conn
 
     def send(self, message: EmailMessage) -> None:
+        reused = self._conn is not None
         conn = self._open()
         try:
-            refused = conn.send_message(message)
+            try:
+                refused = conn.send_message(message)
+            except smtplib.SMTPServerDisconnected:
+                if not reused:
+                    raise
+                # The server closed an idle connection we kept: open a fresh
+                # one at once rather than wait a whole backoff.
+                self._reset()
+                conn = self._open()
+                refused = conn.send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             self._reset()
@@ -148,12 +158,16 @@ class SmtpTransport:
                 code=exc.smtp_code,
             ) from exc
         except smtplib.SMTPResponseException as exc:
+            # A 5xx after DATA is permanent for this mail, but it is about the
+            # address only when the enhanced status says so (5.1.x: bad
+            # mailbox); "554 5.7.1 spam" must not block a valid reader.
             self._reset()
+            detail = _text(exc.smtp_error)
             raise DeliveryError(
-                f"{exc.smtp_code} {_text(exc.smtp_error)}",
+                f"{exc.smtp_code} {detail}",
                 permanent=exc.smtp_code >= 500,
                 code=exc.smtp_code,
-                recipient_refused=exc.smtp_code >= 500,
+                recipient_refused=exc.smtp_code >= 500 and detail.startswith("5.1."),
             ) from exc
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             self._reset()

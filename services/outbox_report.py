@@ -35,7 +35,12 @@ def status_report(error_limit: int = 10) -> OutboxReport:
         oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=UTC)
     recent = db.session.execute(
         db.select(OutboxMessage.last_error, db.func.count())
-        .where(OutboxMessage.last_error.is_not(None))
+        .where(
+            OutboxMessage.last_error.is_not(None),
+            # A skipped row's last_error is the send-time check's verdict
+            # ("lead is unsubscribed"), not a delivery error.
+            OutboxMessage.status != OutboxStatus.SKIPPED,
+        )
         .group_by(OutboxMessage.last_error)
         .order_by(db.func.max(OutboxMessage.id).desc())
         .limit(error_limit)
