@@ -237,6 +237,12 @@ def _count(stats: BatchStats, outcome: str, row_id: int, recorded: bool) -> None
         log.warning("outbox row %s: lease lost before it was marked %s", row_id, outcome)
 
 
+def _status_now(lead_id: int):
+    status = db.session.execute(select(Lead.status).where(Lead.id == lead_id)).scalar()
+    db.session.rollback()
+    return status
+
+
 def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats) -> None:
     cfg = current_app.config
     if token > cfg["MAIL_MAX_ATTEMPTS"]:
@@ -280,7 +286,25 @@ def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats
         return
     # The row object is not needed past here; free the session before the
     # network call so no transaction stays open while the server thinks.
+    lead_id, was = (lead.id, lead.status) if lead is not None else (None, None)
     db.session.rollback()
+    now_status = _status_now(lead_id) if lead_id is not None else None
+    if lead_id is not None and now_status != was:
+        # Rendering took a moment: an unsubscribe (or confirmation) that
+        # committed meanwhile decides, right before the mail leaves.
+        reason = f"lead is {now_status.value}" if now_status else "lead no longer exists"
+        _count(
+            stats,
+            "skipped",
+            row_id,
+            _finish(
+                row_id,
+                token,
+                status=OutboxStatus.SKIPPED.value,
+                last_error=reason,
+            ),
+        )
+        return
     try:
         transport.send(composed.message)
     except DeliveryError as exc:
