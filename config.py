@@ -44,7 +44,9 @@ class Config:
     def from_env(cls, instance_path: str) -> dict:
         instance = Path(instance_path)
         database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{instance / 'leads.sqlite3'}"
-        site_url = os.environ.get("SITE_URL", "http://127.0.0.1:5000").rstrip("/")
+        # Links in mail point at this server unless told otherwise (PORT included).
+        default_site = f"http://127.0.0.1:{os.environ.get('PORT') or 5000}"
+        site_url = (os.environ.get("SITE_URL") or default_site).rstrip("/")
         return {
             "SECRET_KEY": os.environ.get("SECRET_KEY"),
             "SECRET_KEY_FALLBACKS": [

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, redirect, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from blueprints.subscriptions import new_signup_form
 from extensions import db
@@ -15,6 +24,12 @@ bp = Blueprint("articles", __name__)
 
 def store():
     return current_app.extensions["articles"]
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    # Browsers ask for it whatever the page says; answer instead of a 404 page.
+    return redirect(url_for("static", filename="favicon.svg"), 301)
 
 
 @bp.get("/")
