@@ -15,6 +15,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from wtforms.fields.choices import SelectChoice
 
 from blueprints.access import protect_blueprint
 from blueprints.admin_forms import (
@@ -61,6 +62,11 @@ protect_blueprint(bp, Role.ADMIN)
 PER_PAGE = 50
 
 
+@bp.app_template_global("local_time")
+def _local_time(moment, zone_name: str):
+    return moment.astimezone(timezones.zone(zone_name))
+
+
 @bp.app_template_global("zone_suggestions")
 def _zone_suggestions():
     return timezones.COMMON_ZONES
@@ -73,11 +79,19 @@ def index():
         classes=training.upcoming_classes(limit=5),
         scheduled=db.session.execute(
             db.select(Announcement)
-            .where(Announcement.status.in_([AnnouncementStatus.SCHEDULED,
-                                            AnnouncementStatus.SENDING,
-                                            AnnouncementStatus.PAUSED]))
+            .where(
+                Announcement.status.in_(
+                    [
+                        AnnouncementStatus.SCHEDULED,
+                        AnnouncementStatus.SENDING,
+                        AnnouncementStatus.PAUSED,
+                    ]
+                )
+            )
             .order_by(Announcement.send_at)
-        ).scalars().all(),
+        )
+        .scalars()
+        .all(),
         report=outbox_report.status_report(5),
     )
 
@@ -87,9 +101,13 @@ def index():
 
 @bp.get("/classes")
 def classes():
-    rows = db.session.execute(
-        db.select(TrainingClass).order_by(TrainingClass.starts_at.desc()).limit(200)
-    ).scalars().all()
+    rows = (
+        db.session.execute(
+            db.select(TrainingClass).order_by(TrainingClass.starts_at.desc()).limit(200)
+        )
+        .scalars()
+        .all()
+    )
     return render_template("admin/classes.html", classes=rows, now=clock.now())
 
 
@@ -124,8 +142,13 @@ def _save_class(cls: TrainingClass, form: ClassForm, is_new: bool):
         cls.created_at = clock.now()
         db.session.add(cls)
     db.session.flush()
-    audit.record(current_user, "class.create" if is_new else "class.update", cls.public_id,
-                 title=cls.title, starts_at=cls.starts_at.isoformat())
+    audit.record(
+        current_user,
+        "class.create" if is_new else "class.update",
+        cls.public_id,
+        title=cls.title,
+        starts_at=cls.starts_at.isoformat(),
+    )
     db.session.commit()
     for note in notes:
         flash(note, "info")
@@ -152,8 +175,10 @@ def class_edit(public_id: str):
         start, end = training.local_times(cls)
         form.process(
             obj=cls,
-            start_date=start.date(), start_time=start.time(),
-            end_date=end.date(), end_time=end.time(),
+            start_date=start.date(),
+            start_time=start.time(),
+            end_date=end.date(),
+            end_time=end.time(),
             status=cls.status.value,
         )
     elif form.validate_on_submit():
@@ -188,18 +213,22 @@ def _announcement_or_404(public_id: str) -> Announcement:
 
 def _fill_choices(form: AnnouncementForm) -> None:
     upcoming = training.upcoming_classes()
-    form.training_class.choices = [("", "No class")] + [
-        (c.public_id, f"{c.title} — {training.local_times(c)[0]:%-d %b %Y}") for c in upcoming
+    form.training_class.choices = [SelectChoice("", "No class")] + [
+        SelectChoice(c.public_id, f"{c.title} — {training.local_times(c)[0]:%-d %b %Y}")
+        for c in upcoming
     ]
     articles = current_app.extensions["articles"].all()
-    form.source_slug.choices = [("", "Any article or page")] + [
-        (a.slug, a.title) for a in articles
-    ] + [("certified-scrum-product-owner-cspo-training", "CSPO training page")]
+    form.source_slug.choices = (
+        [SelectChoice("", "Any article or page")]
+        + [SelectChoice(a.slug, a.title) for a in articles]
+        + [SelectChoice("certified-scrum-product-owner-cspo-training", "CSPO training page")]
+    )
 
 
 def _announcement_input(form: AnnouncementForm) -> announcements.AnnouncementInput:
-    cls = training.class_by_public_id(form.training_class.data) if form.training_class.data \
-        else None
+    cls = (
+        training.class_by_public_id(form.training_class.data) if form.training_class.data else None
+    )
     return announcements.AnnouncementInput(
         subject=form.subject.data,
         body=form.body.data,
@@ -214,9 +243,13 @@ def _announcement_input(form: AnnouncementForm) -> announcements.AnnouncementInp
 
 @bp.get("/announcements")
 def announcement_list():
-    rows = db.session.execute(
-        db.select(Announcement).order_by(Announcement.created_at.desc()).limit(200)
-    ).scalars().all()
+    rows = (
+        db.session.execute(
+            db.select(Announcement).order_by(Announcement.created_at.desc()).limit(200)
+        )
+        .scalars()
+        .all()
+    )
     return render_template("admin/announcements.html", announcements=rows)
 
 
@@ -240,11 +273,9 @@ def announcement_new():
             form.form_errors.append(str(exc))
         else:
             db.session.flush()
-            audit.record(current_user, "announcement.create", ann.public_id,
-                         subject=ann.subject)
+            audit.record(current_user, "announcement.create", ann.public_id, subject=ann.subject)
             db.session.commit()
-            flash("Draft saved. Check the preview, send yourself a test, then schedule it.",
-                  "info")
+            flash("Draft saved. Check the preview, send yourself a test, then schedule it.", "info")
             return redirect(url_for(".announcement_detail", public_id=ann.public_id), 303)
     return _announcement_form_page(form, None, 400 if request.method == "POST" else 200)
 
@@ -272,10 +303,15 @@ def announcement_edit(public_id: str):
 
 def _preview(ann: Announcement) -> tuple[str, str, str] | str:
     """(subject, text, html) rendered for a made-up lead, or an error."""
-    row = OutboxMessage(id=0, kind=MailKind.ANNOUNCEMENT, announcement_id=ann.id,
-                        to_email=current_user.email, created_at=clock.now())
+    row = OutboxMessage(
+        id=0,
+        kind=MailKind.ANNOUNCEMENT,
+        announcement_id=ann.id,
+        to_email=current_user.email,
+        created_at=clock.now(),
+    )
     try:
-        return compose.render_parts(row, None)
+        return compose.render_parts(row, None, preview=True)
     except MergeTagError as exc:
         return str(exc)
 
@@ -285,7 +321,14 @@ def announcement_detail(public_id: str):
     ann = _announcement_or_404(public_id)
     preview = _preview(ann)
     schedule_form = ScheduleForm()
-    schedule_form.timezone.data = ann.send_timezone or "Europe/Berlin"
+    # send_timezone is "UTC" by default: until the admin has chosen one, offer
+    # the linked class's own zone (or the company's).
+    if ann.send_at is not None:
+        schedule_form.timezone.data = ann.send_timezone
+    elif ann.training_class is not None:
+        schedule_form.timezone.data = ann.training_class.timezone
+    else:
+        schedule_form.timezone.data = "Europe/Berlin"
     count = announcements.audience_count(announcements.audience_of(ann))
     return render_template(
         "admin/announcement.html",
@@ -324,10 +367,17 @@ def announcement_test(public_id: str):
     if isinstance(preview, str):
         flash(preview, "error")
     else:
-        db.session.add(OutboxMessage(kind=MailKind.ANNOUNCEMENT, announcement_id=ann.id,
-                                     to_email=current_user.email, status=OutboxStatus.QUEUED,
-                                     send_after=clock.now(), created_at=clock.now(),
-                                     subject=f"[TEST] {ann.public_id}"))
+        db.session.add(
+            OutboxMessage(
+                kind=MailKind.ANNOUNCEMENT,
+                announcement_id=ann.id,
+                to_email=current_user.email,
+                status=OutboxStatus.QUEUED,
+                send_after=clock.now(),
+                created_at=clock.now(),
+                subject=f"[TEST] {ann.public_id}",
+            )
+        )
         db.session.flush()
         audit.record(current_user, "announcement.test", ann.public_id)
         db.session.commit()
@@ -343,18 +393,32 @@ def announcement_schedule(public_id: str):
         flash("Give a date, a time and a time zone.", "error")
         return redirect(url_for(".announcement_detail", public_id=public_id), 303)
     try:
-        note = announcements.schedule(ann, form.send_date.data, form.send_time.data,
-                                      form.timezone.data.strip(), now=form.send_now.data)
+        note = announcements.schedule(
+            ann,
+            form.send_date.data,
+            form.send_time.data,
+            form.timezone.data.strip(),
+            now=form.send_now.data,
+        )
     except (announcements.AnnouncementError, timezones.TimezoneError) as exc:
         flash(str(exc), "error")
         return redirect(url_for(".announcement_detail", public_id=public_id), 303)
-    audit.record(current_user, "announcement.schedule", ann.public_id,
-                 send_at=ann.send_at.isoformat(), timezone=ann.send_timezone)
+    audit.record(
+        current_user,
+        "announcement.schedule",
+        ann.public_id,
+        send_at=ann.send_at.isoformat(),
+        timezone=ann.send_timezone,
+    )
     db.session.commit()
     if note:
         flash(note, "info")
-    flash("Scheduled. The worker starts sending at that time." if not form.send_now.data
-          else "Sending now: the progress below updates as mail goes out.", "info")
+    flash(
+        "Scheduled. The worker starts sending at that time."
+        if not form.send_now.data
+        else "Sending now: the progress below updates as mail goes out.",
+        "info",
+    )
     return redirect(url_for(".announcement_detail", public_id=public_id), 303)
 
 
@@ -395,9 +459,13 @@ def audience_count():
     from services.lead_query import FilterError, LeadFilters
 
     try:
-        f = LeadFilters.parse({"since": request.args.get("from"),
-                               "until": request.args.get("until"),
-                               "topic": request.args.get("topic")})
+        f = LeadFilters.parse(
+            {
+                "since": request.args.get("from"),
+                "until": request.args.get("until"),
+                "topic": request.args.get("topic"),
+            }
+        )
     except FilterError as exc:
         return jsonify(error=str(exc)), 400
     if not f.topic:
@@ -425,10 +493,14 @@ def outbox_list():
     more = len(rows) > PER_PAGE
     rows = rows[:PER_PAGE]
     return render_template(
-        "admin/outbox.html", rows=rows, status=status, kind=kind,
+        "admin/outbox.html",
+        rows=rows,
+        status=status,
+        kind=kind,
         next_before=rows[-1].id if more else None,
         report=outbox_report.status_report(5),
-        statuses=[s.value for s in OutboxStatus], kinds=[k.value for k in MailKind],
+        statuses=[s.value for s in OutboxStatus],
+        kinds=[k.value for k in MailKind],
         action=ActionForm(),
     )
 
@@ -450,8 +522,9 @@ def _render_row(row: OutboxMessage):
 @bp.get("/outbox/<int:row_id>")
 def outbox_detail(row_id: int):
     row = _row_or_404(row_id)
-    return render_template("admin/outbox_row.html", row=row, rendered=_render_row(row),
-                           action=ActionForm())
+    return render_template(
+        "admin/outbox_row.html", row=row, rendered=_render_row(row), action=ActionForm()
+    )
 
 
 @bp.get("/outbox/<int:row_id>/html")
@@ -484,18 +557,28 @@ def suppressions():
         else:
             digest = email_hash(address)
             if db.session.get(Suppression, digest) is None:
-                db.session.add(Suppression(email_hash=digest, reason="manual",
-                                           detail=f"added by {current_user.email}",
-                                           created_at=clock.now()))
+                db.session.add(
+                    Suppression(
+                        email_hash=digest,
+                        reason="manual",
+                        detail=f"added by {current_user.email}",
+                        created_at=clock.now(),
+                    )
+                )
                 audit.record(current_user, "suppression.add", digest[:12])
                 db.session.commit()
             flash(f"{address} will not be mailed.", "info")
             return redirect(url_for(".suppressions"), 303)
-    rows = db.session.execute(
-        db.select(Suppression).order_by(Suppression.created_at.desc()).limit(200)
-    ).scalars().all()
+    rows = (
+        db.session.execute(
+            db.select(Suppression).order_by(Suppression.created_at.desc()).limit(200)
+        )
+        .scalars()
+        .all()
+    )
     total = db.session.execute(db.select(db.func.count()).select_from(Suppression)).scalar_one()
-    return render_template("admin/suppressions.html", rows=rows, total=total, form=form)
+    status = 400 if request.method == "POST" else 200
+    return render_template("admin/suppressions.html", rows=rows, total=total, form=form), status
 
 
 # --- Users and audit
@@ -517,8 +600,9 @@ def users():
             return redirect(url_for(".users"), 303)
     rows = db.session.execute(db.select(User).order_by(User.email)).scalars().all()
     status = 400 if request.method == "POST" else 200
-    return render_template("admin/users.html", users=rows, form=form,
-                           update_form=UserUpdateForm()), status
+    return render_template(
+        "admin/users.html", users=rows, form=form, update_form=UserUpdateForm()
+    ), status
 
 
 @bp.post("/users/<int:user_id>")
@@ -553,5 +637,4 @@ def audit_log():
     rows = db.session.execute(stmt).scalars().all()
     more = len(rows) > PER_PAGE
     rows = rows[:PER_PAGE]
-    return render_template("admin/audit.html", rows=rows,
-                           next_before=rows[-1].id if more else None)
+    return render_template("admin/audit.html", rows=rows, next_before=rows[-1].id if more else None)

@@ -17,41 +17,62 @@ from wtforms import (
     TimeField,
     URLField,
 )
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from services import topics
+from blueprints.forms import topic_choices
+
+ROLE_CHOICES = [SelectChoice("marketer", "Marketer"), SelectChoice("admin", "Admin")]
 
 
 class ClassForm(FlaskForm):
-    title = StringField("Title", validators=[DataRequired(), Length(max=200)],
-                        default="Certified Scrum Product Owner (CSPO)")
+    title = StringField(
+        "Title",
+        validators=[DataRequired(), Length(max=200)],
+        default="Certified Scrum Product Owner (CSPO)",
+    )
     course = StringField("Course", validators=[Length(max=20)], default="CSPO")
-    start_date = DateField("Start date", validators=[DataRequired()])
-    start_time = TimeField("Start time", validators=[DataRequired()])
-    end_date = DateField("End date", validators=[DataRequired()])
-    end_time = TimeField("End time", validators=[DataRequired()])
-    timezone = StringField("Time zone", validators=[DataRequired(), Length(max=64)],
-                           default="Europe/Berlin", render_kw={"list": "zones"})
+    # InputRequired, not DataRequired: a date that does not parse keeps its
+    # "Not a valid date value" instead of a misleading "This field is required".
+    start_date = DateField("Start date", validators=[InputRequired()])
+    start_time = TimeField("Start time", validators=[InputRequired()])
+    end_date = DateField("End date", validators=[InputRequired()])
+    end_time = TimeField("End time", validators=[InputRequired()])
+    timezone = StringField(
+        "Time zone",
+        validators=[DataRequired(), Length(max=64)],
+        default="Europe/Berlin",
+        render_kw={"list": "zones"},
+    )
     online = BooleanField("Online class")
     location = StringField("Location (for classes in person)", validators=[Length(max=200)])
     trainer = StringField("Trainer", validators=[Length(max=200)])
     price = DecimalField("Price", places=2, validators=[Optional(), NumberRange(min=0)])
     currency = StringField("Currency", validators=[Length(min=3, max=3)], default="EUR")
     seats = IntegerField("Seats", validators=[Optional(), NumberRange(min=0, max=10000)])
-    seats_taken = IntegerField("Seats taken", validators=[Optional(), NumberRange(min=0)],
-                               default=0)
+    seats_taken = IntegerField(
+        "Seats taken", validators=[Optional(), NumberRange(min=0)], default=0
+    )
     registration_url = URLField("Registration link", validators=[Optional(), Length(max=500)])
-    status = SelectField("Status", choices=[("scheduled", "Scheduled"), ("full", "Full"),
-                                            ("cancelled", "Cancelled")])
+    status = SelectField(
+        "Status",
+        choices=[
+            SelectChoice("scheduled", "Scheduled"),
+            SelectChoice("full", "Full"),
+            SelectChoice("cancelled", "Cancelled"),
+        ],
+    )
     submit = SubmitField("Save class")
 
 
 class AnnouncementForm(FlaskForm):
     subject = StringField("Subject", validators=[DataRequired(), Length(max=200)])
-    body = TextAreaField("Body (Markdown with merge tags)",
-                         validators=[DataRequired(), Length(max=50_000)],
-                         render_kw={"rows": 14})
-    topic = SelectField("Send to leads who want", choices=list(topics.TOPICS.items()))
+    body = TextAreaField(
+        "Body (Markdown with merge tags)",
+        validators=[DataRequired(), Length(max=50_000)],
+        render_kw={"rows": 14},
+    )
+    topic = SelectField("Send to leads who want", choices=topic_choices())
     training_class = SelectField("Linked class", choices=[], validate_choice=False)
     source_slug = SelectField("Only leads who signed up on", choices=[], validate_choice=False)
     signed_up_from = DateField("Signed up from", validators=[Optional()])
@@ -63,8 +84,9 @@ class AnnouncementForm(FlaskForm):
 class ScheduleForm(FlaskForm):
     send_date = DateField("Date", validators=[Optional()])
     send_time = TimeField("Time", validators=[Optional()])
-    timezone = StringField("Time zone", validators=[DataRequired(), Length(max=64)],
-                           default="Europe/Berlin")
+    timezone = StringField(
+        "Time zone", validators=[DataRequired(), Length(max=64)], default="Europe/Berlin"
+    )
     schedule = SubmitField("Schedule")
     send_now = SubmitField("Send now")
 
@@ -77,14 +99,15 @@ class ActionForm(FlaskForm):
 
 class UserCreateForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
-    role = SelectField("Role", choices=[("marketer", "Marketer"), ("admin", "Admin")])
-    password = PasswordField("Password (12 characters or more)",
-                             validators=[DataRequired(), Length(max=1000)])
+    role = SelectField("Role", choices=ROLE_CHOICES)
+    password = PasswordField(
+        "Password (12 characters or more)", validators=[DataRequired(), Length(max=1000)]
+    )
     submit = SubmitField("Create user")
 
 
 class UserUpdateForm(FlaskForm):
-    role = SelectField("Role", choices=[("marketer", "Marketer"), ("admin", "Admin")])
+    role = SelectField("Role", choices=ROLE_CHOICES)
     active = BooleanField("Active")
     submit = SubmitField("Save")
 

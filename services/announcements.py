@@ -83,15 +83,20 @@ def apply(ann: Announcement, data: AnnouncementInput) -> None:
 
 
 def create(data: AnnouncementInput, user: User | None) -> Announcement:
-    ann = Announcement(status=S.DRAFT, created_at=clock.now(),
-                       created_by_id=user.id if user else None)
+    ann = Announcement(
+        status=S.DRAFT, created_at=clock.now(), created_by_id=user.id if user else None
+    )
     apply(ann, data)
     db.session.add(ann)
     return ann
 
 
-def audience(topic: str, source_slug: str | None = None, signed_up_from: date | None = None,
-             signed_up_until: date | None = None):
+def audience(
+    topic: str,
+    source_slug: str | None = None,
+    signed_up_from: date | None = None,
+    signed_up_until: date | None = None,
+):
     """SELECT lead.id of the confirmed leads who want the topic."""
     stmt = select(Lead.id).where(
         Lead.status == LeadStatus.CONFIRMED,
@@ -116,8 +121,9 @@ def audience_count(stmt) -> int:
     return db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
 
 
-def schedule(ann: Announcement, day: date | None, wall: time | None, zone: str,
-             now: bool = False) -> str | None:
+def schedule(
+    ann: Announcement, day: date | None, wall: time | None, zone: str, now: bool = False
+) -> str | None:
     """Schedule for a local date and time (or now). Returns a DST note, if any."""
     if ann.status not in EDITABLE:
         raise AnnouncementError(f"A {ann.status.value} announcement cannot be scheduled.")
@@ -131,17 +137,22 @@ def schedule(ann: Announcement, day: date | None, wall: time | None, zone: str,
         when, note = resolved.utc, resolved.note
         if when < clock.now() - timedelta(minutes=1):
             raise AnnouncementError("That time has passed: pick a time in the future, or send now.")
-    ann.send_at = when
-    ann.send_timezone = zone
-    ann.status = S.SCHEDULED
+    # Conditional, like every other state change: a worker may have started
+    # sending it since this request read it, and that must not be undone.
+    if not _conditional_status(ann.id, EDITABLE, S.SCHEDULED, send_at=when, send_timezone=zone):
+        db.session.refresh(ann)
+        raise AnnouncementError(f"A {ann.status.value} announcement cannot be scheduled.")
+    db.session.refresh(ann)
     return note
 
 
 def unschedule(ann: Announcement) -> None:
-    if ann.status != S.SCHEDULED:
-        raise AnnouncementError("Only a scheduled announcement can go back to draft.")
-    ann.status = S.DRAFT
-    ann.send_at = None
+    if not _conditional_status(ann.id, (S.SCHEDULED,), S.DRAFT, send_at=None):
+        db.session.refresh(ann)
+        raise AnnouncementError(
+            f"Only a scheduled announcement can go back to draft; this one is {ann.status.value}."
+        )
+    db.session.refresh(ann)
 
 
 def _conditional_status(ann_id: int, from_: tuple[S, ...], to: S, **values) -> bool:
@@ -174,10 +185,23 @@ def fan_out(ann_id: int) -> int | None:
     )
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(OutboxMessage).from_select(
-        ["kind", "lead_id", "announcement_id", "status", "send_after", "created_at", "attempts"],
-        recipients,
-    ).on_conflict_do_nothing(index_elements=["announcement_id", "lead_id"])
+    stmt = (
+        insert(OutboxMessage)
+        .from_select(
+            [
+                "kind",
+                "lead_id",
+                "announcement_id",
+                "status",
+                "send_after",
+                "created_at",
+                "attempts",
+            ],
+            recipients,
+        )
+        .on_conflict_do_nothing(index_elements=["announcement_id", "lead_id"])
+        .execution_options(preserve_rowcount=True)
+    )
     result = db.session.execute(stmt)
     queued = result.rowcount if result.rowcount is not None and result.rowcount >= 0 else None
     if queued is None:
@@ -234,8 +258,9 @@ def resume(ann: Announcement) -> int:
 def cancel(ann: Announcement) -> int:
     """Cancel before or while sending: rows not yet sent are cancelled.
     Returns how many mails will not go."""
-    if not _conditional_status(ann.id, (S.DRAFT, S.SCHEDULED, S.SENDING, S.PAUSED),
-                               S.CANCELLED, finished_at=clock.now()):
+    if not _conditional_status(
+        ann.id, (S.DRAFT, S.SCHEDULED, S.SENDING, S.PAUSED), S.CANCELLED, finished_at=clock.now()
+    ):
         raise AnnouncementError(f"A {ann.status.value} announcement cannot be cancelled.")
     n = _move_rows(ann.id, OutboxStatus.QUEUED, OutboxStatus.CANCELLED)
     n += _move_rows(ann.id, OutboxStatus.HELD, OutboxStatus.CANCELLED)
@@ -244,8 +269,9 @@ def cancel(ann: Announcement) -> int:
 
 
 def progress(ann_id: int) -> dict[str, int]:
-    counts = dict.fromkeys(("queued", "sending", "sent", "failed", "skipped", "cancelled",
-                            "held"), 0)
+    counts = dict.fromkeys(
+        ("queued", "sending", "sent", "failed", "skipped", "cancelled", "held"), 0
+    )
     for status, n in db.session.execute(
         select(OutboxMessage.status, func.count())
         .where(OutboxMessage.announcement_id == ann_id, OutboxMessage.lead_id.is_not(None))

@@ -36,14 +36,20 @@ def plan() -> int:
             insert(ClassReminderRun)
             .values(training_class_id=cls.id, days_before=days, ran_at=now)
             .on_conflict_do_nothing()
+            # Without it SQLAlchemy reports -1 for an INSERT on psycopg, and
+            # no reminder would ever be queued on PostgreSQL.
+            .execution_options(preserve_rowcount=True)
         ).rowcount
         if claimed != 1:
             continue  # another worker ran this step
         prefix = f"class-reminder:{cls.id}:{days}:"
         recipients = (
             announcements.audience(topics.CSPO_CLASSES)
-            .where(~exists().where(ClassClick.training_class_id == cls.id,
-                                   ClassClick.lead_id == Lead.id))
+            .where(
+                ~exists().where(
+                    ClassClick.training_class_id == cls.id, ClassClick.lead_id == Lead.id
+                )
+            )
             .with_only_columns(
                 literal(MailKind.CLASS_REMINDER.value),
                 Lead.id,
@@ -58,16 +64,26 @@ def plan() -> int:
         n = db.session.execute(
             insert(OutboxMessage)
             .from_select(
-                ["kind", "lead_id", "training_class_id", "dedupe_key", "status", "send_after",
-                 "created_at", "attempts"],
+                [
+                    "kind",
+                    "lead_id",
+                    "training_class_id",
+                    "dedupe_key",
+                    "status",
+                    "send_after",
+                    "created_at",
+                    "attempts",
+                ],
                 recipients,
             )
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .execution_options(preserve_rowcount=True)
         ).rowcount
         db.session.execute(
             db.update(ClassReminderRun)
-            .where(ClassReminderRun.training_class_id == cls.id,
-                   ClassReminderRun.days_before == days)
+            .where(
+                ClassReminderRun.training_class_id == cls.id, ClassReminderRun.days_before == days
+            )
             .values(recipients=n)
         )
         queued += n

@@ -8,9 +8,10 @@ did not hand in (`{{ config }}`) into a clear error instead of an empty string.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from markdown_it import MarkdownIt
 
@@ -36,31 +37,107 @@ class MergeTagError(ValueError):
     """An admin's template that cannot be rendered, with a readable reason."""
 
 
-_env = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
-)
+# Text a lead typed (their name) and their address: escaped for Markdown in
+# the HTML version, so "[Win](//evil.example)" in a name stays text and never
+# becomes a link, a heading or emphasis.
+LEAD_TYPED = ("first_name", "email")
+# The longest string or list one `*` may build, and the largest exponent of
+# `**`: an admin's typo must not take the web worker's memory or CPU.
+MAX_REPEAT = 10_000
+MAX_EXPONENT = 64
+_NOT_ALLOWED_TAGS = {
+    nodes.Include: "{% include %}",
+    nodes.Extends: "{% extends %}",
+    nodes.Import: "{% import %}",
+    nodes.FromImport: "{% from ... import %}",
+}
+# The one name Jinja gives a template that may be used: inside a for loop.
+# (`self`, the template object, is refused like any name we did not hand in.)
+_LOOP_NAMES = frozenset({"loop"})
+
+
+class _TooBig(SecurityError):
+    pass
+
+
+class _MergeTagEnvironment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+            raise _TooBig(f"the exponent {right} is too large")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > MAX_REPEAT
+                ):
+                    raise _TooBig("that repetition makes a text that is too long")
+        return super().call_binop(context, operator, left, right)
+
+
+_env = _MergeTagEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 # No globals at all (Jinja's default lipsum, cycler, range...): admins get
 # the merge tags and nothing else.
 _env.globals.clear()
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": True}).enable(
     ["table", "strikethrough"]
 )
+_MD_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
+
+
+def _md_escape(value: object) -> object:
+    """A backslash before every ASCII punctuation character: CommonMark then
+    shows each one as itself."""
+    return _MD_PUNCTUATION.sub(r"\\\1", value) if isinstance(value, str) else value
+
+
+def _check_names(parsed: nodes.Template, context: dict) -> None:
+    """Refuse, before rendering, what the merge tags do not offer: names we
+    did not hand in (even in a branch that would not run, `self` included)
+    and tags that load other templates."""
+    for node_type, label in _NOT_ALLOWED_TAGS.items():
+        if parsed.find(node_type) is not None:
+            raise MergeTagError(
+                f"{label} is not available in announcements. "
+                "Use only the merge tags listed beside the editor."
+            )
+    stored = {n.name for n in parsed.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    known = set(context) | stored | _LOOP_NAMES
+    for name in parsed.find_all(nodes.Name):
+        if name.ctx == "load" and name.name not in known:
+            raise MergeTagError(
+                f"Unknown merge tag: {name.name!r} is undefined. "
+                "Use only the merge tags listed beside the editor."
+            )
 
 
 def _render(source: str, context: dict) -> str:
     try:
+        _check_names(_env.parse(source), context)
         return _env.from_string(source).render(**context)
+    except MergeTagError:
+        raise
+    except _TooBig as exc:
+        raise MergeTagError(f"That template would make a text far too long: {exc}.") from exc
     except SecurityError as exc:
         raise MergeTagError(
             "That template tries to reach inside Python objects, which is not allowed. "
             "Use only the merge tags listed beside the editor."
         ) from exc
     except UndefinedError as exc:
+        if context.get("class") is None and "'None' has no attribute" in str(exc.message):
+            raise MergeTagError(
+                "The class merge tags need a linked class: choose one under “Linked class”."
+            ) from exc
         raise MergeTagError(
             f"Unknown merge tag: {exc.message}. Use only the merge tags listed beside the editor."
         ) from exc
     except TemplateError as exc:
         raise MergeTagError(f"The merge tags do not parse: {exc}") from exc
+    except Exception as exc:  # 1/0, a filter given the wrong arguments...
+        raise MergeTagError(f"The merge tags cannot be rendered: {exc}") from exc
 
 
 @dataclass
@@ -75,7 +152,9 @@ def render(subject: str, body: str, context: dict) -> RenderedBody:
     is kept to one line whatever the merge tags produce."""
     subject_out = " ".join(_render(subject, context).split())[:200]
     text = _render(body, context)
-    return RenderedBody(subject=subject_out, text=text, html=_md.render(text))
+    markdown_context = {k: _md_escape(v) if k in LEAD_TYPED else v for k, v in context.items()}
+    html = _md.render(_render(body, markdown_context))
+    return RenderedBody(subject=subject_out, text=text, html=html)
 
 
 def check(subject: str, body: str, context: dict) -> None:

@@ -25,9 +25,17 @@ def zone_names() -> tuple[str, ...]:
 
 
 COMMON_ZONES = (
-    "UTC", "Europe/Berlin", "Europe/London", "Europe/Amsterdam", "Europe/Paris",
-    "Europe/Zurich", "America/New_York", "America/Chicago", "America/Los_Angeles",
-    "Asia/Singapore", "Australia/Sydney",
+    "UTC",
+    "Europe/Berlin",
+    "Europe/London",
+    "Europe/Amsterdam",
+    "Europe/Paris",
+    "Europe/Zurich",
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "Asia/Singapore",
+    "Australia/Sydney",
 )
 
 
@@ -60,8 +68,13 @@ def to_utc(day: date, wall: time, zone_name: str) -> Resolved:
         # the instant just after the gap, i.e. the wall time moved forward.
         utc = first.astimezone(UTC)
         shown = utc.astimezone(tz)
-        return Resolved(utc, f"{wall:%H:%M} does not exist on {day:%-d %B %Y} in {zone_name} "
-                             f"(clocks go forward); it was moved to {shown:%H:%M}.")
-    return Resolved(first.astimezone(UTC),
-                    f"{wall:%H:%M} happens twice on {day:%-d %B %Y} in {zone_name} "
-                    f"(clocks go back); the first one ({first:%H:%M %Z}) was used.")
+        return Resolved(
+            utc,
+            f"{wall:%H:%M} does not exist on {day:%-d %B %Y} in {zone_name} "
+            f"(clocks go forward); it was moved to {shown:%H:%M}.",
+        )
+    return Resolved(
+        first.astimezone(UTC),
+        f"{wall:%H:%M} happens twice on {day:%-d %B %Y} in {zone_name} "
+        f"(clocks go back); the first one ({first:%H:%M %Z}) was used.",
+    )

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event
+from werkzeug.urls import iri_to_uri
 
 from extensions import db
 from models import ClassClick, ClassStatus, Lead, TrainingClass
@@ -77,12 +78,22 @@ class ClassInput:
 
 
 def _check_url(url: str | None) -> str | None:
+    """The registration link as it will go into a Location header: http(s),
+    a host, no user name (https://good@evil), no spaces or line breaks, and
+    non-ASCII characters percent-encoded (a header is Latin-1 at most)."""
     if not url:
         return None
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise ClassError("The registration link must not contain spaces or line breaks.")
     parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
+    if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ClassError("The registration link must be a full https:// address.")
-    return url
+    if "@" in parts.netloc:
+        raise ClassError("The registration link must not contain a user name or password.")
+    uri = iri_to_uri(url)
+    if len(uri) > 500:
+        raise ClassError("The registration link is too long (500 characters at most).")
+    return uri
 
 
 def apply(cls: TrainingClass, data: ClassInput) -> list[str]:
@@ -150,20 +161,28 @@ def record_click(token: str) -> TrainingClass:
     """Count the click; return the class. Raises tokens.TokenInvalid, or
     ClassError when the class has no registration link (any more)."""
     value, _ = tokens.read("register", token)
-    try:
-        class_public_id, lead_public_id, via = value
-    except (TypeError, ValueError) as exc:
-        raise tokens.TokenInvalid("malformed") from exc
+    if not isinstance(value, list) or len(value) != 3:
+        raise tokens.TokenInvalid("malformed")
+    class_public_id, lead_public_id, via = value
     cls = class_by_public_id(str(class_public_id))
     if cls is None or not cls.registration_url:
         raise ClassError("This class is no longer open for registration.")
+    if cls.status == ClassStatus.CANCELLED:
+        # A link in an older mail: the ticket shop may still sell it.
+        raise ClassError("This class was cancelled. Other dates are on the training page.")
     lead = None
     if lead_public_id:
         lead = db.session.execute(
             db.select(Lead).where(Lead.public_id == str(lead_public_id))
         ).scalar_one_or_none()
-    db.session.add(ClassClick(training_class_id=cls.id, lead_id=lead.id if lead else None,
-                              at=clock.now(), via=str(via)[:30]))
+    db.session.add(
+        ClassClick(
+            training_class_id=cls.id,
+            lead_id=lead.id if lead else None,
+            at=clock.now(),
+            via=str(via)[:30],
+        )
+    )
     if lead is not None:
         stats.bump_for_lead(lead, clicks=1)
     else:

@@ -1,0 +1,296 @@
+"""Announcement merge tags in a Jinja sandbox: template payloads are refused
+with a message the admin reads on the form, nothing is saved; valid tags
+render; what a lead typed (a name) stays text in the HTML part."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time
+from email.message import EmailMessage
+from html import unescape
+
+import pytest
+from sqlalchemy import select
+
+from extensions import db
+from models import Announcement, MailKind, OutboxMessage
+from services import announcements, compose, templating
+from services.templating import MergeTagError
+from tests.test_admin_classes import (
+    SEPT_2026,
+    count,
+    freeze,
+    make_class,
+    make_lead,
+    page_text,
+    sign_in_admin,
+)
+from tests.test_announcements import announcement_form, create_announcement, drain, received
+from tests.test_auth import csrf_token
+
+CONTEXT = {
+    "first_name": "Ann",
+    "email": "ann@example.com",
+    "unsubscribe_url": "https://example.com/unsubscribe/t",
+    "preferences_url": "https://example.com/preferences/t",
+    "class": None,
+}
+OBJECTS = "tries to reach inside Python objects"
+UNKNOWN = "Unknown merge tag"
+
+PAYLOADS = [
+    ("{{ ''.__class__.__mro__ }}", OBJECTS),
+    ("{{ config }}", "Unknown merge tag: 'config' is undefined"),
+    ("{{ self }}", "Unknown merge tag: 'self' is undefined"),
+    ("{{ self._TemplateReference__context }}", UNKNOWN),
+    ("{{ lipsum }}", "Unknown merge tag: 'lipsum' is undefined"),
+    ("{{ cycler.__init__.__globals__ }}", "Unknown merge tag: 'cycler' is undefined"),
+    ("{% for x in ().__class__.__base__.__subclasses__() %}{{ x }}{% endfor %}", OBJECTS),
+    ("{{ first_name.__class__ }}", OBJECTS),
+    ("{{ first_name|attr('__class__') }}", OBJECTS),
+    ("{{ unsubscribe_url.format.__globals__ }}", OBJECTS),
+    ("{{ '{0.__class__}'.format(first_name) }}", OBJECTS),
+    ("{{ request }}", UNKNOWN),
+    ("{{ range(10) }}", UNKNOWN),
+    ("{% if false %}{{ config.SECRET_KEY }}{% endif %}", UNKNOWN),
+    ("{% include 'base.html' %}", "{% include %} is not available"),
+    ("{% extends 'base.html' %}", "{% extends %} is not available"),
+    ("{% import 'base.html' as b %}", "{% import %} is not available"),
+    ("{{ 'x' * 100000000 }}", "far too long"),
+    ("{{ 1/0 }}", "cannot be rendered: division by zero"),
+    ("{{ first_name|format(1, 2) }}", "cannot be rendered"),
+    ("{{ first_name ", "do not parse"),
+    ("{{ first_name|no_such_filter }}", "No filter named 'no_such_filter'"),
+    ("{{ class.title }}", "need a linked class"),
+]
+PAYLOAD_IDS = [
+    "mro",
+    "config",
+    "self",
+    "self-private",
+    "lipsum",
+    "cycler-globals",
+    "subclasses-loop",
+    "dunder-on-tag",
+    "attr-filter",
+    "format-globals",
+    "format-string",
+    "request",
+    "range",
+    "dead-branch",
+    "include",
+    "extends",
+    "import",
+    "huge-repeat",
+    "zero-division",
+    "bad-filter-args",
+    "unclosed",
+    "unknown-filter",
+    "class-without-class",
+]
+
+
+# --- The sandbox itself.
+
+
+@pytest.mark.parametrize(("payload", "message"), PAYLOADS, ids=PAYLOAD_IDS)
+def test_sandbox_refuses_payloads_with_a_readable_message(payload, message):
+    with pytest.raises(MergeTagError) as caught:
+        templating.render("Subject", payload, CONTEXT)
+    assert message in str(caught.value)
+    # The subject is a template too.
+    with pytest.raises(MergeTagError):
+        templating.render(payload, "Body", CONTEXT)
+
+
+def test_merge_tags_render_with_fallbacks_loops_and_filters():
+    body = (
+        "Hi {{ first_name or 'there' }}!\n\n"
+        "{% for step in ['one', 'two'] %}{{ loop.index }}. {{ step|upper }}\n{% endfor %}\n"
+        "{% set n = 2 %}{{ n * 3 }} · {{ 'ab' * 2 }} · {{ email|replace('@', ' at ') }}"
+    )
+    out = templating.render("For {{ first_name|default('you') }}", body, CONTEXT)
+    assert out.subject == "For Ann"
+    assert out.text.startswith("Hi Ann!")
+    assert "1. ONE\n2. TWO" in out.text
+    assert "6 · abab · ann at example.com" in out.text
+    nameless = templating.render("x", body, {**CONTEXT, "first_name": ""})
+    assert nameless.text.startswith("Hi there!")
+
+
+def test_subject_stays_one_line_whatever_the_tags_produce():
+    out = templating.render("Hello\r\n{{ first_name }}\nBcc: x@evil.example", "b", CONTEXT)
+    assert out.subject == "Hello Ann Bcc: x@evil.example"
+    assert "\n" not in out.subject and "\r" not in out.subject
+
+
+def test_admin_markdown_cannot_inject_html_or_script_links():
+    body = '<script>alert(1)</script>\n\n[x](javascript:alert(1)) <img src=x onerror="y">'
+    html = templating.render("s", body, CONTEXT).html
+    assert "<script" not in html and "<img" not in html
+    assert 'href="javascript' not in html
+    assert "&lt;script&gt;" in html
+
+
+# --- On the admin's form: 400, the message on the page, nothing saved.
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("payload", "message"), PAYLOADS, ids=PAYLOAD_IDS)
+def test_payload_in_the_body_is_shown_on_the_form_and_nothing_is_saved(
+    app, client, payload, message
+):
+    sign_in_admin(app, client)
+    token = csrf_token(client, "/admin/announcements/new")
+    r = client.post("/admin/announcements/new", data=announcement_form(token, body=payload))
+    assert r.status_code == 400
+    html = page_text(r)
+    alert = re.search(r'<div class="form-alert" role="alert">.*?</div>', html, re.S)
+    assert alert, html
+    assert message in alert.group(0)
+    # The admin's text is kept in the editor, to fix it.
+    assert payload in html
+    assert count(app, Announcement) == 0
+
+
+def test_payload_in_the_subject_or_an_edit_is_refused_too(app, client):
+    sign_in_admin(app, client)
+    token = csrf_token(client, "/admin/announcements/new")
+    r = client.post(
+        "/admin/announcements/new",
+        data=announcement_form(token, subject="Hi {{ ''.__class__.__mro__ }}"),
+    )
+    assert r.status_code == 400
+    assert OBJECTS in page_text(r)
+    assert count(app, Announcement) == 0
+
+    public_id = create_announcement(client, body="Fine, {{ first_name or 'there' }}.")
+    r = client.post(
+        f"/admin/announcements/{public_id}/edit",
+        data=announcement_form(token, body="{{ config.items() }}"),
+    )
+    assert r.status_code == 400
+    assert "Unknown merge tag: 'config' is undefined" in page_text(r)
+    with app.app_context():
+        row = db.session.execute(select(Announcement)).scalar_one()
+        assert row.body == "Fine, {{ first_name or 'there' }}."
+
+
+# --- A valid template, as a lead receives it.
+
+
+def _parts(app, lead_email: str, public_id: str) -> tuple[str, str, str]:
+    with app.app_context():
+        ann = db.session.execute(
+            select(Announcement).where(Announcement.public_id == public_id)
+        ).scalar_one()
+        lead = db.session.execute(
+            select(announcements.Lead).where(announcements.Lead.email == lead_email)
+        ).scalar_one()
+        row = OutboxMessage(
+            id=1,
+            kind=MailKind.ANNOUNCEMENT,
+            announcement_id=ann.id,
+            lead_id=lead.id,
+            created_at=SEPT_2026,
+        )
+        return compose.render_parts(row, lead)
+
+
+def test_valid_template_renders_name_fallback_class_fields_and_unsubscribe_link(app, client):
+    freeze(SEPT_2026)
+    sign_in_admin(app, client)
+    with app.app_context():
+        make_lead("ann@example.com", name="Ann Smith")
+        make_lead("anon@example.com")
+        make_class(
+            title="CSPO October",
+            start=(date(2026, 10, 12), time(9, 0)),
+            trainer="Dana",
+            seats=10,
+            seats_taken=4,
+        )
+        db.session.commit()
+        class_id = db.session.execute(select(announcements.TrainingClass.public_id)).scalar_one()
+    public_id = create_announcement(
+        client,
+        training_class=class_id,
+        subject="{{ class.title }} for {{ first_name or 'you' }}",
+        body=(
+            "Hello {{ first_name or 'there' }},\n\n"
+            "**{{ class.title }}** starts {{ class.start }} ({{ class.timezone }}), "
+            "{{ class.where }}, with {{ class.trainer }}; {{ class.seats_left }} seats left.\n\n"
+            "[Register]({{ class.register_url }}) · [Calendar]({{ class.calendar_url }})\n\n"
+            "[Unsubscribe]({{ unsubscribe_url }})"
+        ),
+    )
+
+    subject, text, html = _parts(app, "ann@example.com", public_id)
+    assert subject == "CSPO October for Ann"
+    assert text.startswith("Hello Ann,")
+    assert "starts Monday 12 October 2026, 09:00 (Europe/Berlin), Online, with Dana; " in text
+    assert "6 seats left" in text
+    assert re.search(r"\[Register\]\(http://localhost/register/[\w.-]+\)", text)
+    assert (
+        f"[Calendar](http://localhost/certified-scrum-product-owner-cspo-training/{class_id}.ics)"
+        in text
+    )
+    unsubscribe = re.search(r"\[Unsubscribe\]\((http://localhost/unsubscribe/[\w.-]+)\)", text)
+    assert unsubscribe
+    assert f'<a href="{unsubscribe.group(1)}">Unsubscribe</a>' in html
+    assert "<strong>CSPO October</strong>" in html
+
+    subject, text, _ = _parts(app, "anon@example.com", public_id)
+    assert subject == "CSPO October for you"
+    assert text.startswith("Hello there,")
+
+
+NAMES = [
+    "[Win](//evil.example/prize)",
+    "<https://evil.example/x>",
+    '<a href="https://evil.example">Ann</a>',
+    "<img src=x onerror=alert(1)>",
+    "**Ann**",
+    "#Ann",
+    "&lt;b&gt;Ann",
+]
+
+
+def test_markup_in_a_lead_name_is_escaped_in_the_html_and_never_a_link(app, client, smtp_server):
+    """Names arrive through more than the signup form (imports, older
+    versions); whatever is stored, the HTML part shows it as text."""
+    sign_in_admin(app, client)
+    with app.app_context():
+        for i, name in enumerate(NAMES):
+            make_lead(f"lead{i}@example.com", name=name)
+        db.session.commit()
+    app.config.update(MAIL_BACKEND="smtp", MAIL_SERVER=smtp_server.host, MAIL_PORT=smtp_server.port)
+    public_id = create_announcement(
+        client,
+        subject="News for {{ first_name or 'you' }}",
+        body="Hello {{ first_name or 'there' }}, new dates are out.",
+    )
+    token = csrf_token(client, f"/admin/announcements/{public_id}")
+    client.post(
+        f"/admin/announcements/{public_id}/schedule",
+        data={"csrf_token": token, "send_now": "1", "timezone": "UTC"},
+    )
+    assert drain(app)["sent"] == len(NAMES)
+
+    by_rcpt = received(smtp_server)
+    for i, name in enumerate(NAMES):
+        msg: EmailMessage = by_rcpt[f"lead{i}@example.com"][0]
+        first = name.split(" ")[0]
+        html = msg.get_body(("html",)).get_content()
+        text = msg.get_body(("plain",)).get_content()
+        assert f"Hello {first}, new dates are out." in text
+        body = re.search(r"<p>Hello (.*?), new dates are out\.</p>", html)
+        assert body, html
+        shown = body.group(1)
+        assert "<" not in shown, shown  # no tag of any kind from the name
+        assert not [h for h in re.findall(r'href="([^"]*)"', html) if "evil.example" in h]
+        # What the reader sees is what the lead typed.
+        assert unescape(shown) == first
+        # Only the address reaches a header besides the one-line subject.
+        assert msg["To"] == f"lead{i}@example.com"
+        assert "\n" not in msg["Subject"]
