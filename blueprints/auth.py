@@ -87,6 +87,11 @@ def logout_get():
 
 @bp.post("/logout")
 def logout():
+    if current_user.is_authenticated:
+        # A new session token: a copy of this session's cookie stops working
+        # too (and so do the user's other sessions, which is the safe side).
+        auth.end_sessions(current_user._get_current_object())
+        db.session.commit()
     logout_user()
     session.clear()
     flash("You are signed out.", "info")

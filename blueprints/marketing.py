@@ -49,6 +49,17 @@ def _filters_or_error():
         return LeadFilters(), str(exc)
 
 
+def _leads_page(filters: LeadFilters, page, error: str | None):
+    return render_template(
+        "marketing/leads.html",
+        filters=filters,
+        page=page,
+        error=error,
+        topics=topics.TOPICS,
+        articles=current_app.extensions["articles"].all(),
+    ), (400 if error else 200)
+
+
 @bp.get("/leads")
 def leads():
     filters, error = _filters_or_error()
@@ -58,22 +69,16 @@ def leads():
             page = lead_query.page(filters, request.args.get("after"))
         except FilterError as exc:
             error = str(exc)
-    status = 400 if error else 200
-    return render_template(
-        "marketing/leads.html",
-        filters=filters,
-        page=page,
-        error=error,
-        topics=topics.TOPICS,
-        articles=current_app.extensions["articles"].all(),
-    ), status
+    return _leads_page(filters, page, error)
 
 
 @bp.get("/leads.csv")
 def leads_csv():
     filters, error = _filters_or_error()
     if error:
-        abort(400, error)
+        # The browser's page with the message and the filter form, rather
+        # than a generic 400 that does not say which filter is wrong.
+        return _leads_page(filters, None, error)
     excel = request.args.get("excel") == "1"
     user_id = current_user.id
     counter = [0]
@@ -129,7 +134,15 @@ def lead_detail(public_id: str):
         .scalars()
         .all()
     )
-    return render_template("marketing/lead.html", lead=lead, mails=mails)
+    # One timeline in time order: consent acts and mails interleave (given,
+    # confirmation mail, confirmed, welcome...). The sort is stable, so a mail
+    # queued in the same instant as its consent act comes after it.
+    timeline = sorted(
+        [("consent", e.at, e) for e in lead.consent_events]
+        + [("mail", m.created_at, m) for m in mails],
+        key=lambda item: item[1],
+    )
+    return render_template("marketing/lead.html", lead=lead, mails=mails, timeline=timeline)
 
 
 @bp.get("/leads/<public_id>/data.json")

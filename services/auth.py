@@ -97,6 +97,11 @@ def set_password(user: User, password: str) -> None:
     user.session_token = new_session_token()
 
 
+def end_sessions(user: User) -> None:
+    """Sign the user out everywhere: every session cookie names the old token."""
+    user.session_token = new_session_token()
+
+
 def set_role(user: User, role: Role) -> None:
     user.role = Role(role)
     user.session_token = new_session_token()

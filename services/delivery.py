@@ -28,6 +28,7 @@ from models import (
     Announcement,
     AnnouncementStatus,
     ClassClick,
+    ClassStatus,
     Lead,
     LeadStatus,
     MailKind,
@@ -172,7 +173,11 @@ def _class_reminder_reason(row: OutboxMessage, lead: Lead) -> str | None:
     if cls.starts_at <= clock.now():
         return "class has started"
     if not training.seats_remain(cls):
-        return f"class is {cls.status.value} or full"
+        return (
+            "class is full"
+            if cls.status == ClassStatus.SCHEDULED
+            else f"class is {cls.status.value}"
+        )
     clicked = db.session.execute(
         select(ClassClick.id)
         .where(ClassClick.training_class_id == cls.id, ClassClick.lead_id == lead.id)

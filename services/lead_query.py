@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -26,6 +27,10 @@ class FilterError(ValueError):
     pass
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+BROKEN_CURSOR = "That page link is broken; start from the first page."
+
+
 @dataclass(frozen=True)
 class LeadFilters:
     q: str = ""
@@ -44,7 +49,10 @@ class LeadFilters:
         """From query-string-like input; raises FilterError with a readable message."""
 
         def text(name: str, limit: int = 200) -> str:
-            return (args.get(name) or "").strip()[:limit]
+            # Control characters can't be typed into the form, and PostgreSQL
+            # refuses NUL in a text parameter (a 500): drop them.
+            raw = _CONTROL.sub("", args.get(name) or "")
+            return raw.strip()[:limit]
 
         def day(name: str) -> date | None:
             raw = text(name, 20)
@@ -106,13 +114,15 @@ def filtered(f: LeadFilters) -> Select:
         # Prefix ranges rather than LIKE: they use the indexes on email and
         # lower(name) on every backend, at a million rows.
         low = f.q.lower()
-        high = low + "\uffff"
-        stmt = stmt.where(
-            or_(
-                and_(Lead.email >= low, Lead.email < high),
-                and_(func.lower(Lead.name) >= low, func.lower(Lead.name) < high),
-            )
-        )
+        name = func.lower(Lead.name)
+        matches = [_prefix(Lead.email, low), _prefix(name, low)]
+        if db.session.get_bind().dialect.name == "sqlite":
+            # SQLite's lower() folds ASCII only: lower('Élodie') is 'Élodie'.
+            # Also look for what it makes of the name typed as typed and
+            # capitalised, so 'élodie', 'Élo' and 'ÉLODIE' all find Élodie.
+            for variant in {_ascii_lower(f.q), _ascii_lower(f.q.lower().capitalize())} - {low}:
+                matches.append(_prefix(name, variant))
+        stmt = stmt.where(or_(*matches))
     if f.status:
         stmt = stmt.where(Lead.status == LeadStatus(f.status))
     if f.topic:
@@ -127,9 +137,22 @@ def filtered(f: LeadFilters) -> Select:
         stmt = stmt.where(Lead.utm_campaign == f.utm_campaign)
     if f.since:
         stmt = stmt.where(Lead.created_at >= _day_start(f.since))
-    if f.until:
+    if f.until and f.until < date.max:  # until 9999-12-31 is no bound at all
         stmt = stmt.where(Lead.created_at < _day_start(f.until + timedelta(days=1)))
     return stmt
+
+
+def _prefix(column, low: str):
+    # The highest code point, not U+FFFF: "ann😀" sorts above "ann\uffff" (in
+    # UTF-8 bytes and code points alike) and would be missed.
+    return and_(column >= low, column < low + "\U0010ffff")
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _ascii_lower(value: str) -> str:
+    return value.translate(_ASCII_LOWER)
 
 
 def ordered(f: LeadFilters, stmt: Select) -> Select:
@@ -150,21 +173,39 @@ def encode_cursor(value, lead_id: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str):
+def decode_cursor(cursor: str, sort: str = "newest"):
+    """(sort value, lead id) from a cursor made by encode_cursor for `sort`.
+
+    A cursor is input like any other (edited by hand, or a link from another
+    sort): anything but what encode_cursor makes is a FilterError, never a
+    value that reaches SQL with the wrong type (a 500)."""
+    if len(cursor) > 1000:
+        raise FilterError(BROKEN_CURSOR)
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value, lead_id = json.loads(raw)
-        if isinstance(value, dict):
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise FilterError(BROKEN_CURSOR) from exc
+    if type(lead_id) is not int or not 0 < lead_id < 2**63:
+        raise FilterError(BROKEN_CURSOR)
+    column, _ = SORTS[sort]
+    if column is Lead.created_at:
+        if not (isinstance(value, dict) and set(value) == {"t"} and isinstance(value["t"], str)):
+            raise FilterError(BROKEN_CURSOR)
+        try:
             value = datetime.fromisoformat(value["t"])
-        if not isinstance(lead_id, int):
-            raise ValueError
-        return value, lead_id
-    except (ValueError, TypeError, KeyError) as exc:
-        raise FilterError("That page link is broken; start from the first page.") from exc
+            if value.tzinfo is None:
+                raise ValueError("naive")
+            value = value.astimezone(UTC)
+        except (ValueError, OverflowError) as exc:
+            raise FilterError(BROKEN_CURSOR) from exc
+    elif not isinstance(value, str) or len(value) > 320 or _CONTROL.search(value):
+        raise FilterError(BROKEN_CURSOR)
+    return value, lead_id
 
 
 def _after(f: LeadFilters, stmt: Select, cursor: str) -> Select:
-    value, lead_id = decode_cursor(cursor)
+    value, lead_id = decode_cursor(cursor, f.sort)
     column, direction = SORTS[f.sort]
     if direction == "desc":
         return stmt.where(or_(column < value, and_(column == value, Lead.id < lead_id)))

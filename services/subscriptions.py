@@ -11,11 +11,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import or_, update
+from sqlalchemy import delete, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from extensions import db
-from models import ConsentEvent, ConsentKind, Lead, LeadStatus, LeadTopic, MailKind
+from models import (
+    ConsentEvent,
+    ConsentKind,
+    Lead,
+    LeadStatus,
+    LeadTopic,
+    MailKind,
+    Suppression,
+    email_hash,
+)
 from models.base import new_public_id
 from services import clock, consent, outbox, sequences, stats, tokens, topics
 
@@ -52,7 +61,11 @@ def _insert_ignore(model, values: dict) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True when a row was inserted."""
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = db.session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    # preserve_rowcount: psycopg reports -1 for an INSERT unless asked.
+    result = db.session.execute(
+        insert(model).values(**values).on_conflict_do_nothing(),
+        execution_options={"preserve_rowcount": True},
+    )
     return result.rowcount == 1
 
 
@@ -90,6 +103,13 @@ def _claim_mail_window(lead_id: int, now: datetime) -> bool:
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
+
+
+def _come_back(lead: Lead) -> None:
+    """An unsubscribed lead asks to subscribe again: pending until it
+    confirms, and no longer counted among the unsubscribed."""
+    lead.status = LeadStatus.PENDING
+    stats.bump_for_lead(lead, unsubscribed=-1)
 
 
 def _set_topics(lead: Lead, wanted: list[str]) -> None:
@@ -156,7 +176,7 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
         return SignupOutcome.THROTTLED
 
     if lead.status == LeadStatus.UNSUBSCRIBED:
-        lead.status = LeadStatus.PENDING
+        _come_back(lead)
         _set_topics(lead, chosen)
     else:
         _set_topics(lead, list(lead.topic_slugs | set(chosen)))
@@ -185,6 +205,7 @@ def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> Confir
         lead.unsubscribed_at and lead.unsubscribed_at.replace(microsecond=0) > token_issued_at
     ):
         return ConfirmResult.STALE
+    first_confirmation = lead.confirmed_at is None
     result = db.session.execute(
         update(Lead)
         .where(Lead.id == lead.id, Lead.status == LeadStatus.PENDING)
@@ -205,7 +226,15 @@ def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> Confir
         )
     )
     sequences.lead_confirmed(lead.id)
-    stats.bump_for_lead(lead, confirmed=1)
+    # The funnel counts people: a lead who comes back is not confirmed twice.
+    if first_confirmation:
+        stats.bump_for_lead(lead, confirmed=1)
+    # Confirming is subscribing anew: an earlier erasure no longer applies.
+    db.session.execute(
+        delete(Suppression).where(
+            Suppression.email_hash == email_hash(lead.email), Suppression.reason == "erased"
+        )
+    )
     db.session.refresh(lead)
     return ConfirmResult.CONFIRMED
 
@@ -265,7 +294,7 @@ def update_topics(lead: Lead, wanted: list[str], evidence: Evidence) -> TopicsRe
         )
     )
     if lead.status == LeadStatus.UNSUBSCRIBED:
-        lead.status = LeadStatus.PENDING
+        _come_back(lead)
         db.session.flush()
         if _claim_mail_window(lead.id, now):
             sequences.confirmation_requested(lead.id)

@@ -113,6 +113,15 @@ def _check_names(parsed: nodes.Template, context: dict) -> None:
             )
 
 
+def _names_in(source: str) -> set[str]:
+    from jinja2 import meta
+
+    try:
+        return meta.find_undeclared_variables(_env.parse(source))
+    except TemplateError:
+        return set()  # _render reports the syntax error
+
+
 def _render(source: str, context: dict) -> str:
     try:
         _check_names(_env.parse(source), context)
@@ -148,8 +157,15 @@ class RenderedBody:
 
 
 def render(subject: str, body: str, context: dict) -> RenderedBody:
-    """Subject and body for one recipient. The subject becomes a header: it
-    is kept to one line whatever the merge tags produce."""
+    """Subject and body for one recipient. The subject becomes a header, so
+    text a visitor typed (name, address) may not appear in it, and it is kept
+    to one line whatever the class fields produce."""
+    used = {name for name in LEAD_TYPED if name in _names_in(subject)}
+    if used:
+        raise MergeTagError(
+            f"The subject cannot use {', '.join(sorted(used))}: what a visitor typed never goes "
+            "into a mail header. Put it in the body instead."
+        )
     subject_out = " ".join(_render(subject, context).split())[:200]
     text = _render(body, context)
     markdown_context = {k: _md_escape(v) if k in LEAD_TYPED else v for k, v in context.items()}

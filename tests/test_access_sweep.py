@@ -1,0 +1,217 @@
+"""A sweep over the app's URL map: no staff page can be forgotten.
+
+Every endpoint outside a short public allow-list sends an anonymous visitor to
+the login page and answers 403 to a signed-in user of the wrong role (admin
+pages for a marketer). Every route that changes state needs a CSRF token,
+except the RFC 8058 one-click unsubscribe.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from werkzeug.routing import Rule
+from werkzeug.routing.converters import NumberConverter, UUIDConverter
+
+from extensions import db
+from models import Role
+from services import subscriptions
+from services.subscriptions import Evidence, SignupRequest
+from tests.test_auth import csrf_token, sign_in_as
+
+# Endpoints anyone may reach. Keep this short: anything else is staff only.
+PUBLIC_PREFIXES = ("articles.", "subscriptions.", "health.")
+PUBLIC_ENDPOINTS = {
+    "static",
+    "auth.login",
+    # Signing out when signed out is harmless; both answer without next=.
+    "auth.logout",
+    "auth.logout_get",
+}
+CSRF_EXEMPT = {"subscriptions.unsubscribe"}
+SKIP_METHODS = {"HEAD", "OPTIONS"}
+
+
+def is_public(endpoint: str) -> bool:
+    return endpoint in PUBLIC_ENDPOINTS or endpoint.startswith(PUBLIC_PREFIXES)
+
+
+def required_role(endpoint: str) -> Role:
+    return Role.ADMIN if endpoint.startswith("admin.") else Role.MARKETER
+
+
+def build(app, rule: Rule, **values) -> str:
+    """The rule's URL with dummy values for its parameters; none of them
+    exists, which is fine: access is decided before a view looks anything up."""
+    args = {}
+    for name in rule.arguments:
+        converter = rule._converters[name]
+        if name in values:
+            args[name] = values[name]
+        elif hasattr(converter, "items"):  # <any(a, b):x>: one of its values
+            args[name] = sorted(converter.items)[0]
+        elif isinstance(converter, NumberConverter):
+            args[name] = converter.num_convert(1)
+        elif isinstance(converter, UUIDConverter):
+            args[name] = "00000000-0000-0000-0000-000000000000"
+        else:
+            args[name] = "dummy-value"
+    adapter = app.url_map.bind("localhost")
+    return adapter.build(rule.endpoint, args, force_external=False)
+
+
+def staff_rules(app) -> list[tuple[Rule, str, str]]:
+    """(rule, url, method) for every non-public route."""
+    out = []
+    for rule in app.url_map.iter_rules():
+        if is_public(rule.endpoint):
+            continue
+        for method in sorted(rule.methods - SKIP_METHODS):
+            out.append((rule, build(app, rule), method))
+    return out
+
+
+def call(client, method: str, url: str, token: str | None = None):
+    data = {"csrf_token": token} if token else {}
+    if method == "GET":
+        return client.get(url)
+    return client.open(url, method=method, data=data)
+
+
+def test_the_allow_list_is_short_and_every_other_page_is_swept(app):
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
+    public = {e for e in endpoints if is_public(e)}
+    staff = endpoints - public
+    assert len(public) < len(endpoints)
+    # The marketer workspace is in the map (a sweep over nothing proves nothing).
+    assert {
+        "marketing.dashboard",
+        "marketing.leads",
+        "marketing.leads_csv",
+        "marketing.lead_detail",
+        "marketing.lead_data",
+        "marketing.lead_erase",
+    } <= staff
+
+
+def test_anonymous_visitors_are_sent_to_the_login_page(app, client):
+    token = csrf_token(client)  # so POSTs meet the access check, not CSRF
+    checked = 0
+    for rule, url, method in staff_rules(app):
+        r = call(client, method, url, token)
+        where = f"{method} {url} ({rule.endpoint})"
+        assert r.status_code == 302, f"{where} answered {r.status_code}"
+        location = urlsplit(r.headers["Location"])
+        assert location.path == "/login", f"{where} -> {r.headers['Location']}"
+        assert location.netloc in ("", "localhost")
+        assert parse_qs(location.query).get("next") == [url], where
+        checked += 1
+    assert checked >= 6
+
+
+def test_signed_in_users_of_the_wrong_role_get_403(app, client):
+    sign_in_as(app, client, Role.MARKETER)
+    token = csrf_token(client, "/marketing/")
+    for rule, url, method in staff_rules(app):
+        r = call(client, method, url, token)
+        where = f"{method} {url} ({rule.endpoint}) as a marketer"
+        if required_role(rule.endpoint) == Role.ADMIN:
+            assert r.status_code == 403, f"{where} answered {r.status_code}"
+            assert "You do not have access to this page." in r.get_data(as_text=True)
+        else:
+            # Allowed: whatever the dummy values lead to, never a refusal.
+            assert r.status_code not in (302, 401, 403, 500), f"{where}: {r.status_code}"
+
+
+def test_admins_reach_every_staff_page(app, client):
+    sign_in_as(app, client, Role.ADMIN)
+    token = csrf_token(client, "/marketing/")
+    for rule, url, method in staff_rules(app):
+        r = call(client, method, url, token)
+        where = f"{method} {url} ({rule.endpoint}) as an admin"
+        assert r.status_code not in (401, 403, 500), f"{where}: {r.status_code}"
+        if r.status_code == 302:
+            assert not r.headers["Location"].startswith("/login"), where
+
+
+def test_a_disabled_users_session_is_anonymous_everywhere(app, client):
+    from services import auth
+
+    sign_in_as(app, client, Role.ADMIN)
+    with app.app_context():
+        auth.set_active(auth.user_by_email("admin@example.com"), False)
+        db.session.commit()
+    token = csrf_token(client)
+    for rule, url, method in staff_rules(app):
+        r = call(client, method, url, token)
+        assert r.status_code == 302, f"{method} {url} ({rule.endpoint}): {r.status_code}"
+
+
+# --- CSRF: every state-changing route needs a token.
+
+
+@pytest.fixture
+def app_config(app_config):
+    return {**app_config, "WTF_CSRF_ENABLED": True}
+
+
+def _state_changing(app) -> list[tuple[Rule, str]]:
+    out = []
+    for rule in app.url_map.iter_rules():
+        for method in sorted(rule.methods - SKIP_METHODS - {"GET"}):
+            out.append((rule, method))
+    return out
+
+
+def test_every_state_changing_route_needs_a_csrf_token(app, client):
+    with app.app_context():
+        subscriptions.subscribe(
+            SignupRequest(email="lead@example.com", topics=["newsletter"], placement="page"),
+            Evidence(),
+        )
+        db.session.commit()
+        lead = subscriptions.lead_by_email("lead@example.com")
+        tokens = {
+            "token": subscriptions.unsubscribe_token(lead),
+            "public_id": lead.public_id,
+        }
+    sign_in_as(app, client, Role.ADMIN)
+    routes = _state_changing(app)
+    assert {rule.endpoint for rule, _ in routes} >= {
+        "subscriptions.subscribe",
+        "auth.login",
+        "auth.logout",
+        "marketing.lead_erase",
+        "subscriptions.unsubscribe",
+    }
+    for rule, method in routes:
+        url = build(app, rule, **tokens)
+        r = client.open(url, method=method, data={"confirm_email": "nobody@example.com"})
+        where = f"{method} {url} ({rule.endpoint}) without a token"
+        if rule.endpoint in CSRF_EXEMPT:
+            assert r.status_code == 200, f"{where}: {r.status_code}"
+            continue
+        assert r.status_code == 400, f"{where}: {r.status_code}"
+        assert "form had expired" in r.get_data(as_text=True), where
+        # A wrong token is no better than none.
+        r = client.open(url, method=method, data={"csrf_token": "forged"})
+        assert r.status_code == 400, f"{method} {url} with a forged token: {r.status_code}"
+    # The session survived all that: nothing was signed out or erased.
+    assert client.get("/marketing/").status_code == 200
+    with app.app_context():
+        assert subscriptions.lead_by_email("lead@example.com") is not None
+
+
+def test_one_click_unsubscribe_needs_no_cookie_and_no_token(app):
+    with app.app_context():
+        subscriptions.subscribe(
+            SignupRequest(email="lead@example.com", topics=["newsletter"], placement="page"),
+            Evidence(),
+        )
+        db.session.commit()
+        token = subscriptions.unsubscribe_token(subscriptions.lead_by_email("lead@example.com"))
+    bare = app.test_client(use_cookies=False)
+    r = bare.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert r.status_code == 200
+    assert "Set-Cookie" not in r.headers or "session" not in r.headers["Set-Cookie"]
