@@ -98,6 +98,11 @@ def _training_local_times(cls):
     return classes_service.local_times(cls)
 
 
+@bp.app_template_global("class_when")
+def _class_when(cls) -> str:
+    return classes_service.when_text(cls)
+
+
 @bp.app_template_global("register_link")
 def _register_link(cls) -> str:
     from flask import url_for

@@ -53,6 +53,7 @@ def class_context(cls: TrainingClass, lead: Lead | None, via: str = "mail") -> d
         "start": start.strftime("%A %-d %B %Y, %H:%M"),
         "end": end.strftime("%H:%M" if same_day else "%A %-d %B %Y, %H:%M"),
         "timezone": cls.timezone,
+        "when": training.when_text(cls),
         "where": training.where(cls),
         "trainer": cls.trainer or "",
         "price": price,

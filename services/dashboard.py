@@ -37,6 +37,11 @@ class FunnelRow:
         return self.rate(self.confirmed, self.signups)
 
     @property
+    def click_rate(self) -> float | None:
+        """Register clicks per confirmed lead: the funnel's last step."""
+        return self.rate(self.clicks, self.confirmed)
+
+    @property
     def unsubscribe_rate(self) -> float | None:
         return self.rate(self.unsubscribed, self.confirmed)
 

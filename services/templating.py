@@ -23,6 +23,7 @@ MERGE_TAGS = {
     "class.title": "the linked class's title",
     "class.start": "its start, in its own time zone",
     "class.end": "its end",
+    "class.when": "its dates and hours, e.g. 10–11 December 2026, 09:00–17:00",
     "class.timezone": "its time zone",
     "class.where": "Online, or its location",
     "class.trainer": "its trainer",

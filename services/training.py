@@ -51,6 +51,22 @@ def local_times(cls: TrainingClass) -> tuple[datetime, datetime]:
     return cls.starts_at.astimezone(tz), cls.ends_at.astimezone(tz)
 
 
+def when_text(cls: TrainingClass) -> str:
+    """'Thursday 10 December 2026, 09:00–17:00' for one day;
+    '10–11 December 2026, 09:00–17:00' for a class over several."""
+    start, end = local_times(cls)
+    hours = f"{start:%H:%M}–{end:%H:%M}"
+    if start.date() == end.date():
+        return f"{start:%A %-d %B %Y}, {hours}"
+    if (start.year, start.month) == (end.year, end.month):
+        days = f"{start:%-d}–{end:%-d %B %Y}"
+    elif start.year == end.year:
+        days = f"{start:%-d %B}–{end:%-d %B %Y}"
+    else:
+        days = f"{start:%-d %B %Y}–{end:%-d %B %Y}"
+    return f"{days}, {hours}"
+
+
 def class_by_public_id(public_id: str) -> TrainingClass | None:
     return db.session.execute(
         db.select(TrainingClass).where(TrainingClass.public_id == public_id)

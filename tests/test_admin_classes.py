@@ -202,7 +202,7 @@ def test_class_on_the_day_summer_time_ends_is_stored_in_utc_and_shown_in_local_t
         ).scalars().all() == ["class.create"]
 
     page = page_text(client.get(TRAINING))
-    assert "Sunday 25 October 2026, 09:00</time>–17:00" in page
+    assert "Sunday 25 October 2026, 09:00–17:00</time>" in page
     assert "(Europe/Berlin, CET)" in page
     assert '<time datetime="2026-10-25T09:00:00+01:00">' in page
 
@@ -450,7 +450,7 @@ def test_training_page_groups_classes_by_month_with_microdata(app, client):
     assert 'itemtype="https://schema.org/Place"' in october
     assert 'content="https://schema.org/OfflineEventAttendanceMode"' in october
     assert 'itemtype="https://schema.org/Offer"' in october
-    assert "Monday 12 October 2026, 09:00</time>–17:00" in october
+    assert "Monday 12 October 2026, 09:00–17:00</time>" in october
     assert "(Europe/Berlin, CEST)" in october
     assert "3 seats left" in october
     assert 'Trainer: <span itemprop="name">Dana Trainer</span>' in october

@@ -169,13 +169,14 @@ def test_funnel_by_article_and_placement(app, staff, signup_counts):
 
     html = staff.get("/marketing/").get_data(as_text=True)
     articles = table_rows(section(html, "funnel-article"))
-    assert articles[ARTICLE] == ["12", "6", "5", "41.7%", "3", "60.0%", "1", "33.3%"]
-    assert articles[OTHER] == ["0", "1", "1", "–", "0", "0.0%", "0", "–"]
-    assert articles["(unknown)"] == ["0", "1", "1", "–", "0", "0.0%", "1", "–"]
+    # views, posts, signups, rate, confirmed, rate, register clicks, rate, unsub., rate
+    assert articles[ARTICLE] == ["12", "6", "5", "41.7%", "3", "60.0%", "0", "0.0%", "1", "33.3%"]
+    assert articles[OTHER] == ["0", "1", "1", "–", "0", "0.0%", "0", "–", "0", "–"]
+    assert articles["(unknown)"] == ["0", "1", "1", "–", "0", "0.0%", "0", "–", "1", "–"]
     placements = table_rows(section(html, "funnel-placement"))
-    assert placements["inline"] == ["5", "4", "2", "50.0%", "1"]
-    assert placements["end"] == ["2", "2", "1", "50.0%", "0"]
-    assert placements["page"] == ["1", "1", "0", "0.0%", "1"]
+    assert placements["inline"] == ["5", "4", "2", "50.0%", "0", "1"]
+    assert placements["end"] == ["2", "2", "1", "50.0%", "0", "0"]
+    assert placements["page"] == ["1", "1", "0", "0.0%", "0", "1"]
     # Each row leads to its leads in the browser; "(unknown)" has no filter.
     assert f'href="/marketing/leads?source={ARTICLE}"' in html
     assert 'href="/marketing/leads?placement=inline"' in html
