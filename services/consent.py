@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy.dialects import postgresql, sqlite
-
 from extensions import db
 from models import ConsentText
+from services import clock, upsert
 
 PLACEMENTS = ("inline", "end", "training", "page")
 
@@ -34,7 +33,14 @@ def text_hash(text: str) -> str:
 def record_text(text: str) -> str:
     """Store the wording once (idempotent under concurrency); return its hash."""
     digest = text_hash(text)
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    db.session.execute(insert(ConsentText).values(hash=digest, text=text).on_conflict_do_nothing())
+    # Nearly always there already: a cheap read first, the write only once.
+    known = db.session.execute(
+        db.select(ConsentText.hash).where(ConsentText.hash == digest)
+    ).first()
+    if known is None:
+        upsert.insert_ignore(
+            ConsentText,
+            {"hash": digest, "text": text, "first_seen_at": clock.now()},
+            conflict=("hash",),
+        )
     return digest

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import insert
 
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus
-from services import clock
+from services import clock, upsert
 
 
 def enqueue(
@@ -31,12 +31,10 @@ def enqueue(
         "attempts": 0,
         "dedupe_key": dedupe_key,
     }
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(OutboxMessage).values(**values)
-    if dedupe_key is not None:
-        stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"])
-    db.session.execute(stmt)
+    if dedupe_key is None:
+        db.session.execute(insert(OutboxMessage), values)
+    else:
+        upsert.insert_ignore(OutboxMessage, values, conflict=("dedupe_key",))
 
 
 def queue_depth() -> int:

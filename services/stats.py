@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import date
 
 from sqlalchemy import case, delete, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from extensions import db
 from models import Lead, LeadStatus, SignupStatsDaily
+from services import upsert
 
 COUNTERS = ("submissions", "signups", "confirmed", "unsubscribed", "clicks")
 
@@ -31,18 +31,8 @@ def bump(
         "placement": placement or "",
         "utm_source": (utm_source or "")[:200],
     }
-    values = {name: increments.get(name, 0) for name in COUNTERS}
-    dialect = db.session.get_bind().dialect.name
-    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = ins(SignupStatsDaily).values(**key, **values)
-    db.session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=list(key),
-            set_={
-                name: getattr(SignupStatsDaily, name) + getattr(stmt.excluded, name)
-                for name in increments
-            },
-        )
+    upsert.insert_or_add(
+        SignupStatsDaily, key, {name: increments.get(name, 0) for name in COUNTERS}
     )
 
 

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import delete, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from extensions import db
 from models import (
@@ -26,7 +25,7 @@ from models import (
     email_hash,
 )
 from models.base import new_public_id
-from services import clock, consent, outbox, sequences, stats, tokens, topics
+from services import clock, consent, outbox, sequences, stats, tokens, topics, upsert
 
 
 @dataclass
@@ -57,20 +56,11 @@ class SignupOutcome(enum.StrEnum):
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
 
-def _insert_ignore(model, values: dict) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING; True when a row was inserted."""
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # preserve_rowcount: psycopg reports -1 for an INSERT unless asked.
-    result = db.session.execute(
-        insert(model).values(**values).on_conflict_do_nothing(),
-        execution_options={"preserve_rowcount": True},
-    )
-    return result.rowcount == 1
-
-
 def lead_by_email(email: str) -> Lead | None:
-    return db.session.execute(db.select(Lead).where(Lead.email == email)).scalar_one_or_none()
+    # populate_existing: the row may have changed under a copy in the session.
+    return db.session.execute(
+        db.select(Lead).where(Lead.email == email).execution_options(populate_existing=True)
+    ).scalar_one_or_none()
 
 
 def lead_by_public_id(public_id: str) -> Lead | None:
@@ -132,7 +122,7 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     # Insert first: on SQLite this takes the write lock before any read, so
     # concurrent signups queue on busy_timeout instead of failing; on
     # PostgreSQL a concurrent insert of the same address waits, then no-ops.
-    created = _insert_ignore(
+    created = upsert.insert_ignore(
         Lead,
         {
             "public_id": new_public_id(),
@@ -145,12 +135,19 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
             "created_at": now,
             **{k: req.utm.get(k) for k in UTM_KEYS},
         },
+        conflict=("email",),
     )
     lead = lead_by_email(req.email)
-    db.session.refresh(lead)
-    stats.bump(now.date(), req.source_slug, req.placement, req.utm.get("utm_source"), submissions=1)
-    if created:
-        stats.bump_for_lead(lead, signups=1)
+    # One rollup write: this form post, and the new lead when there is one
+    # (a new lead's cohort is this very post).
+    stats.bump(
+        now.date(),
+        req.source_slug,
+        req.placement,
+        req.utm.get("utm_source"),
+        submissions=1,
+        signups=1 if created else 0,
+    )
     text = consent.text_for(req.placement)
     db.session.add(
         ConsentEvent(
