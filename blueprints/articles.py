@@ -13,7 +13,12 @@ from flask import (
     url_for,
 )
 
-from blueprints.subscriptions import new_signup_form
+from blueprints import page_cache
+from blueprints.subscriptions import (
+    new_signup_form,
+    placeholder_signup_form,
+    signup_form_values,
+)
 from extensions import db
 from services import tokens
 from services import training as classes_service
@@ -85,11 +90,22 @@ def article(slug: str):
         abort(404)
     if request.method == "GET":
         current_app.extensions["view_counter"].count(art.slug, request.user_agent.string)
-    return render_template(
-        "articles/article.html",
-        article=art,
-        inline_form=new_signup_form("inline", art.slug),
-        end_form=new_signup_form("end", art.slug),
+    if not page_cache.cacheable():
+        return render_template(
+            "articles/article.html",
+            article=art,
+            inline_form=new_signup_form("inline", art.slug),
+            end_form=new_signup_form("end", art.slug),
+        )
+    return page_cache.render(
+        f"article:{art.slug}",
+        lambda: render_template(
+            "articles/article.html",
+            article=art,
+            inline_form=placeholder_signup_form("inline", art.slug),
+            end_form=placeholder_signup_form("end", art.slug),
+        ),
+        signup_form_values(("inline", "end")),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from flask import (
@@ -25,10 +26,20 @@ bp = Blueprint("subscriptions", __name__)
 UTM_FIELDS = subscriptions.UTM_KEYS
 
 
+def _client_ip() -> str | None:
+    # With TRUSTED_PROXY_COUNT set, the address comes from X-Forwarded-For:
+    # text a client may have written. Only a real address is kept as evidence.
+    try:
+        return str(ipaddress.ip_address((request.remote_addr or "").split("%")[0]))
+    except ValueError:
+        return None
+
+
 def evidence() -> subscriptions.Evidence:
-    return subscriptions.Evidence(
-        ip=request.remote_addr, user_agent=(request.user_agent.string or "")[:500] or None
-    )
+    # Servers other than gunicorn let NUL and other control characters through
+    # in headers; PostgreSQL refuses NUL in text (a 500, and a lost signup).
+    agent = "".join(ch for ch in request.user_agent.string or "" if ch.isprintable())
+    return subscriptions.Evidence(ip=_client_ip(), user_agent=agent[:500] or None)
 
 
 def _external_referrer() -> str:
@@ -52,6 +63,41 @@ def new_signup_form(placement: str, source: str | None = None) -> SignupForm:
     for key in UTM_FIELDS:
         getattr(form, key).data = (request.args.get(key) or "")[:200]
     return form
+
+
+# Placeholders for the values of a signup form that change with each visit:
+# a page cached with these in place is filled in per request (see
+# blueprints/page_cache.py). Plain capitals: escaping leaves them alone.
+def placeholder(name: str) -> str:
+    return f"__DYN_{name.upper()}__"
+
+
+def placeholder_signup_form(placement: str, source: str | None = None) -> SignupForm:
+    form = SignupForm(formdata=None)
+    form.placement.data = placement
+    form.source.data = source or ""
+    form.csrf_placeholder = placeholder("csrf_token")
+    form.started.data = placeholder(f"started_{placement}")
+    form.ref.data = placeholder("ref")
+    for key in UTM_FIELDS:
+        getattr(form, key).data = placeholder(key)
+    return form
+
+
+def signup_form_values(placements: tuple[str, ...]) -> dict[str, str]:
+    """The per-visit values for placeholder_signup_form, escaped for HTML."""
+    from flask_wtf.csrf import generate_csrf
+    from markupsafe import escape
+
+    now = clock.now().timestamp()
+    values = {
+        placeholder("csrf_token"): generate_csrf(),
+        placeholder("ref"): str(escape(_external_referrer())),
+        **{placeholder(k): str(escape((request.args.get(k) or "")[:200])) for k in UTM_FIELDS},
+    }
+    for p in placements:
+        values[placeholder(f"started_{p}")] = tokens.make("form-time", [p, now])
+    return values
 
 
 def _clean(value: str | None, limit: int) -> str | None:
