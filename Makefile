@@ -5,7 +5,7 @@ FLASK  := $(VENV)/bin/flask --app app
 PORT   ?= 5000
 export PORT
 
-.PHONY: run test lint format bench clean-mail
+.PHONY: run test soak lint format bench clean-mail
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -36,7 +36,11 @@ format: $(VENV)/.dev
 
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not soak" $(PYTEST_ARGS)
+
+# Long runs against real processes (the 2,000-signup storm), a few minutes.
+soak: $(VENV)/.dev
+	$(PY) -m pytest tests/soak -m soak $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev
 	$(PY) -m bench $(BENCH_ARGS)

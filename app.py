@@ -46,6 +46,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     _configure_engine(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
+    # Before CSRFProtect's own check: a multipart part without a name lands
+    # in request.form under None, and Flask-WTF would fail on it with a 500.
+    app.before_request(_refuse_nameless_form_parts)
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)
@@ -85,6 +88,13 @@ def create_app(test_config: dict | None = None) -> Flask:
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
     return app
+
+
+def _refuse_nameless_form_parts():
+    from flask import abort, request
+
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and None in request.form:
+        abort(400)
 
 
 def _configure_engine(app: Flask) -> None:

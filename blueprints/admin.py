@@ -15,6 +15,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from markupsafe import escape
 from wtforms.fields.choices import SelectChoice
 
 from blueprints.access import protect_blueprint
@@ -344,7 +345,7 @@ def announcement_detail(public_id: str):
 @bp.get("/announcements/<public_id>/preview.html")
 def announcement_preview_html(public_id: str):
     preview = _preview(_announcement_or_404(public_id))
-    html = preview[2] if isinstance(preview, tuple) else f"<p>{preview}</p>"
+    html = preview[2] if isinstance(preview, tuple) else f"<p>{escape(preview)}</p>"
     return _sandboxed_html(html)
 
 
@@ -530,7 +531,9 @@ def outbox_detail(row_id: int):
 @bp.get("/outbox/<int:row_id>/html")
 def outbox_html(row_id: int):
     rendered = _render_row(_row_or_404(row_id))
-    return _sandboxed_html(rendered[2] if isinstance(rendered, tuple) else f"<p>{rendered}</p>")
+    return _sandboxed_html(
+        rendered[2] if isinstance(rendered, tuple) else f"<p>{escape(rendered)}</p>"
+    )
 
 
 @bp.post("/outbox/<int:row_id>/retry")

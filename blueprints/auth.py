@@ -13,17 +13,17 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_user, logout_user
-from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, Length
 
+from blueprints.forms import HtmlForm
 from extensions import db, limiter
 from services import auth
 
 bp = Blueprint("auth", __name__)
 
 
-class LoginForm(FlaskForm):
+class LoginForm(HtmlForm):
     email = EmailField(
         "Email",
         validators=[DataRequired(), Length(max=320)],

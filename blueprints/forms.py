@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
+from flask import request
 from flask_wtf import FlaskForm
+from flask_wtf.form import SUBMIT_METHODS
 from wtforms import EmailField, HiddenField, SelectMultipleField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
@@ -13,7 +15,15 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from services import topics
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ufffd]")
-_LINKISH = re.compile(r"(://|www\.|[<>]|\.(com|net|org|io|ru|xyz)\b)", re.I)
+# Anything a mail client would turn into a link (they link bare domains such
+# as "bit.ly/x" and addresses too), and markup.
+_LINKISH = re.compile(
+    r"://|www\.|[<>@]"
+    r"|\b(?:https?|ftp|mailto|javascript|data|file|tel|sms)\s*:"
+    r"|\.(?:com|net|org|io|ru|xyz)\b"
+    r"|[^\W_]{2,}[.\u3002\uff0e\uff61][^\W\d_]{2,}",
+    re.I,
+)
 # Bytes that were not UTF-8 reach us as "%FF" (Werkzeug keeps them quoted in
 # urlencoded bodies) or as U+FFFD (multipart): the text did not arrive intact.
 _UNREADABLE = re.compile(r"\ufffd|%[89a-f][0-9a-f]", re.I)
@@ -53,7 +63,22 @@ class MultiCheckboxField(SelectMultipleField):
         pass
 
 
-class SignupForm(FlaskForm):
+class HtmlForm(FlaskForm):
+    """A form posted by a browser: fields come from the form body only.
+
+    Flask-WTF would also read a JSON body and uploaded files, handing the
+    validators numbers, lists and FileStorage objects where they expect text
+    (a 500, not a 400). No page of ours sends either.
+    """
+
+    class Meta(FlaskForm.Meta):
+        def wrap_formdata(self, form, formdata):
+            if formdata is None or hasattr(formdata, "getlist"):  # given explicitly
+                return formdata
+            return request.form if request.method in SUBMIT_METHODS else None
+
+
+class SignupForm(HtmlForm):
     email = EmailField(
         "Email address",
         validators=[DataRequired("Enter your email address."), Length(max=254), readable],
@@ -85,12 +110,12 @@ class SignupForm(FlaskForm):
     submit = SubmitField("Subscribe")
 
 
-class PreferencesForm(FlaskForm):
+class PreferencesForm(HtmlForm):
     topics = MultiCheckboxField("I want to receive", choices=topic_choices())
     save = SubmitField("Save my choices")
     unsubscribe_all = SubmitField("Unsubscribe from everything")
 
 
-class ResendForm(FlaskForm):
+class ResendForm(HtmlForm):
     token = HiddenField()
     submit = SubmitField("Send me a new link")

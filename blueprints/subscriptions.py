@@ -248,13 +248,13 @@ def resend_confirmation():
     return redirect(url_for(".thanks"), 303)
 
 
-def _lead_or_error(purpose: str, token: str):
+def _lead_or_error(purpose: str, token: str, gone_status: int = 404):
     try:
         lead, _ = subscriptions.lead_from_token(purpose, token)
     except tokens.TokenInvalid:
         return None, _token_error(400)
     if lead is None:  # a valid link to a lead that was erased
-        return None, (render_template("subscriptions/gone.html"), 404)
+        return None, (render_template("subscriptions/gone.html"), gone_status)
     return lead, None
 
 
@@ -288,7 +288,9 @@ def unsubscribe_page(token: str):
 @bp.post("/unsubscribe/<token>")
 @csrf.exempt  # RFC 8058: mail providers post with no cookie and no CSRF token
 def unsubscribe(token: str):
-    lead, error = _lead_or_error("unsubscribe", token)
+    # An erased lead is as unsubscribed as can be: a one-click client must
+    # read success (2xx), not a failure to retry or report.
+    lead, error = _lead_or_error("unsubscribe", token, gone_status=200)
     if error:
         return error
     one_click = request.form.get("List-Unsubscribe") == "One-Click"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -15,6 +16,8 @@ from models import Announcement, Lead, MailKind, OutboxMessage, TrainingClass
 from models.outbox import CONFIRMATION_KINDS
 from services import clock, subscriptions, templating, topics, training
 from services.links import external_url
+
+MAIL_POLICY = policy.SMTP.clone(max_line_length=998)
 
 SUBJECTS = {
     MailKind.CONFIRMATION: "Please confirm your subscription",
@@ -155,7 +158,10 @@ def compose(row: OutboxMessage, lead: Lead | None) -> Composed:
     cfg = current_app.config
     kind = MailKind(row.kind)
     subject, text, html = render_parts(row, lead)
-    msg = EmailMessage()
+    # Headers up to RFC 5322's 998 characters stay on one line: folded at 78,
+    # a long List-Unsubscribe URL went out as RFC 2047 encoded words that
+    # mail providers do not decode there, and one-click never showed.
+    msg = EmailMessage(policy=MAIL_POLICY)
     msg["Subject"] = (" ".join(subject.split()) or SUBJECTS.get(kind, cfg["SITE_NAME"]))[:200]
     msg["From"] = cfg["MAIL_DEFAULT_SENDER"]
     # Only the validated address reaches a header: a visitor's name never does.

@@ -263,10 +263,12 @@ def test_a_link_for_an_erased_lead_says_nothing_is_held(app, client):
         r = client.get(path)
         assert r.status_code == 404
         assert "We hold nothing for this link" in r.get_data(as_text=True)
+    # A one-click client must read success: the address gets nothing more.
     r = app.test_client(use_cookies=False).post(
         f"/unsubscribe/{gone['unsubscribe']}", data={"List-Unsubscribe": "One-Click"}
     )
-    assert r.status_code == 404
+    assert r.status_code == 200
+    assert "We hold nothing for this link" in r.get_data(as_text=True)
 
 
 def test_a_key_in_secret_key_fallbacks_still_opens_links(app, client):
