@@ -118,6 +118,13 @@ def serve_command(port: int, workers: int) -> None:
             # gunicorn's default control socket lives in ~/.gunicorn and is
             # taken over by the next gunicorn started: keep each run its own.
             "--no-control-socket",
+            # Threads: a long CSV export streams from one thread while the
+            # worker keeps answering gunicorn's heartbeat; a sync worker is
+            # killed at --timeout, cutting the download short.
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "4",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from functools import cache
 from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
@@ -19,9 +20,12 @@ from services.addresses import InvalidAddress, normalise
 # with weaker ones are upgraded at the next sign-in.
 _hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4)
 MIN_PASSWORD_LENGTH = 12
-# Verified against when the email is unknown, so a wrong address takes as
-# long as a wrong password and the timing does not tell them apart.
-_DUMMY_HASH = _hasher.hash("not a real password, only for timing")
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the email is unknown, so a wrong address takes as
+    long as a wrong password. Made on first use, not at import: argon2's
+    64 MiB would otherwise raise every process's peak memory at start."""
+    return _hasher.hash("not a real password, only for timing")
 
 
 class AuthError(ValueError):
@@ -66,7 +70,7 @@ def authenticate(email: str, password: str) -> User | None:
     user = user_by_email(email or "")
     if user is None:
         with contextlib.suppress(VerificationError):
-            _hasher.verify(_DUMMY_HASH, password or "")
+            _hasher.verify(_dummy_hash(), password or "")
         return None
     try:
         _hasher.verify(user.password_hash, password or "")
