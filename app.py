@@ -80,6 +80,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     # Last: its /<slug> route must not shadow the others.
     app.register_blueprint(articles.bp)
+    # Reading pages has no limit to check: skip Flask-Limiter's per-request work.
+    limiter.exempt(articles.bp)
     register_commands(app)
 
     if not app.debug and not app.testing:

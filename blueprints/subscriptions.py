@@ -95,8 +95,10 @@ def signup_form_values(placements: tuple[str, ...]) -> dict[str, str]:
         placeholder("ref"): str(escape(_external_referrer())),
         **{placeholder(k): str(escape((request.args.get(k) or "")[:200])) for k in UTM_FIELDS},
     }
+    # One signed token serves every form on the page: the trap reads the time.
+    started = tokens.make("form-time", ["page", now])
     for p in placements:
-        values[placeholder(f"started_{p}")] = tokens.make("form-time", [p, now])
+        values[placeholder(f"started_{p}")] = started
     return values
 
 
