@@ -18,14 +18,18 @@ def enqueue(
     *,
     send_after: datetime | None = None,
     dedupe_key: str | None = None,
+    skipped: str | None = None,
 ) -> None:
     """Queue one mail. With a dedupe_key, a second row with the same key is
-    silently not written: the unique index decides, not a read-then-write."""
+    silently not written: the unique index decides, not a read-then-write.
+    With `skipped`, the row is written already skipped for that reason: the
+    delivery log shows the mail that was not sent, and why."""
     now = clock.now()
     values = {
         "kind": kind.value,
         "lead_id": lead_id,
-        "status": OutboxStatus.QUEUED.value,
+        "status": OutboxStatus.SKIPPED.value if skipped else OutboxStatus.QUEUED.value,
+        "last_error": skipped,
         "send_after": send_after or now,
         "created_at": now,
         "attempts": 0,

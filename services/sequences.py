@@ -15,10 +15,11 @@ from models import MailKind
 from services import clock, outbox
 
 
-def confirmation_requested(lead_id: int) -> None:
-    """A confirmation now, and one reminder later if the lead is still pending."""
+def confirmation_requested(lead_id: int, throttled: str | None = None) -> None:
+    """A confirmation now, and one reminder later if the lead is still pending.
+    Throttled, the confirmation row is written skipped, with the reason."""
     now = clock.now()
-    outbox.enqueue(MailKind.CONFIRMATION, lead_id)
+    outbox.enqueue(MailKind.CONFIRMATION, lead_id, skipped=throttled)
     delay = timedelta(hours=current_app.config["CONFIRM_REMINDER_HOURS"])
     outbox.enqueue(
         MailKind.CONFIRM_REMINDER,

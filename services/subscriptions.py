@@ -53,6 +53,8 @@ class SignupOutcome(enum.StrEnum):
     THROTTLED = "throttled"  # a mail went to this address within the window
 
 
+THROTTLED_REASON = "throttled: this address was mailed within the last window"
+
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
 
@@ -170,6 +172,7 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
         if _claim_mail_window(lead.id, now):
             outbox.enqueue(MailKind.ALREADY_SUBSCRIBED, lead.id)
             return SignupOutcome.NOTICE_QUEUED
+        outbox.enqueue(MailKind.ALREADY_SUBSCRIBED, lead.id, skipped=THROTTLED_REASON)
         return SignupOutcome.THROTTLED
 
     if lead.status == LeadStatus.UNSUBSCRIBED:
@@ -182,6 +185,9 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     if _claim_mail_window(lead.id, now):
         sequences.confirmation_requested(lead.id)
         return SignupOutcome.CONFIRMATION_QUEUED
+    # The same writes as on the path that mails: how long the answer takes
+    # must not tell a visitor whether the address is already on the list.
+    sequences.confirmation_requested(lead.id, throttled=THROTTLED_REASON)
     return SignupOutcome.THROTTLED
 
 

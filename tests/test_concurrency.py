@@ -104,7 +104,7 @@ def _check_rows(database_url: str) -> None:
             confirmations = conn.execute(
                 text(
                     "SELECT lead_id, count(*) FROM outbox_message "
-                    "WHERE kind = 'confirmation' GROUP BY lead_id"
+                    "WHERE kind = 'confirmation' AND status <> 'skipped' GROUP BY lead_id"
                 )
             ).all()
     finally:

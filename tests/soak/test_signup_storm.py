@@ -142,7 +142,8 @@ def rows(database_url: str) -> dict:
                 conn.execute(
                     text(
                         "SELECT l.email, count(o.id) FROM lead l LEFT JOIN outbox_message o "
-                        "ON o.lead_id = l.id AND o.kind = 'confirmation' GROUP BY l.email"
+                        "ON o.lead_id = l.id AND o.kind = 'confirmation' AND o.status <> 'skipped' "
+                        "GROUP BY l.email"
                     )
                 ).all()
             )
