@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, or_, update
+from sqlalchemy import delete, insert, or_, update
+from sqlalchemy.orm import lazyload
 
 from extensions import db
 from models import (
@@ -58,11 +59,12 @@ THROTTLED_REASON = "throttled: this address was mailed within the last window"
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
 
-def lead_by_email(email: str) -> Lead | None:
+def lead_by_email(email: str, with_topics: bool = True) -> Lead | None:
     # populate_existing: the row may have changed under a copy in the session.
-    return db.session.execute(
-        db.select(Lead).where(Lead.email == email).execution_options(populate_existing=True)
-    ).scalar_one_or_none()
+    stmt = db.select(Lead).where(Lead.email == email).execution_options(populate_existing=True)
+    if not with_topics:  # a lead just inserted has none to load
+        stmt = stmt.options(lazyload(Lead.topics))
+    return db.session.execute(stmt).scalar_one_or_none()
 
 
 def lead_by_public_id(public_id: str) -> Lead | None:
@@ -139,7 +141,7 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
         },
         conflict=("email",),
     )
-    lead = lead_by_email(req.email)
+    lead = lead_by_email(req.email, with_topics=not created)
     # One rollup write: this form post, and the new lead when there is one
     # (a new lead's cohort is this very post).
     stats.bump(
@@ -151,19 +153,21 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
         signups=1 if created else 0,
     )
     text = consent.text_for(req.placement)
-    db.session.add(
-        ConsentEvent(
-            lead=lead,
-            kind=ConsentKind.GIVEN,
-            at=now,
-            channel="form",
-            ip=evidence.ip,
-            user_agent=evidence.user_agent,
-            consent_hash=consent.record_text(text),
-            topics=",".join(chosen),
-            source_slug=req.source_slug,
-            placement=req.placement,
-        )
+    # Core inserts on this hot path: no unit of work to flush.
+    db.session.execute(
+        insert(ConsentEvent),
+        {
+            "lead_id": lead.id,
+            "kind": ConsentKind.GIVEN,
+            "at": now,
+            "channel": "form",
+            "ip": evidence.ip,
+            "user_agent": evidence.user_agent,
+            "consent_hash": consent.record_text(text),
+            "topics": ",".join(chosen),
+            "source_slug": req.source_slug,
+            "placement": req.placement,
+        },
     )
 
     if lead.status == LeadStatus.CONFIRMED:
@@ -175,7 +179,12 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
         outbox.enqueue(MailKind.ALREADY_SUBSCRIBED, lead.id, skipped=THROTTLED_REASON)
         return SignupOutcome.THROTTLED
 
-    if lead.status == LeadStatus.UNSUBSCRIBED:
+    if created:
+        if chosen:
+            db.session.execute(
+                insert(LeadTopic), [{"lead_id": lead.id, "topic": t} for t in chosen]
+            )
+    elif lead.status == LeadStatus.UNSUBSCRIBED:
         _come_back(lead)
         _set_topics(lead, chosen)
     else:
