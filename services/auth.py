@@ -20,6 +20,8 @@ from services.addresses import InvalidAddress, normalise
 # with weaker ones are upgraded at the next sign-in.
 _hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4)
 MIN_PASSWORD_LENGTH = 12
+
+
 @cache
 def _dummy_hash() -> str:
     """Verified against when the email is unknown, so a wrong address takes as
