@@ -23,7 +23,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from app import create_app
 from extensions import db
@@ -31,22 +30,13 @@ from models import Lead, LeadStatus, LeadTopic, TrainingClass
 from services import subscriptions
 from tests import procs
 from tests.conftest import require_service
+from tests.e2e.chromium import launch_chromium
 
 pytestmark = pytest.mark.e2e
 
 AXE_VERSION = "4.14.1"
 AXE_DIR = procs.ROOT / ".cache" / "axe"
 AXE_JS = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTICLE = "/cspo-certification-benefits"
 TRAINING = "/certified-scrum-product-owner-cspo-training"
 BLOCKING = ("serious", "critical")
@@ -143,19 +133,11 @@ def add_classes(app) -> None:
 
 @pytest.fixture(scope="module")
 def page(site):
-    if not CHROMIUM.exists():
-        require_service("Chromium", f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            # The pages keep their CSP for people; this context bypasses it so
-            # the injected axe script (an inline <script>) may run.
-            context = browser.new_context(base_url=site["url"], bypass_csp=True)
-            yield context.new_page()
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        # The pages keep their CSP for people; this context bypasses it so
+        # the injected axe script (an inline <script>) may run.
+        context = browser.new_context(base_url=site["url"], bypass_csp=True)
+        yield context.new_page()
 
 
 def audit(page, axe_js: Path, label: str) -> list[dict]:

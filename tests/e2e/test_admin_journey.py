@@ -15,30 +15,19 @@ import re
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from app import create_app
 from extensions import db
 from models import LeadStatus
 from tests import procs
-from tests.conftest import require_service
+from tests.e2e.chromium import launch_chromium
 from tests.test_admin_classes import make_lead
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = procs.ROOT / "test-artifacts" / "e2e"
 ADMIN = "admin.e2e@example.com"
 PASSWORD = "a long admin password for e2e"
@@ -80,19 +69,11 @@ def site(tmp_path, smtp_server) -> Iterator[dict]:
 
 @pytest.fixture
 def page():
-    if not CHROMIUM.exists():
-        require_service("Chromium", f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            context = browser.new_context(viewport={"width": 1200, "height": 900})
-            context.set_default_timeout(TIMEOUT_MS)
-            yield context.new_page()
-            context.close()
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        yield context.new_page()
+        context.close()
 
 
 def shot(page, n: int, name: str) -> None:

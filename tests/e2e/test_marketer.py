@@ -16,24 +16,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from sqlalchemy import create_engine, text
 
 from tests import procs
-from tests.conftest import require_service
+from tests.e2e.chromium import launch_chromium
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = procs.ROOT / "test-artifacts" / "e2e"
 MARKETER = "marketer@example.com"
 PASSWORD = "correct horse battery staple"
@@ -56,16 +46,8 @@ def site(tmp_path_factory) -> Iterator[dict]:
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        require_service("Chromium", f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

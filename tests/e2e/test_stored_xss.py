@@ -19,10 +19,8 @@ import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 from sqlalchemy import text
 
 from app import create_app
@@ -46,20 +44,10 @@ from models import (
 )
 from services.auth import hash_password
 from tests import procs
-from tests.conftest import require_service
+from tests.e2e.chromium import launch_chromium
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ADMIN = "admin@example.com"
 PASSWORD = "correct horse battery staple"
 
@@ -211,39 +199,31 @@ def site(tmp_path_factory) -> Iterator[dict]:
 
 @pytest.fixture(scope="module")
 def admin_page(site):
-    if not CHROMIUM.exists():
-        require_service("Chromium", f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+    with launch_chromium() as browser:
+        context = browser.new_context(base_url=site["url"])
+        page = context.new_page()
+        events: dict[str, list[str]] = {"dialogs": [], "errors": [], "console": []}
+
+        def on_dialog(dialog):
+            events["dialogs"].append(f"{page.url}: {dialog.type} {dialog.message}")
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+        page.on("pageerror", lambda exc: events["errors"].append(f"{page.url}: {exc}"))
+        page.on(
+            "console",
+            lambda msg: (
+                events["console"].append(f"{page.url}: {msg.type}: {msg.text}")
+                if msg.type in ("error", "warning")
+                else None
+            ),
         )
-        try:
-            context = browser.new_context(base_url=site["url"])
-            page = context.new_page()
-            events: dict[str, list[str]] = {"dialogs": [], "errors": [], "console": []}
-
-            def on_dialog(dialog):
-                events["dialogs"].append(f"{page.url}: {dialog.type} {dialog.message}")
-                dialog.dismiss()
-
-            page.on("dialog", on_dialog)
-            page.on("pageerror", lambda exc: events["errors"].append(f"{page.url}: {exc}"))
-            page.on(
-                "console",
-                lambda msg: (
-                    events["console"].append(f"{page.url}: {msg.type}: {msg.text}")
-                    if msg.type in ("error", "warning")
-                    else None
-                ),
-            )
-            page.goto("/login")
-            page.fill("input[name=email]", ADMIN)
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url("**/marketing/**")
-            yield page, context, events
-        finally:
-            browser.close()
+        page.goto("/login")
+        page.fill("input[name=email]", ADMIN)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/marketing/**")
+        yield page, context, events
 
 
 # Elements and attributes that exist only if a payload became markup.
