@@ -12,11 +12,9 @@ import time
 from collections import Counter
 from datetime import date
 
-from sqlalchemy.dialects import postgresql, sqlite
-
 from extensions import db
 from models import PageViewDaily
-from services import clock
+from services import clock, upsert
 
 FLUSH_SECONDS = 5.0
 _BOTS = re.compile(
@@ -52,17 +50,9 @@ class ViewCounter:
             self._last_flush = time.monotonic()
         if not pending:
             return
-        dialect = db.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         try:
             for (slug, day), n in pending.items():
-                stmt = insert(PageViewDaily).values(slug=slug, day=day, views=n)
-                db.session.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["slug", "day"],
-                        set_={"views": PageViewDaily.views + stmt.excluded.views},
-                    )
-                )
+                upsert.insert_or_add(PageViewDaily, {"slug": slug, "day": day}, {"views": n})
             db.session.commit()
         except Exception:
             db.session.rollback()

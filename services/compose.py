@@ -138,6 +138,11 @@ def render_parts(
 ) -> tuple[str, str, str]:
     """(subject, text, html) for a row: what the worker sends and the admin
     previews (preview=True: no [Test] mark on the subject)."""
+    subject, text, html, _ = _render(row, lead, preview)
+    return subject, text, html
+
+
+def _render(row: OutboxMessage, lead: Lead | None, preview: bool) -> tuple[str, str, str, dict]:
     kind = MailKind(row.kind)
     ctx = _context(row, lead)
     if kind == MailKind.ANNOUNCEMENT:
@@ -151,13 +156,13 @@ def render_parts(
     ctx["subject"] = subject
     text = render_template(f"email/{kind.value}.txt", **ctx)
     html = render_template(f"email/{kind.value}.html", **ctx)
-    return subject, text, html
+    return subject, text, html, ctx
 
 
 def compose(row: OutboxMessage, lead: Lead | None) -> Composed:
     cfg = current_app.config
     kind = MailKind(row.kind)
-    subject, text, html = render_parts(row, lead)
+    subject, text, html, ctx = _render(row, lead, preview=False)
     # Headers up to RFC 5322's 998 characters stay on one line: folded at 78,
     # a long List-Unsubscribe URL went out as RFC 2047 encoded words that
     # mail providers do not decode there, and one-click never showed.
@@ -170,8 +175,8 @@ def compose(row: OutboxMessage, lead: Lead | None) -> Composed:
     msg["Message-ID"] = message_id(row)
     msg["X-Mail-Kind"] = kind.value
     if not kind.transactional:
-        unsubscribe_url = _lead_links(lead)["unsubscribe_url"]
-        unsubscribe = [f"<{unsubscribe_url}>"]
+        # The link the body shows: signed once per mail, not twice.
+        unsubscribe = [f"<{ctx['unsubscribe_url']}>"]
         if cfg.get("MAIL_UNSUBSCRIBE_MAILTO"):
             unsubscribe.append(f"<mailto:{cfg['MAIL_UNSUBSCRIBE_MAILTO']}?subject=unsubscribe>")
         msg["List-Unsubscribe"] = ", ".join(unsubscribe)
