@@ -658,7 +658,7 @@ def _samples(db: Database, out: Path) -> None:
         for row_id in (1, 2):
             row = sa.session.get(OutboxMessage, row_id)
             lead = sa.session.get(Lead, row.lead_id)
-            (out / f"{row_id}.eml").write_bytes(compose(row, lead).message.as_bytes())
+            (out / f"{row_id}.eml").write_bytes(compose(row, lead).mail.data)
         sa.session.remove()
         sa.engine.dispose()
 

@@ -1,23 +1,20 @@
-"""Turn an outbox row into a MIME message: templates, links and headers."""
+"""Turn an outbox row into a mail: templates, links and headers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
+import functools
+from dataclasses import dataclass, field
 from email.utils import format_datetime, parseaddr
 
-from flask import current_app, render_template
+from flask import current_app
 from markupsafe import Markup
 
 from extensions import db
 from models import Announcement, Lead, MailKind, OutboxMessage, TrainingClass
 from models.outbox import CONFIRMATION_KINDS
-from services import clock, subscriptions, templating, topics, training
+from services import clock, mime, subscriptions, templating, topics, training
 from services.links import external_url
-
-MAIL_POLICY = policy.SMTP.clone(max_line_length=998)
+from services.mailer import OutgoingMail
 
 SUBJECTS = {
     MailKind.CONFIRMATION: "Please confirm your subscription",
@@ -31,12 +28,47 @@ SUBJECTS = {
 
 @dataclass
 class Composed:
-    message: EmailMessage
+    mail: OutgoingMail
     subject: str
 
 
+@dataclass
+class Refs:
+    """What a mail refers to besides its row and lead: announcements, classes,
+    the upcoming classes. The worker loads them once per batch; left empty,
+    each is read from the session when first asked for."""
+
+    announcements: dict[int, Announcement | None] = field(default_factory=dict)
+    classes: dict[int, TrainingClass | None] = field(default_factory=dict)
+    upcoming: list[TrainingClass] | None = None
+
+    def announcement(self, ann_id: int) -> Announcement | None:
+        if ann_id not in self.announcements:
+            self.announcements[ann_id] = db.session.get(Announcement, ann_id)
+        return self.announcements[ann_id]
+
+    def training_class(self, class_id: int | None) -> TrainingClass | None:
+        if class_id is None:
+            return None
+        if class_id not in self.classes:
+            self.classes[class_id] = db.session.get(TrainingClass, class_id)
+        return self.classes[class_id]
+
+    def upcoming_classes(self) -> list[TrainingClass]:
+        if self.upcoming is None:
+            self.upcoming = training.upcoming_classes(limit=5)
+        return self.upcoming
+
+
+@functools.cache
+def _sender(configured: str) -> tuple[str, str]:
+    """(envelope address, From header) for MAIL_DEFAULT_SENDER."""
+    name, addr = parseaddr(configured)
+    return addr, mime.header("From", mime.mailbox(name, addr))
+
+
 def sender_domain() -> str:
-    _, addr = parseaddr(current_app.config["MAIL_DEFAULT_SENDER"])
+    addr, _ = _sender(current_app.config["MAIL_DEFAULT_SENDER"])
     return addr.rpartition("@")[2] or "localhost"
 
 
@@ -84,7 +116,7 @@ def _lead_links(lead: Lead | None) -> dict:
     }
 
 
-def _context(row: OutboxMessage, lead: Lead | None) -> dict:
+def _context(row: OutboxMessage, lead: Lead | None, refs: Refs) -> dict:
     cfg = current_app.config
     ctx = {
         "site_name": cfg["SITE_NAME"],
@@ -99,9 +131,7 @@ def _context(row: OutboxMessage, lead: Lead | None) -> dict:
         **_lead_links(lead),
     }
     if row.kind == MailKind.CLASSES_FOLLOWUP:
-        ctx["classes"] = [
-            (cls, *training.local_times(cls)) for cls in training.upcoming_classes(limit=5)
-        ]
+        ctx["classes"] = [(cls, *training.local_times(cls)) for cls in refs.upcoming_classes()]
     if row.kind in CONFIRMATION_KINDS:
         ctx["confirm_url"] = external_url(
             "subscriptions.confirm", token=subscriptions.confirm_token(lead)
@@ -111,10 +141,10 @@ def _context(row: OutboxMessage, lead: Lead | None) -> dict:
 
 
 def _announcement_parts(
-    row: OutboxMessage, lead: Lead | None, ctx: dict, preview: bool = False
+    row: OutboxMessage, lead: Lead | None, ctx: dict, refs: Refs, preview: bool = False
 ) -> str:
-    ann = db.session.get(Announcement, row.announcement_id)
-    cls = ann.training_class
+    ann = refs.announcement(row.announcement_id)
+    cls = refs.training_class(ann.training_class_id)
     ctx["class"] = class_context(cls, lead, "announcement") if cls else None
     merge = {
         # Previews and test sends have no lead: they show a sample name.
@@ -138,53 +168,69 @@ def render_parts(
 ) -> tuple[str, str, str]:
     """(subject, text, html) for a row: what the worker sends and the admin
     previews (preview=True: no [Test] mark on the subject)."""
-    subject, text, html, _ = _render(row, lead, preview)
+    subject, text, html, _ = _render(row, lead, Refs(), preview)
     return subject, text, html
 
 
-def _render(row: OutboxMessage, lead: Lead | None, preview: bool) -> tuple[str, str, str, dict]:
+def _render(
+    row: OutboxMessage, lead: Lead | None, refs: Refs, preview: bool
+) -> tuple[str, str, str, dict]:
     kind = MailKind(row.kind)
-    ctx = _context(row, lead)
+    ctx = _context(row, lead, refs)
     if kind == MailKind.ANNOUNCEMENT:
-        subject = _announcement_parts(row, lead, ctx, preview)
+        subject = _announcement_parts(row, lead, ctx, refs, preview)
     elif kind == MailKind.CLASS_REMINDER:
-        cls = db.session.get(TrainingClass, row.training_class_id)
+        cls = refs.training_class(row.training_class_id)
         ctx["class"] = class_context(cls, lead, "class_reminder")
         subject = SUBJECTS[kind].format(title=cls.title)
     else:
         subject = SUBJECTS[kind]
     ctx["subject"] = subject
-    text = render_template(f"email/{kind.value}.txt", **ctx)
-    html = render_template(f"email/{kind.value}.html", **ctx)
+    # Straight from the environment: mail needs no request context processors.
+    env = current_app.jinja_env
+    text = env.get_template(f"email/{kind.value}.txt").render(ctx)
+    html = env.get_template(f"email/{kind.value}.html").render(ctx)
     return subject, text, html, ctx
 
 
-def compose(row: OutboxMessage, lead: Lead | None) -> Composed:
+def compose(row: OutboxMessage, lead: Lead | None, refs: Refs | None = None) -> Composed:
     cfg = current_app.config
     kind = MailKind(row.kind)
-    subject, text, html, ctx = _render(row, lead, preview=False)
+    subject, text, html, ctx = _render(row, lead, refs or Refs(), preview=False)
+    subject = mime.one_line(subject)[:200] or SUBJECTS.get(kind, cfg["SITE_NAME"])
+    envelope_from, from_header = _sender(cfg["MAIL_DEFAULT_SENDER"])
+    # Only the validated address reaches a header: a visitor's name never does.
+    recipient = mime.addr_spec(lead.email if lead else row.to_email)
+    msg_id = message_id(row)
     # Headers up to RFC 5322's 998 characters stay on one line: folded at 78,
     # a long List-Unsubscribe URL went out as RFC 2047 encoded words that
     # mail providers do not decode there, and one-click never showed.
-    msg = EmailMessage(policy=MAIL_POLICY)
-    msg["Subject"] = (" ".join(subject.split()) or SUBJECTS.get(kind, cfg["SITE_NAME"]))[:200]
-    msg["From"] = cfg["MAIL_DEFAULT_SENDER"]
-    # Only the validated address reaches a header: a visitor's name never does.
-    msg["To"] = Address(addr_spec=lead.email if lead else row.to_email)
-    msg["Date"] = format_datetime(clock.now())
-    msg["Message-ID"] = message_id(row)
-    msg["X-Mail-Kind"] = kind.value
+    headers = [
+        mime.header("Subject", subject),
+        from_header,
+        f"To: {recipient}",
+        mime.header("Date", format_datetime(clock.now())),
+        mime.header("Message-ID", msg_id),
+        mime.header("X-Mail-Kind", kind.value),
+    ]
     if not kind.transactional:
         # The link the body shows: signed once per mail, not twice.
         unsubscribe = [f"<{ctx['unsubscribe_url']}>"]
         if cfg.get("MAIL_UNSUBSCRIBE_MAILTO"):
             unsubscribe.append(f"<mailto:{cfg['MAIL_UNSUBSCRIBE_MAILTO']}?subject=unsubscribe>")
-        msg["List-Unsubscribe"] = ", ".join(unsubscribe)
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        msg["List-Id"] = f"{cfg['SITE_NAME']} <updates.{sender_domain()}>"
-        msg["Precedence"] = "bulk"
+        headers += [
+            mime.header("List-Unsubscribe", ", ".join(unsubscribe)),
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            mime.header("List-Id", mime.list_id(cfg["SITE_NAME"], f"updates.{sender_domain()}")),
+            "Precedence: bulk",
+        ]
     else:
-        msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(text)
-    msg.add_alternative(html, subtype="html")
-    return Composed(message=msg, subject=msg["Subject"])
+        headers.append("Auto-Submitted: auto-generated")
+    mail = OutgoingMail(
+        sender=envelope_from,
+        recipient=recipient,
+        data=mime.build(headers, text, html),
+        message_id=msg_id,
+        kind=kind.value,
+    )
+    return Composed(mail=mail, subject=subject)

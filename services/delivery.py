@@ -10,6 +10,7 @@ Guarantees (see README, "How delivery works"):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import TextClause, and_, bindparam, or_, select, text, update
 
 from extensions import db
 from models import (
@@ -38,9 +39,10 @@ from models import (
     TrainingClass,
     email_hash,
 )
+from models.base import UTCDateTime
 from models.outbox import CONFIRMATION_KINDS
 from services import clock, topics, training
-from services.compose import compose
+from services.compose import Refs, compose
 from services.mailer import DeliveryError, Transport, transport_from_config
 
 log = logging.getLogger("leads.worker")
@@ -102,16 +104,29 @@ def claim(batch_size: int, lease_seconds: int, owner: str) -> list[tuple[int, in
     return sorted((r.id, r.attempts) for r in rows)
 
 
+@functools.lru_cache(maxsize=32)
+def _finish_statement(columns: tuple[str, ...]) -> TextClause:
+    """The fenced UPDATE that records an outcome, one per set of columns.
+    Plain SQL text: SQLAlchemy builds its cache key in a fraction of the
+    time a Core update() takes, and this runs after every mail."""
+    sets = ", ".join(f"{OUTBOX.c[c].name} = :{c}" for c in columns)  # KeyError if not ours
+    return text(
+        f"UPDATE {OUTBOX.name} SET lease_until = NULL, {sets}"  # noqa: S608 (names from the model; values bound)
+        " WHERE id = :row_id AND attempts = :token AND status = :sending"
+    ).bindparams(
+        *(
+            bindparam(c, type_=OUTBOX.c[c].type)
+            for c in columns
+            if isinstance(OUTBOX.c[c].type, UTCDateTime)
+        )
+    )
+
+
 def _finish(row_id: int, token: int, **values) -> bool:
     """Fenced update: applies only while this worker still owns the row."""
     result = db.session.execute(
-        update(OUTBOX)
-        .where(
-            OUTBOX.c.id == row_id,
-            OUTBOX.c.attempts == token,
-            OUTBOX.c.status == OutboxStatus.SENDING.value,
-        )
-        .values(lease_until=None, **values)
+        _finish_statement(tuple(values)),
+        {**values, "row_id": row_id, "token": token, "sending": OutboxStatus.SENDING.value},
     )
     db.session.commit()
     return result.rowcount == 1
@@ -128,13 +143,6 @@ def backoff_seconds(attempt: int, base: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-def _is_suppressed(address: str, transactional: bool) -> str | None:
-    query = select(Suppression.reason).where(Suppression.email_hash == email_hash(address))
-    if transactional:
-        query = query.where(Suppression.reason.in_(HARD_SUPPRESSIONS))
-    return db.session.execute(query).scalar_one_or_none()
-
-
 # Marketing mail about classes goes only to leads who asked for that topic.
 REQUIRED_TOPIC = {
     MailKind.CLASSES_FOLLOWUP: topics.CSPO_CLASSES,
@@ -147,27 +155,84 @@ REQUIRED_TOPIC = {
 CAPPED_KINDS = (MailKind.CLASSES_FOLLOWUP, MailKind.CLASS_REMINDER, MailKind.ANNOUNCEMENT)
 
 
-def _over_frequency_cap(row: OutboxMessage) -> bool:
+@dataclass
+class Batch:
+    """Claimed rows and what their checks and mails need, read in a few
+    queries per batch instead of several per mail, then detached from the
+    session so that the commit after each mail does not expire them. What
+    may change while the batch is sent (the lead's status, a cancelled
+    announcement, a suppression) is read again right before each mail
+    leaves: see _reason_now."""
+
+    rows: dict[int, OutboxMessage]
+    leads: dict[int, Lead]
+    refs: Refs
+    recently_mailed: set[int]  # leads with capped mail inside the cap
+    clicked: set[tuple[int, int]]  # (class, lead): register clicked
+
+    def lead_for(self, row: OutboxMessage) -> Lead | None:
+        return self.leads.get(row.lead_id) if row.lead_id else None
+
+
+def _by_id(model, ids: set[int]) -> dict:
+    if not ids:
+        return {}
+    return {o.id: o for o in db.session.execute(select(model).where(model.id.in_(ids))).scalars()}
+
+
+def load_batch(ids: list[int]) -> Batch:
+    rows = _by_id(OutboxMessage, set(ids))
+    leads = _by_id(Lead, {r.lead_id for r in rows.values() if r.lead_id})  # topics: selectin
+    ann_ids = {r.announcement_id for r in rows.values() if r.announcement_id}
+    anns = _by_id(Announcement, ann_ids)
+    class_ids = {r.training_class_id for r in rows.values() if r.training_class_id}
+    class_ids |= {a.training_class_id for a in anns.values() if a.training_class_id}
+    classes = _by_id(TrainingClass, class_ids)
+    refs = Refs(
+        announcements={i: anns.get(i) for i in ann_ids},
+        classes={i: classes.get(i) for i in class_ids},
+    )
+    kinds = {MailKind(r.kind) for r in rows.values()}
+    if MailKind.CLASSES_FOLLOWUP in kinds:
+        refs.upcoming_classes()
+    recently_mailed: set[int] = set()
     days = current_app.config["FREQUENCY_CAP_DAYS"]
-    if days <= 0:
-        return False
-    since = clock.now() - timedelta(days=days)
-    recent = db.session.execute(
-        select(OutboxMessage.id)
-        .where(
-            OutboxMessage.lead_id == row.lead_id,
-            OutboxMessage.sent_at > since,
-            OutboxMessage.status == OutboxStatus.SENT,
-            OutboxMessage.kind.in_([k.value for k in CAPPED_KINDS]),
-            OutboxMessage.id != row.id,
+    capped = {r.lead_id for r in rows.values() if r.lead_id and MailKind(r.kind) in CAPPED_KINDS}
+    if days > 0 and capped:
+        recently_mailed = set(
+            db.session.execute(
+                select(OutboxMessage.lead_id)
+                .where(
+                    OutboxMessage.lead_id.in_(capped),
+                    OutboxMessage.sent_at > clock.now() - timedelta(days=days),
+                    OutboxMessage.status == OutboxStatus.SENT,
+                    OutboxMessage.kind.in_([k.value for k in CAPPED_KINDS]),
+                )
+                .distinct()
+            ).scalars()
         )
-        .limit(1)
-    ).first()
-    return recent is not None
+    clicked: set[tuple[int, int]] = set()
+    reminders = [r for r in rows.values() if r.kind == MailKind.CLASS_REMINDER and r.lead_id]
+    if reminders:
+        clicked = set(
+            db.session.execute(
+                select(ClassClick.training_class_id, ClassClick.lead_id).where(
+                    ClassClick.training_class_id.in_({r.training_class_id for r in reminders}),
+                    ClassClick.lead_id.in_({r.lead_id for r in reminders}),
+                )
+            ).tuples()
+        )
+    for obj in (*rows.values(), *leads.values(), *anns.values(), *classes.values()):
+        db.session.expunge(obj)  # the lead's topics go with it (cascade)
+    for obj in refs.upcoming or ():
+        if obj in db.session:
+            db.session.expunge(obj)
+    db.session.commit()  # end the read: nothing may hold a snapshot while mail goes
+    return Batch(rows, leads, refs, recently_mailed, clicked)
 
 
-def _class_reminder_reason(row: OutboxMessage, lead: Lead) -> str | None:
-    cls = db.session.get(TrainingClass, row.training_class_id) if row.training_class_id else None
+def _class_reminder_reason(row: OutboxMessage, lead: Lead, batch: Batch) -> str | None:
+    cls = batch.refs.training_class(row.training_class_id)
     if cls is None:
         return "class no longer exists"
     if cls.starts_at <= clock.now():
@@ -178,31 +243,37 @@ def _class_reminder_reason(row: OutboxMessage, lead: Lead) -> str | None:
             if cls.status == ClassStatus.SCHEDULED
             else f"class is {cls.status.value}"
         )
-    clicked = db.session.execute(
-        select(ClassClick.id)
-        .where(ClassClick.training_class_id == cls.id, ClassClick.lead_id == lead.id)
-        .limit(1)
-    ).first()
-    if clicked:
+    if (cls.id, lead.id) in batch.clicked:
         return "lead already clicked register for this class"
     return None
 
 
-def skip_reason(row: OutboxMessage, lead: Lead | None) -> str | None:
-    """Send-time checks: the state now decides, not the state when queued."""
+def _status_reason(kind: MailKind, status: LeadStatus | str | None) -> str | None:
+    if status is None:
+        return "lead no longer exists"
+    status = LeadStatus(status)
+    if kind in CONFIRMATION_KINDS:
+        if status != LeadStatus.PENDING:
+            return f"lead is {status.value}, not pending"
+    elif status != LeadStatus.CONFIRMED:
+        return f"lead is {status.value}"
+    return None
+
+
+def skip_reason(row: OutboxMessage, lead: Lead | None, batch: Batch) -> str | None:
+    """Send-time checks on what the batch read: the state now decides, not
+    the state when the row was queued."""
     kind = MailKind(row.kind)
     if lead is None:
         if row.to_email and row.lead_id is None:  # an admin's test send
             return None
         return "lead no longer exists"
-    if kind in CONFIRMATION_KINDS:
-        if lead.status != LeadStatus.PENDING:
-            return f"lead is {lead.status.value}, not pending"
-    elif lead.status != LeadStatus.CONFIRMED:
-        return f"lead is {lead.status.value}"
+    reason = _status_reason(kind, lead.status)
+    if reason:
+        return reason
     announcement = None
     if kind == MailKind.ANNOUNCEMENT:
-        announcement = db.session.get(Announcement, row.announcement_id)
+        announcement = batch.refs.announcement(row.announcement_id)
         if announcement is None or announcement.status == AnnouncementStatus.CANCELLED:
             return "announcement cancelled"
         topic = announcement.topic
@@ -210,19 +281,49 @@ def skip_reason(row: OutboxMessage, lead: Lead | None) -> str | None:
         topic = REQUIRED_TOPIC.get(kind)
     if topic and topic not in lead.topic_slugs:
         return f"lead does not want {topic}"
-    reason = _is_suppressed(lead.email, kind.transactional)
-    if reason:
-        return f"address suppressed ({reason})"
-    if kind == MailKind.CLASSES_FOLLOWUP and not training.upcoming_classes(limit=1):
+    if kind == MailKind.CLASSES_FOLLOWUP and not batch.refs.upcoming_classes():
         return "no upcoming classes"
     if kind == MailKind.CLASS_REMINDER:
-        reason = _class_reminder_reason(row, lead)
+        reason = _class_reminder_reason(row, lead, batch)
         if reason:
             return reason
     capped = kind in CAPPED_KINDS and not (announcement and announcement.ignore_frequency_cap)
-    if capped and _over_frequency_cap(row):
-        days = current_app.config["FREQUENCY_CAP_DAYS"]
+    days = current_app.config["FREQUENCY_CAP_DAYS"]
+    if capped and days > 0 and lead.id in batch.recently_mailed:
         return f"frequency cap: marketing mail sent in the last {days:g} days"
+    return None
+
+
+# What can change while a batch is being sent, read in one statement right
+# before each mail leaves: an unsubscribe, an erasure, a confirmation, a
+# cancelled announcement or a new suppression a second ago still decides.
+_STATE_NOW = text(
+    "SELECT"
+    " (SELECT status FROM lead WHERE id = :lead_id),"
+    " (SELECT status FROM announcement WHERE id = :announcement_id),"
+    " (SELECT reason FROM suppression WHERE email_hash = :email_hash)"
+)
+
+
+def _reason_now(row: OutboxMessage, lead: Lead | None) -> str | None:
+    kind = MailKind(row.kind)
+    status, ann_status, suppressed = db.session.execute(
+        _STATE_NOW,
+        {
+            "lead_id": row.lead_id,
+            "announcement_id": row.announcement_id,
+            "email_hash": email_hash(lead.email) if lead is not None else "",
+        },
+    ).one()
+    db.session.commit()
+    if lead is not None:
+        reason = _status_reason(kind, status)
+        if reason:
+            return reason
+    if ann_status == AnnouncementStatus.CANCELLED.value:
+        return "announcement cancelled"
+    if suppressed and (not kind.transactional or suppressed in HARD_SUPPRESSIONS):
+        return f"address suppressed ({suppressed})"
     return None
 
 
@@ -242,14 +343,17 @@ def _count(stats: BatchStats, outcome: str, row_id: int, recorded: bool) -> None
         log.warning("outbox row %s: lease lost before it was marked %s", row_id, outcome)
 
 
-def _status_now(lead_id: int):
-    status = db.session.execute(select(Lead.status).where(Lead.id == lead_id)).scalar()
-    db.session.rollback()
-    return status
-
-
 def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats) -> None:
+    """One claimed row on its own (a batch of one)."""
+    batch = load_batch([row_id])
+    deliver(batch.rows[row_id], token, batch, transport, stats)
+
+
+def deliver(
+    row: OutboxMessage, token: int, batch: Batch, transport: Transport, stats: BatchStats
+) -> None:
     cfg = current_app.config
+    row_id = row.id
     if token > cfg["MAIL_MAX_ATTEMPTS"]:
         # Claimed more often than it may be tried: its earlier tries ended with
         # no verdict (a worker died on it). Stop, rather than crash forever.
@@ -265,9 +369,8 @@ def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats
             ),
         )
         return
-    row = db.session.get(OutboxMessage, row_id)
-    lead = db.session.get(Lead, row.lead_id) if row.lead_id else None
-    reason = skip_reason(row, lead)
+    lead = batch.lead_for(row)
+    reason = skip_reason(row, lead, batch)
     if reason:
         _count(
             stats,
@@ -277,7 +380,7 @@ def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats
         )
         return
     try:
-        composed = compose(row, lead)
+        composed = compose(row, lead, batch.refs)
     except Exception as exc:  # a template bug must not stop the queue
         log.exception("could not render outbox row %s", row_id)
         _count(
@@ -289,29 +392,17 @@ def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats
             ),
         )
         return
-    # The row object is not needed past here; free the session before the
-    # network call so no transaction stays open while the server thinks.
-    lead_id, was = (lead.id, lead.status) if lead is not None else (None, None)
-    db.session.rollback()
-    now_status = _status_now(lead_id) if lead_id is not None else None
-    if lead_id is not None and now_status != was:
-        # Rendering took a moment: an unsubscribe (or confirmation) that
-        # committed meanwhile decides, right before the mail leaves.
-        reason = f"lead is {now_status.value}" if now_status else "lead no longer exists"
+    reason = _reason_now(row, lead)
+    if reason:
         _count(
             stats,
             "skipped",
             row_id,
-            _finish(
-                row_id,
-                token,
-                status=OutboxStatus.SKIPPED.value,
-                last_error=reason,
-            ),
+            _finish(row_id, token, status=OutboxStatus.SKIPPED.value, last_error=reason),
         )
         return
     try:
-        transport.send(composed.message)
+        transport.send(composed.mail)
     except DeliveryError as exc:
         stats.errors.append(str(exc))
         if exc.permanent:
@@ -363,6 +454,8 @@ def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats
         last_error=None,
     ):
         stats.sent += 1
+        if lead is not None and MailKind(row.kind) in CAPPED_KINDS:
+            batch.recently_mailed.add(lead.id)
     else:
         stats.lost += 1
         log.warning("outbox row %s: lease lost before it was marked sent", row_id)
@@ -465,6 +558,7 @@ class Worker:
         # Leave the rest of the batch to others rather than send on a lease
         # that may run out mid-conversation with a slow server.
         margin = send_margin(cfg)
+        batch = load_batch([row_id for row_id, _ in claimed])
         for i, (row_id, token) in enumerate(claimed):
             # Wait for the rate limit first: the wait itself uses up lease.
             self.rate.wait(self._stop)
@@ -472,7 +566,7 @@ class Worker:
                 for rest_id, rest_token in claimed[i:]:
                     stats.released += release(rest_id, rest_token)
                 break
-            deliver_one(row_id, token, transport, stats)
+            deliver(batch.rows[row_id], token, batch, transport, stats)
         return stats
 
     def _loop(self, transport: Transport, owner: str, once: bool) -> None:

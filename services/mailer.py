@@ -12,9 +12,21 @@ import os
 import smtplib
 import ssl
 import sys
-from email.message import EmailMessage
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    """One mail as it goes on the wire: the envelope and the message bytes
+    (CRLF line ends), serialised once by whoever built it."""
+
+    sender: str
+    recipient: str
+    data: bytes
+    message_id: str
+    kind: str = "mail"
 
 
 class DeliveryError(Exception):
@@ -34,7 +46,7 @@ class DeliveryError(Exception):
 
 
 class Transport(Protocol):
-    def send(self, message: EmailMessage) -> None: ...
+    def send(self, mail: OutgoingMail) -> None: ...
 
     def close(self) -> None: ...
 
@@ -46,13 +58,12 @@ class FileTransport:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def send(self, message: EmailMessage) -> None:
-        msg_id = message["Message-ID"].strip("<>").split("@")[0]
-        kind = message.get("X-Mail-Kind", "mail")
-        final = self.directory / f"{msg_id}-{kind}.eml"
+    def send(self, mail: OutgoingMail) -> None:
+        msg_id = mail.message_id.strip("<>").split("@")[0]
+        final = self.directory / f"{msg_id}-{mail.kind}.eml"
         tmp = final.with_suffix(".tmp")
         # Written whole, then renamed: a reader never sees half a mail.
-        tmp.write_bytes(message.as_bytes())
+        tmp.write_bytes(mail.data)
         os.replace(tmp, final)
 
     def close(self) -> None:
@@ -63,8 +74,9 @@ class ConsoleTransport:
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
 
-    def send(self, message: EmailMessage) -> None:
-        self.stream.write(message.as_string() + "\n" + "-" * 72 + "\n")
+    def send(self, mail: OutgoingMail) -> None:
+        text = mail.data.decode("utf-8", "replace").replace("\r\n", "\n")
+        self.stream.write(text + "\n" + "-" * 72 + "\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -127,12 +139,22 @@ class SmtpTransport:
                 raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
         return self._conn
 
-    def send(self, message: EmailMessage) -> None:
+    @staticmethod
+    def _submit(conn: smtplib.SMTP, mail: OutgoingMail) -> dict:
+        conn.ehlo_or_helo_if_needed()  # what the server offers decides the options
+        options = []
+        if not mail.recipient.isascii():
+            options.append("SMTPUTF8")  # refused by a server without it: permanent
+        if not mail.data.isascii() and conn.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")
+        return conn.sendmail(mail.sender, [mail.recipient], mail.data, options)
+
+    def send(self, mail: OutgoingMail) -> None:
         reused = self._conn is not None
         conn = self._open()
         try:
             try:
-                refused = conn.send_message(message)
+                refused = self._submit(conn, mail)
             except smtplib.SMTPServerDisconnected:
                 if not reused:
                     raise
@@ -140,7 +162,7 @@ class SmtpTransport:
                 # one at once rather than wait a whole backoff.
                 self._reset()
                 conn = self._open()
-                refused = conn.send_message(message)
+                refused = self._submit(conn, mail)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             self._reset()
@@ -150,6 +172,9 @@ class SmtpTransport:
                 code=code,
                 recipient_refused=code >= 500,
             ) from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            self._reset()
+            raise DeliveryError(f"server cannot take this mail: {exc}", permanent=True) from exc
         except smtplib.SMTPSenderRefused as exc:
             self._reset()
             raise DeliveryError(

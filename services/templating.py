@@ -8,6 +8,7 @@ did not hand in (`{{ config }}`) into a clear error instead of an empty string.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -94,7 +95,7 @@ def _md_escape(value: object) -> object:
     return _MD_PUNCTUATION.sub(r"\\\1", value) if isinstance(value, str) else value
 
 
-def _check_names(parsed: nodes.Template, context: dict) -> None:
+def _check_names(parsed: nodes.Template, context: dict | frozenset[str]) -> None:
     """Refuse, before rendering, what the merge tags do not offer: names we
     did not hand in (even in a branch that would not run, `self` included)
     and tags that load other templates."""
@@ -114,19 +115,27 @@ def _check_names(parsed: nodes.Template, context: dict) -> None:
             )
 
 
-def _names_in(source: str) -> set[str]:
+# An announcement goes to many leads with one text: it is parsed, checked
+# and compiled once, not once per mail (a compile costs more than a render).
+@functools.lru_cache(maxsize=64)
+def _names_in(source: str) -> frozenset[str]:
     from jinja2 import meta
 
     try:
-        return meta.find_undeclared_variables(_env.parse(source))
+        return frozenset(meta.find_undeclared_variables(_env.parse(source)))
     except TemplateError:
-        return set()  # _render reports the syntax error
+        return frozenset()  # _render reports the syntax error
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str, names: frozenset[str]):
+    _check_names(_env.parse(source), names)
+    return _env.from_string(source)
 
 
 def _render(source: str, context: dict) -> str:
     try:
-        _check_names(_env.parse(source), context)
-        return _env.from_string(source).render(**context)
+        return _compiled(source, frozenset(context)).render(**context)
     except MergeTagError:
         raise
     except _TooBig as exc:

@@ -79,13 +79,12 @@ def test_signup_confirm_welcome_unsubscribe(app, client, smtp_server):
 
 
 def test_smtp_transport_reuses_connection(smtp_server):
-    from email.message import EmailMessage
+    from services.mailer import OutgoingMail
 
     t = SmtpTransport(smtp_server.host, smtp_server.port, timeout=5)
     for i in range(3):
-        m = EmailMessage()
-        m["From"], m["To"], m["Subject"] = "a@example.com", "b@example.com", f"n{i}"
-        m.set_content("x")
-        t.send(m)
+        data = f"From: a@example.com\r\nTo: b@example.com\r\nSubject: n{i}\r\n\r\nx\r\n"
+        t.send(OutgoingMail("a@example.com", "b@example.com", data.encode(), f"<{i}@example.com>"))
     t.close()
     assert len(smtp_server.messages) == 3
+    assert [m["Subject"] for _, _, m in smtp_server.messages] == ["n0", "n1", "n2"]
