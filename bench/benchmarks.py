@@ -706,22 +706,31 @@ def _drain_baseline(ctx: Context, n: int, samples: Path, rnd: int) -> dict:
     return r
 
 
-def _drain_ours(ctx: Context, db: Database, n: int, connections: int, rnd: int) -> dict:
+# Worker settings measured: (label, settings).
+DELIVERY_SETUPS = (
+    ("1 process, 1 connection", {}),
+    ("1 process, 4 connections", {"WORKER_CONNECTIONS": 4}),
+    ("2 processes, 1 connection each", {"WORKER_PROCESSES": 2}),
+)
+
+
+def _drain_ours(ctx: Context, db: Database, n: int, setup: int, rnd: int) -> dict:
+    label, settings = DELIVERY_SETUPS[setup]
     _reset_queue(db)
-    with _sink(ctx, f"ours{connections}") as (port, sink):
+    with _sink(ctx, f"ours{setup}") as (port, sink):
         env = common.env_for(
             ctx.scratch,
             db,
             MAIL_BACKEND="smtp",
             MAIL_SERVER="127.0.0.1",
             MAIL_PORT=port,
-            WORKER_CONNECTIONS=connections,
             SITE_URL="http://127.0.0.1:5000",
+            **settings,
         )
         proc = procs.Proc(
             [common.PYTHON, "-m", "flask", "--app", "app", "worker", "--once"],
             env,
-            ctx.scratch / f"worker-{connections}.log",
+            ctx.scratch / f"worker-{setup}.log",
         ).start()
         with common.RssSampler(lambda: [proc.pid] if proc.alive() else [], 0.1) as rss:
             proc.popen.wait(timeout=1800)
@@ -749,7 +758,7 @@ def _drain_ours(ctx: Context, db: Database, n: int, connections: int, rnd: int) 
         ],
     }
     log(
-        f"  delivery ours x{connections} round {rnd}: {r['rate'] or 0:.0f} mails/s,"
+        f"  delivery ours ({label}) round {rnd}: {r['rate'] or 0:.0f} mails/s,"
         f" {sink['count']:,} received, {sent:,} marked sent, RSS {r['rss']}"
     )
     return r
@@ -762,16 +771,16 @@ def delivery(ctx: Context) -> list[Figure]:
     try:
         _samples(db, samples)
         base: list[dict] = []
-        ours: dict[int, list[dict]] = {1: [], 2: [], 4: []}
+        ours: dict[int, list[dict]] = {i: [] for i in range(len(DELIVERY_SETUPS))}
         for rnd in range(ctx.rounds):
             base.append(_drain_baseline(ctx, n, samples, rnd))
-            for c in ours:
-                ours[c].append(_drain_ours(ctx, db, n, c, rnd))
+            for setup in ours:
+                ours[setup].append(_drain_ours(ctx, db, n, setup, rnd))
         figures = []
-        for c, runs in ours.items():
+        for setup, runs in ours.items():
             figures.append(
                 Figure(
-                    f"delivery, {n:,} mails, WORKER_CONNECTIONS={c}",
+                    f"delivery, {n:,} mails, {DELIVERY_SETUPS[setup][0]}",
                     "mails/s",
                     median([r["rate"] for r in runs]),
                     median([r["rate"] for r in base]),
@@ -791,11 +800,11 @@ def delivery(ctx: Context) -> list[Figure]:
                     ],
                 )
             )
-        rss_runs = ours[1]
+        rss_runs = ours[0]
         if ctx.rss_mails and ctx.rss_mails != n:
             common.drop_database(db)
             db = _delivery_template(ctx, ctx.rss_mails)
-            rss_runs = [_drain_ours(ctx, db, ctx.rss_mails, 1, 0)]
+            rss_runs = [_drain_ours(ctx, db, ctx.rss_mails, 0, 0)]
         rss = rss_runs[len(rss_runs) // 2]["rss"]
         growth = rss[2] - rss[0] if None not in rss else None
         count = ctx.rss_mails or n
@@ -809,7 +818,7 @@ def delivery(ctx: Context) -> list[Figure]:
                 errors=sum(r["errors"] for r in rss_runs),
                 note="VmRSS at 1/4, 1/2, end: "
                 + ", ".join(f"{v:.1f}" for v in rss if v)
-                + " MB (WORKER_CONNECTIONS=1)",
+                + " MB (1 process, 1 connection)",
             )
         )
         return figures

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.utils import format_datetime, parseaddr
 
 from flask import current_app
 from markupsafe import Markup
 
 from extensions import db
-from models import Announcement, Lead, MailKind, OutboxMessage, TrainingClass
+from models import Announcement, Lead, LeadStatus, MailKind, OutboxMessage, TrainingClass
 from models.outbox import CONFIRMATION_KINDS
 from services import clock, mime, subscriptions, templating, topics, training
 from services.links import external_url
@@ -30,6 +31,38 @@ SUBJECTS = {
 class Composed:
     mail: OutgoingMail
     subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMail:
+    """What composing needs of an outbox row: the worker reads these as
+    plain rows. An OutboxMessage has the same attributes and does as well."""
+
+    id: int
+    kind: MailKind
+    lead_id: int | None
+    announcement_id: int | None
+    training_class_id: int | None
+    to_email: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """What composing and the send-time checks need of a lead (a Lead does
+    as well)."""
+
+    id: int
+    public_id: str
+    email: str
+    name: str | None
+    status: LeadStatus
+    topic_slugs: frozenset[str]
+
+
+# Either the ORM objects (admin previews) or the worker's snapshots.
+MailRow = OutboxMessage | QueuedMail
+MailLead = Lead | Recipient
 
 
 @dataclass
@@ -64,7 +97,7 @@ class Refs:
 def _sender(configured: str) -> tuple[str, str]:
     """(envelope address, From header) for MAIL_DEFAULT_SENDER."""
     name, addr = parseaddr(configured)
-    return addr, mime.header("From", mime.mailbox(name, addr))
+    return addr, mime.address_header("From", name, mime.addr_spec(addr))
 
 
 def sender_domain() -> str:
@@ -72,13 +105,13 @@ def sender_domain() -> str:
     return addr.rpartition("@")[2] or "localhost"
 
 
-def message_id(row: OutboxMessage) -> str:
+def message_id(row: MailRow) -> str:
     # Stable per row, so a retried mail is recognisably the same mail.
     stamp = int(row.created_at.timestamp())
     return f"<{row.id}.{stamp}.outbox@{sender_domain()}>"
 
 
-def class_context(cls: TrainingClass, lead: Lead | None, via: str = "mail") -> dict:
+def class_context(cls: TrainingClass, lead: MailLead | None, via: str = "mail") -> dict:
     """A class as merge tags and template values see it."""
     start, end = training.local_times(cls)
     same_day = start.date() == end.date()
@@ -102,7 +135,7 @@ def class_context(cls: TrainingClass, lead: Lead | None, via: str = "mail") -> d
     }
 
 
-def _lead_links(lead: Lead | None) -> dict:
+def _lead_links(lead: MailLead | None) -> dict:
     if lead is None:  # a test send to an admin: links that show what they are
         placeholder = external_url("articles.index") + "#link-in-real-mail"
         return {"preferences_url": placeholder, "unsubscribe_url": placeholder}
@@ -116,7 +149,7 @@ def _lead_links(lead: Lead | None) -> dict:
     }
 
 
-def _context(row: OutboxMessage, lead: Lead | None, refs: Refs) -> dict:
+def _context(row: MailRow, lead: MailLead | None, refs: Refs) -> dict:
     cfg = current_app.config
     ctx = {
         "site_name": cfg["SITE_NAME"],
@@ -141,7 +174,7 @@ def _context(row: OutboxMessage, lead: Lead | None, refs: Refs) -> dict:
 
 
 def _announcement_parts(
-    row: OutboxMessage, lead: Lead | None, ctx: dict, refs: Refs, preview: bool = False
+    row: MailRow, lead: MailLead | None, ctx: dict, refs: Refs, preview: bool = False
 ) -> str:
     ann = refs.announcement(row.announcement_id)
     cls = refs.training_class(ann.training_class_id)
@@ -164,7 +197,7 @@ def _announcement_parts(
 
 
 def render_parts(
-    row: OutboxMessage, lead: Lead | None, *, preview: bool = False
+    row: MailRow, lead: MailLead | None, *, preview: bool = False
 ) -> tuple[str, str, str]:
     """(subject, text, html) for a row: what the worker sends and the admin
     previews (preview=True: no [Test] mark on the subject)."""
@@ -173,7 +206,7 @@ def render_parts(
 
 
 def _render(
-    row: OutboxMessage, lead: Lead | None, refs: Refs, preview: bool
+    row: MailRow, lead: MailLead | None, refs: Refs, preview: bool
 ) -> tuple[str, str, str, dict]:
     kind = MailKind(row.kind)
     ctx = _context(row, lead, refs)
@@ -193,7 +226,7 @@ def _render(
     return subject, text, html, ctx
 
 
-def compose(row: OutboxMessage, lead: Lead | None, refs: Refs | None = None) -> Composed:
+def compose(row: MailRow, lead: MailLead | None, refs: Refs | None = None) -> Composed:
     cfg = current_app.config
     kind = MailKind(row.kind)
     subject, text, html, ctx = _render(row, lead, refs or Refs(), preview=False)
@@ -221,7 +254,7 @@ def compose(row: OutboxMessage, lead: Lead | None, refs: Refs | None = None) -> 
         headers += [
             mime.header("List-Unsubscribe", ", ".join(unsubscribe)),
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-            mime.header("List-Id", mime.list_id(cfg["SITE_NAME"], f"updates.{sender_domain()}")),
+            mime.address_header("List-Id", cfg["SITE_NAME"], f"updates.{sender_domain()}"),
             "Precedence: bulk",
         ]
     else:

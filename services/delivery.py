@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
 import os
 import random
 import signal
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import TextClause, and_, bindparam, or_, select, text, update
+from sqlalchemy import Connection, TextClause, and_, bindparam, or_, select, text, update
 
 from extensions import db
 from models import (
@@ -32,6 +33,7 @@ from models import (
     ClassStatus,
     Lead,
     LeadStatus,
+    LeadTopic,
     MailKind,
     OutboxMessage,
     OutboxStatus,
@@ -42,7 +44,7 @@ from models import (
 from models.base import UTCDateTime
 from models.outbox import CONFIRMATION_KINDS
 from services import clock, topics, training
-from services.compose import Refs, compose
+from services.compose import QueuedMail, Recipient, Refs, compose
 from services.mailer import DeliveryError, Transport, transport_from_config
 
 log = logging.getLogger("leads.worker")
@@ -122,19 +124,19 @@ def _finish_statement(columns: tuple[str, ...]) -> TextClause:
     )
 
 
-def _finish(row_id: int, token: int, **values) -> bool:
+def _finish(conn: Connection, row_id: int, token: int, **values) -> bool:
     """Fenced update: applies only while this worker still owns the row."""
-    result = db.session.execute(
+    result = conn.execute(
         _finish_statement(tuple(values)),
         {**values, "row_id": row_id, "token": token, "sending": OutboxStatus.SENDING.value},
     )
-    db.session.commit()
+    conn.commit()
     return result.rowcount == 1
 
 
-def release(row_id: int, token: int) -> bool:
+def release(conn: Connection, row_id: int, token: int) -> bool:
     """Give a claimed, unsent row back without counting the attempt."""
-    return _finish(row_id, token, status=OutboxStatus.QUEUED.value, attempts=token - 1)
+    return _finish(conn, row_id, token, status=OutboxStatus.QUEUED.value, attempts=token - 1)
 
 
 def backoff_seconds(attempt: int, base: float) -> float:
@@ -158,31 +160,58 @@ CAPPED_KINDS = (MailKind.CLASSES_FOLLOWUP, MailKind.CLASS_REMINDER, MailKind.ANN
 @dataclass
 class Batch:
     """Claimed rows and what their checks and mails need, read in a few
-    queries per batch instead of several per mail, then detached from the
-    session so that the commit after each mail does not expire them. What
-    may change while the batch is sent (the lead's status, a cancelled
-    announcement, a suppression) is read again right before each mail
-    leaves: see _reason_now."""
+    queries per batch instead of several per mail: rows and leads as plain
+    snapshots (Core rows, not ORM objects: a fraction of the loading time),
+    announcements and classes detached from the session. What may change
+    while the batch is sent (the lead's status, a cancelled announcement, a
+    suppression) is read again right before each mail leaves: _reason_now.
+    Outcomes are recorded on `conn`, a connection of the worker's own, so no
+    ORM session work is done per mail."""
 
-    rows: dict[int, OutboxMessage]
-    leads: dict[int, Lead]
+    conn: Connection
+    rows: dict[int, QueuedMail]
+    leads: dict[int, Recipient]
     refs: Refs
     recently_mailed: set[int]  # leads with capped mail inside the cap
     clicked: set[tuple[int, int]]  # (class, lead): register clicked
 
-    def lead_for(self, row: OutboxMessage) -> Lead | None:
+    def lead_for(self, row: QueuedMail) -> Recipient | None:
         return self.leads.get(row.lead_id) if row.lead_id else None
 
 
 def _by_id(model, ids: set[int]) -> dict:
     if not ids:
         return {}
-    return {o.id: o for o in db.session.execute(select(model).where(model.id.in_(ids))).scalars()}
+    found = {o.id: o for o in db.session.execute(select(model).where(model.id.in_(ids))).scalars()}
+    for obj in found.values():
+        db.session.expunge(obj)  # commits after each mail must not expire it
+    return found
 
 
-def load_batch(ids: list[int]) -> Batch:
-    rows = _by_id(OutboxMessage, set(ids))
-    leads = _by_id(Lead, {r.lead_id for r in rows.values() if r.lead_id})  # topics: selectin
+_ROW_COLUMNS = [OUTBOX.c[name] for name in QueuedMail.__slots__]
+_LEAD = Lead.__table__
+_TOPIC = LeadTopic.__table__
+
+
+def load_batch(conn: Connection, ids: list[int]) -> Batch:
+    rows = {
+        r.id: QueuedMail(*r)
+        for r in db.session.execute(select(*_ROW_COLUMNS).where(OUTBOX.c.id.in_(ids)))
+    }
+    lead_ids = {r.lead_id for r in rows.values() if r.lead_id}
+    leads: dict[int, Recipient] = {}
+    if lead_ids:
+        wanted: dict[int, set[str]] = {i: set() for i in lead_ids}
+        for lead_id, topic in db.session.execute(
+            select(_TOPIC.c.lead_id, _TOPIC.c.topic).where(_TOPIC.c.lead_id.in_(lead_ids))
+        ):
+            wanted[lead_id].add(topic)
+        for r in db.session.execute(
+            select(
+                _LEAD.c.id, _LEAD.c.public_id, _LEAD.c.email, _LEAD.c.name, _LEAD.c.status
+            ).where(_LEAD.c.id.in_(lead_ids))
+        ):
+            leads[r.id] = Recipient(*r, topic_slugs=frozenset(wanted[r.id]))
     ann_ids = {r.announcement_id for r in rows.values() if r.announcement_id}
     anns = _by_id(Announcement, ann_ids)
     class_ids = {r.training_class_id for r in rows.values() if r.training_class_id}
@@ -194,19 +223,21 @@ def load_batch(ids: list[int]) -> Batch:
     )
     kinds = {MailKind(r.kind) for r in rows.values()}
     if MailKind.CLASSES_FOLLOWUP in kinds:
-        refs.upcoming_classes()
+        for cls in refs.upcoming_classes():
+            if cls in db.session:
+                db.session.expunge(cls)
     recently_mailed: set[int] = set()
     days = current_app.config["FREQUENCY_CAP_DAYS"]
     capped = {r.lead_id for r in rows.values() if r.lead_id and MailKind(r.kind) in CAPPED_KINDS}
     if days > 0 and capped:
         recently_mailed = set(
             db.session.execute(
-                select(OutboxMessage.lead_id)
+                select(OUTBOX.c.lead_id)
                 .where(
-                    OutboxMessage.lead_id.in_(capped),
-                    OutboxMessage.sent_at > clock.now() - timedelta(days=days),
-                    OutboxMessage.status == OutboxStatus.SENT,
-                    OutboxMessage.kind.in_([k.value for k in CAPPED_KINDS]),
+                    OUTBOX.c.lead_id.in_(capped),
+                    OUTBOX.c.sent_at > clock.now() - timedelta(days=days),
+                    OUTBOX.c.status == OutboxStatus.SENT.value,
+                    OUTBOX.c.kind.in_([k.value for k in CAPPED_KINDS]),
                 )
                 .distinct()
             ).scalars()
@@ -222,16 +253,11 @@ def load_batch(ids: list[int]) -> Batch:
                 )
             ).tuples()
         )
-    for obj in (*rows.values(), *leads.values(), *anns.values(), *classes.values()):
-        db.session.expunge(obj)  # the lead's topics go with it (cascade)
-    for obj in refs.upcoming or ():
-        if obj in db.session:
-            db.session.expunge(obj)
     db.session.commit()  # end the read: nothing may hold a snapshot while mail goes
-    return Batch(rows, leads, refs, recently_mailed, clicked)
+    return Batch(conn, rows, leads, refs, recently_mailed, clicked)
 
 
-def _class_reminder_reason(row: OutboxMessage, lead: Lead, batch: Batch) -> str | None:
+def _class_reminder_reason(row: QueuedMail, lead: Recipient, batch: Batch) -> str | None:
     cls = batch.refs.training_class(row.training_class_id)
     if cls is None:
         return "class no longer exists"
@@ -260,7 +286,7 @@ def _status_reason(kind: MailKind, status: LeadStatus | str | None) -> str | Non
     return None
 
 
-def skip_reason(row: OutboxMessage, lead: Lead | None, batch: Batch) -> str | None:
+def skip_reason(row: QueuedMail, lead: Recipient | None, batch: Batch) -> str | None:
     """Send-time checks on what the batch read: the state now decides, not
     the state when the row was queued."""
     kind = MailKind(row.kind)
@@ -305,9 +331,9 @@ _STATE_NOW = text(
 )
 
 
-def _reason_now(row: OutboxMessage, lead: Lead | None) -> str | None:
+def _reason_now(conn: Connection, row: QueuedMail, lead: Recipient | None) -> str | None:
     kind = MailKind(row.kind)
-    status, ann_status, suppressed = db.session.execute(
+    status, ann_status, suppressed = conn.execute(
         _STATE_NOW,
         {
             "lead_id": row.lead_id,
@@ -315,7 +341,7 @@ def _reason_now(row: OutboxMessage, lead: Lead | None) -> str | None:
             "email_hash": email_hash(lead.email) if lead is not None else "",
         },
     ).one()
-    db.session.commit()
+    conn.commit()  # end the read before the mail goes: no snapshot held
     if lead is not None:
         reason = _status_reason(kind, status)
         if reason:
@@ -345,61 +371,44 @@ def _count(stats: BatchStats, outcome: str, row_id: int, recorded: bool) -> None
 
 def deliver_one(row_id: int, token: int, transport: Transport, stats: BatchStats) -> None:
     """One claimed row on its own (a batch of one)."""
-    batch = load_batch([row_id])
-    deliver(batch.rows[row_id], token, batch, transport, stats)
+    with db.engine.connect() as conn:
+        batch = load_batch(conn, [row_id])
+        deliver(batch.rows[row_id], token, batch, transport, stats)
 
 
 def deliver(
-    row: OutboxMessage, token: int, batch: Batch, transport: Transport, stats: BatchStats
+    row: QueuedMail, token: int, batch: Batch, transport: Transport, stats: BatchStats
 ) -> None:
     cfg = current_app.config
-    row_id = row.id
+
+    def record(outcome: str, **values) -> bool:
+        recorded = _finish(batch.conn, row.id, token, **values)
+        _count(stats, outcome, row.id, recorded)
+        return recorded
+
     if token > cfg["MAIL_MAX_ATTEMPTS"]:
         # Claimed more often than it may be tried: its earlier tries ended with
         # no verdict (a worker died on it). Stop, rather than crash forever.
-        _count(
-            stats,
+        record(
             "failed",
-            row_id,
-            _finish(
-                row_id,
-                token,
-                status=OutboxStatus.FAILED.value,
-                last_error=f"gave up after {token - 1} claims that ended without an answer",
-            ),
+            status=OutboxStatus.FAILED.value,
+            last_error=f"gave up after {token - 1} claims that ended without an answer",
         )
         return
     lead = batch.lead_for(row)
     reason = skip_reason(row, lead, batch)
     if reason:
-        _count(
-            stats,
-            "skipped",
-            row_id,
-            _finish(row_id, token, status=OutboxStatus.SKIPPED.value, last_error=reason),
-        )
+        record("skipped", status=OutboxStatus.SKIPPED.value, last_error=reason)
         return
     try:
         composed = compose(row, lead, batch.refs)
     except Exception as exc:  # a template bug must not stop the queue
-        log.exception("could not render outbox row %s", row_id)
-        _count(
-            stats,
-            "failed",
-            row_id,
-            _finish(
-                row_id, token, status=OutboxStatus.FAILED.value, last_error=f"render: {exc}"[:2000]
-            ),
-        )
+        log.exception("could not render outbox row %s", row.id)
+        record("failed", status=OutboxStatus.FAILED.value, last_error=f"render: {exc}"[:2000])
         return
-    reason = _reason_now(row, lead)
+    reason = _reason_now(batch.conn, row, lead)
     if reason:
-        _count(
-            stats,
-            "skipped",
-            row_id,
-            _finish(row_id, token, status=OutboxStatus.SKIPPED.value, last_error=reason),
-        )
+        record("skipped", status=OutboxStatus.SKIPPED.value, last_error=reason)
         return
     try:
         transport.send(composed.mail)
@@ -408,57 +417,34 @@ def deliver(
         if exc.permanent:
             if exc.recipient_refused and lead is not None:
                 suppress(lead.email, "hard_bounce", str(exc))
-            _count(
-                stats,
-                "failed",
-                row_id,
-                _finish(
-                    row_id, token, status=OutboxStatus.FAILED.value, last_error=str(exc)[:2000]
-                ),
-            )
+                db.session.commit()
+            record("failed", status=OutboxStatus.FAILED.value, last_error=str(exc)[:2000])
         elif token >= cfg["MAIL_MAX_ATTEMPTS"]:
-            _count(
-                stats,
+            record(
                 "failed",
-                row_id,
-                _finish(
-                    row_id,
-                    token,
-                    status=OutboxStatus.FAILED.value,
-                    last_error=f"gave up after {token} attempts: {exc}"[:2000],
-                ),
+                status=OutboxStatus.FAILED.value,
+                last_error=f"gave up after {token} attempts: {exc}"[:2000],
             )
         else:
             delay = backoff_seconds(token, cfg["WORKER_BACKOFF_BASE_SECONDS"])
-            _count(
-                stats,
+            record(
                 "retried",
-                row_id,
-                _finish(
-                    row_id,
-                    token,
-                    status=OutboxStatus.QUEUED.value,
-                    last_error=str(exc)[:2000],
-                    send_after=clock.now() + timedelta(seconds=delay),
-                ),
+                status=OutboxStatus.QUEUED.value,
+                last_error=str(exc)[:2000],
+                send_after=clock.now() + timedelta(seconds=delay),
             )
         return
     # The server said 250: record it at once. A crash before this commit is
     # the one window in which a mail can go twice.
-    if _finish(
-        row_id,
-        token,
+    sent = record(
+        "sent",
         status=OutboxStatus.SENT.value,
         sent_at=clock.now(),
         subject=composed.subject,
         last_error=None,
-    ):
-        stats.sent += 1
-        if lead is not None and MailKind(row.kind) in CAPPED_KINDS:
-            batch.recently_mailed.add(lead.id)
-    else:
-        stats.lost += 1
-        log.warning("outbox row %s: lease lost before it was marked sent", row_id)
+    )
+    if sent and lead is not None and MailKind(row.kind) in CAPPED_KINDS:
+        batch.recently_mailed.add(lead.id)
 
 
 def plan_due_work() -> None:
@@ -547,7 +533,9 @@ class Worker:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
-    def run_batch(self, transport: Transport, owner: str | None = None) -> BatchStats:
+    def run_batch(
+        self, conn: Connection, transport: Transport, owner: str | None = None
+    ) -> BatchStats:
         cfg = self.app.config
         stats = BatchStats()
         claimed = claim(cfg["WORKER_BATCH_SIZE"], cfg["WORKER_LEASE_SECONDS"], owner or self.owner)
@@ -558,19 +546,19 @@ class Worker:
         # Leave the rest of the batch to others rather than send on a lease
         # that may run out mid-conversation with a slow server.
         margin = send_margin(cfg)
-        batch = load_batch([row_id for row_id, _ in claimed])
+        batch = load_batch(conn, [row_id for row_id, _ in claimed])
         for i, (row_id, token) in enumerate(claimed):
             # Wait for the rate limit first: the wait itself uses up lease.
             self.rate.wait(self._stop)
             if self._stop.is_set() or time.monotonic() + margin > lease_end:
                 for rest_id, rest_token in claimed[i:]:
-                    stats.released += release(rest_id, rest_token)
+                    stats.released += release(conn, rest_id, rest_token)
                 break
             deliver(batch.rows[row_id], token, batch, transport, stats)
         return stats
 
     def _loop(self, transport: Transport, owner: str, once: bool) -> None:
-        with self.app.app_context():
+        with self.app.app_context(), db.engine.connect() as conn:
             try:
                 optimise_sqlite_statistics()
                 planner = owner.endswith("/0") or owner == self.owner
@@ -580,7 +568,7 @@ class Worker:
                     if planner and started >= next_plan:
                         self._plan()
                         next_plan = started + self.app.config["WORKER_PLAN_SECONDS"]
-                    stats = self.run_batch(transport, owner)
+                    stats = self.run_batch(conn, transport, owner)
                     self._add(stats)
                     if stats.claimed:
                         elapsed = max(time.monotonic() - started, 1e-6)
@@ -620,6 +608,9 @@ class Worker:
                 setattr(self.total, name, getattr(self.total, name) + getattr(stats, name))
 
     def run(self, once: bool = False) -> BatchStats:
+        processes = max(1, int(self.app.config["WORKER_PROCESSES"]))
+        if processes > 1 and self.transport is None:
+            return self._run_processes(processes, once)
         connections = max(1, int(self.app.config["WORKER_CONNECTIONS"]))
         if self.transport is not None or connections == 1:
             transport = self.transport or transport_from_config(self.app.config)
@@ -641,3 +632,60 @@ class Worker:
             while t.is_alive():
                 t.join(0.5)
         return self.total
+
+    def _run_processes(self, count: int, once: bool) -> BatchStats:
+        """WORKER_PROCESSES copies of this worker, forked: rendering and
+        bookkeeping are Python work that threads cannot spread over CPUs.
+        This process only watches them: it passes SIGTERM on, restarts one
+        that died (unless --once), and adds up what they report."""
+        context = multiprocessing.get_context("fork")
+        reports = context.SimpleQueue()
+        with self.app.app_context():
+            db.engine.dispose()  # no pooled connection may be shared with a child
+
+        def start(n: int):
+            child = context.Process(
+                target=_child_worker, args=(self.app, count, once, reports), name=f"worker-{n}"
+            )
+            child.start()
+            return child
+
+        children = [start(n) for n in range(count)]
+        forwarded = False
+        while any(child.is_alive() for child in children):
+            if self._stop.is_set() and not forwarded:
+                for child in children:
+                    if child.is_alive():
+                        os.kill(child.pid, signal.SIGTERM)
+                forwarded = True
+            for n, child in enumerate(children):
+                child.join(0.2)
+                if not child.is_alive() and child.exitcode != 0 and not once and not forwarded:
+                    log.error("worker process %s exited with %s: restarting it", child.pid,
+                              child.exitcode)  # fmt: skip
+                    self._stop.wait(1.0)
+                    children[n] = start(n)
+        while not reports.empty():
+            report = reports.get()
+            with self._total_lock:
+                for name, value in report.items():
+                    setattr(self.total, name, getattr(self.total, name) + value)
+        failed = [c.exitcode for c in children if c.exitcode not in (0, None)]
+        if failed and once:
+            raise RuntimeError(f"worker processes exited with {failed}")
+        return self.total
+
+
+def _child_worker(app, count: int, once: bool, reports) -> None:
+    # This copy's own config: no grandchildren, and its share of the rate.
+    app.config["WORKER_PROCESSES"] = 1
+    app.config["WORKER_RATE_PER_SECOND"] = app.config["WORKER_RATE_PER_SECOND"] / count
+    worker = Worker(app)
+    worker.install_signal_handlers()
+    total = worker.run(once=once)
+    reports.put(
+        {
+            name: getattr(total, name)
+            for name in ("claimed", "sent", "retried", "failed", "skipped", "lost", "released")
+        }
+    )

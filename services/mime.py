@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 import secrets
+from binascii import b2a_qp
 from email.header import Header
-from email.quoprimime import body_encode
 from email.utils import formataddr
 
 CRLF = "\r\n"
@@ -40,20 +40,26 @@ def addr_spec(address: str) -> str:
     return address
 
 
-def mailbox(display_name: str, address: str) -> str:
-    """`Name <address>`, the name quoted or encoded as it needs."""
-    return formataddr((display_name, addr_spec(address)))
-
-
 def one_line(value: str) -> str:
     """Text made fit for a header: controls and line breaks become spaces,
     runs of whitespace one space."""
     return " ".join(_NOT_IN_HEADER.sub(" ", value).split())
 
 
-def list_id(description: str, list_name: str) -> str:
-    """RFC 2919: `Description <list.name>`, the description encoded as needed."""
-    return formataddr((one_line(description), list_name))
+_LIST_NAME = re.compile(r"[^\s<>()\[\]\\,;:@\"\x00-\x1f\x7f-\x9f]+")
+
+
+def address_header(name: str, display_name: str, address: str) -> str:
+    """`Name: Display <address>`: the display name quoted as it needs, or,
+    when not ASCII, RFC 2047 words of at most 75 characters folded between
+    them. `address` is a mail address, or a list name (RFC 2919) for List-Id."""
+    if not (_ADDR_SPEC.fullmatch(address) or _LIST_NAME.fullmatch(address)):
+        raise HeaderError(f"{name}: not an address: {address!r}")
+    display_name = one_line(display_name)
+    if display_name.isascii():
+        return header(name, formataddr((display_name, address)))
+    words = Header(display_name, "utf-8", header_name=name).encode(linesep=CRLF)
+    return f"{name}: {words} <{address}>"
 
 
 def header(name: str, value: str) -> str:
@@ -79,7 +85,11 @@ def _part(subtype: str, body: str) -> tuple[str, str]:
     elif all(len(line.encode()) <= MAX_LINE for line in lines):
         cte, payload = "8bit", CRLF.join(lines)
     else:
-        cte, payload = "quoted-printable", body_encode("\n".join(lines), eol=CRLF)
+        # binascii works on the UTF-8 octets and breaks lines only at \n:
+        # quoprimime.body_encode takes code points for octets and splits on
+        # U+2028 and U+0085 too, which garbles what is not Latin-1 or ASCII.
+        encoded = b2a_qp("\n".join(lines).encode(), istext=True).decode("ascii")
+        cte, payload = "quoted-printable", encoded.replace("\n", CRLF)
     head = f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}Content-Transfer-Encoding: {cte}'
     return head, payload
 

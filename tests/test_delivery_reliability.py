@@ -187,6 +187,36 @@ def test_four_workers_on_postgresql_send_each_row_exactly_once(tmp_path, pg_fres
     assert len(by_worker) == PG_WORKERS, by_worker
 
 
+# --- 2b. WORKER_PROCESSES: one `flask worker` forks copies of itself.
+
+PROCESS_MAILS = 600
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_worker_processes_send_each_row_once_and_report_the_sum(tmp_path, backend, request):
+    url = (
+        dp.sqlite_url(tmp_path) if backend == "sqlite" else request.getfixturevalue("pg_fresh_url")
+    )
+    dp.prepare_schema(url)
+    engine = dp.engine_for(url)
+    dp.seed(engine, PROCESS_MAILS)
+    with dp.smtp_recorder(keep_messages=False) as smtp:
+        env = dp.worker_env(tmp_path, url, smtp, WORKER_PROCESSES="3", WORKER_BATCH_SIZE="20")
+        counts = procs.worker_once(env)
+        per_address = smtp.per_address()
+    with engine.connect() as conn:
+        owners = conn.execute(
+            text("SELECT count(DISTINCT claimed_by) FROM outbox_message")
+        ).scalar_one()
+    rows = dp.status_counts(engine)
+    engine.dispose()
+    # The parent adds up what its children sent.
+    assert counts["sent"] == PROCESS_MAILS, counts
+    assert rows == {"sent": PROCESS_MAILS}
+    assert len(per_address) == sum(per_address.values()) == PROCESS_MAILS
+    assert owners == 3, "not every process took part"
+
+
 # --- 3. A worker paused past its lease cannot finish the row another sent.
 
 
@@ -385,11 +415,11 @@ def test_unsubscribes_while_draining_stop_mail_at_once(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("signum", "connections"),
-    [(signal.SIGTERM, 1), (signal.SIGTERM, 4), (signal.SIGINT, 1)],
-    ids=["SIGTERM-1", "SIGTERM-4", "SIGINT-1"],
+    ("signum", "connections", "processes"),
+    [(signal.SIGTERM, 1, 1), (signal.SIGTERM, 4, 1), (signal.SIGINT, 1, 1), (signal.SIGTERM, 1, 3)],
+    ids=["SIGTERM-1", "SIGTERM-4", "SIGINT-1", "SIGTERM-3-processes"],
 )
-def test_sigterm_stops_gracefully_and_releases_claims(tmp_path, signum, connections):
+def test_sigterm_stops_gracefully_and_releases_claims(tmp_path, signum, connections, processes):
     url = dp.sqlite_url(tmp_path)
     dp.prepare_schema(url)
     engine = dp.engine_for(url)
@@ -402,6 +432,7 @@ def test_sigterm_stops_gracefully_and_releases_claims(tmp_path, signum, connecti
             url,
             smtp,
             WORKER_CONNECTIONS=str(connections),
+            WORKER_PROCESSES=str(processes),
             WORKER_RATE_PER_SECOND="300",
             WORKER_LEASE_SECONDS="60",
             LOG_LEVEL="INFO",
