@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 from dataclasses import dataclass
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
@@ -179,8 +180,59 @@ def render(subject: str, body: str, context: dict) -> RenderedBody:
     subject_out = " ".join(_render(subject, context).split())[:200]
     text = _render(body, context)
     markdown_context = {k: _md_escape(v) if k in LEAD_TYPED else v for k, v in context.items()}
-    html = _md.render(_render(body, markdown_context))
+    html = _markdown_with(_render(body, markdown_context), _stand_ins(context))
     return RenderedBody(subject=subject_out, text=text, html=html)
+
+
+# One announcement, many recipients: their Markdown differs only in merge
+# values (name, their own links), and parsing it was most of a mail's
+# rendering time. Values that Markdown and HTML leave as they are (letters
+# and digits; URLs of characters that are never escaped, all ASCII) are swapped for
+# stand-ins of the same shape before parsing, so the HTML is parsed once
+# per text and cached, then each recipient's values are put back. Such a
+# value is an atom: Markdown never reads it as markup (a `--` in a link
+# token does not become a dash). Other values stay in the text and are
+# parsed with it.
+_INERT = re.compile(r"[A-Za-z0-9._~:/?=@+-]+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,31}:")
+_STAND_IN = f"mergevalue{secrets.token_hex(6)}x"
+
+
+def _stand_ins(context: dict) -> list[str]:
+    """Values that may be stood in for, as they appear in the Markdown."""
+    found = set()
+    for key, value in context.items():
+        for v in value.values() if isinstance(value, dict) else (value,):
+            # What a lead typed is escaped for Markdown: only a value the
+            # escaping leaves alone (a name of letters) is the same in both.
+            if (
+                isinstance(v, str)
+                and v
+                and _INERT.fullmatch(v)
+                and (key not in LEAD_TYPED or _md_escape(v) == v)
+            ):
+                found.add(v)
+    return sorted(found, key=len, reverse=True)  # longest first: no partial matches
+
+
+@functools.lru_cache(maxsize=512)
+def _markdown(source: str) -> str:
+    return _md.render(source)
+
+
+def _markdown_with(source: str, values: list[str]) -> str:
+    present = [v for v in values if v in source]
+    if not present:
+        return _markdown(source)
+    names = {}
+    for i, v in enumerate(present):
+        scheme = _SCHEME.match(v)  # a URL's stand-in is a URL: autolinks stay autolinks
+        names[v] = f"{scheme.group() if scheme else ''}{_STAND_IN}{i}z"
+    back = {name: v for v, name in names.items()}
+    # One pass each way: a stand-in is never itself searched for a value.
+    shaped = re.sub("|".join(map(re.escape, present)), lambda m: names[m.group()], source)
+    html = _markdown(shaped)
+    return re.sub("|".join(map(re.escape, back)), lambda m: back[m.group()], html)
 
 
 def check(subject: str, body: str, context: dict) -> None:

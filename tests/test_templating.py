@@ -138,6 +138,61 @@ def test_admin_markdown_cannot_inject_html_or_script_links():
     assert "&lt;script&gt;" in html
 
 
+# --- Markdown parsed once per text: the stand-ins for merge values.
+
+STAND_IN_BODIES = [
+    "Hello {{ first_name }},\n\n[Unsubscribe]({{ unsubscribe_url }}) or <{{ unsubscribe_url }}>",
+    "**{{ first_name }}**, *{{ first_name }}* and `{{ first_name }}`: {{ unsubscribe_url }}",
+    '- {{ first_name }}\n- [prefs]({{ preferences_url }} "{{ first_name }}")\n\n> {{ email }}',
+    "# {{ first_name }}{{ first_name }}\n\n![x]({{ unsubscribe_url }}) {{ class.title }}",
+    "{% if first_name %}Hi {{ first_name|upper }}{% endif %} on{{ first_name }}line",
+]
+STAND_IN_NAMES = ["Ann", "A", "ann", "Chloé", "O'Brien", "Ann_Lee", "x", "merge", "<b>Ann</b>", ""]
+
+
+def _uncached_html(body: str, context: dict) -> str:
+    escaped = {
+        k: templating._md_escape(v) if k in templating.LEAD_TYPED else v for k, v in context.items()
+    }
+    return templating._md.render(templating._render(body, escaped))
+
+
+@pytest.mark.parametrize("body", STAND_IN_BODIES)
+def test_markdown_rendered_once_per_text_gives_the_html_a_fresh_parse_gives(body):
+    """Values swapped for stand-ins and put back give the very HTML that
+    parsing each recipient's own Markdown gives (links without `--` or `_`)."""
+    for i, name in enumerate(STAND_IN_NAMES):
+        context = {
+            **CONTEXT,
+            "first_name": name,
+            "unsubscribe_url": f"https://example.com/unsubscribe/tok{i}.AbC9-x",
+            "preferences_url": f"https://example.com/preferences/tok{i}.Zz",
+            "class": {"title": "CSPO Online", "register_url": f"https://example.com/r/{i}"},
+        }
+        assert templating.render("s", body, context).html == _uncached_html(body, context), name
+
+
+def test_a_link_merge_value_is_never_read_as_markdown():
+    # Signed tokens may hold `--`, `+-` or `_x_`: parsed as text, typographer
+    # and emphasis rules would turn them into a dash, a ± or <em>.
+    url = "https://example.com/unsubscribe/a--b+-c._d_.e"
+    context = {**CONTEXT, "unsubscribe_url": url}
+    html = templating.render("s", "Unsubscribe: {{ unsubscribe_url }}", context).html
+    assert f"Unsubscribe: {url}" in html
+    assert "–" not in html and "±" not in html and "<em>" not in html
+
+
+def test_the_markdown_cache_is_keyed_by_the_text_not_by_the_recipient():
+    templating._markdown.cache_clear()
+    body = "Hi {{ first_name }}: [unsubscribe]({{ unsubscribe_url }})"
+    for i in range(50):
+        context = {**CONTEXT, "unsubscribe_url": f"https://example.com/u/{i}"}
+        html = templating.render("s", body, context).html
+        assert f'href="https://example.com/u/{i}"' in html
+    info = templating._markdown.cache_info()
+    assert (info.misses, info.hits) == (1, 49)
+
+
 # --- On the admin's form: 400, the message on the page, nothing saved.
 
 
