@@ -228,11 +228,30 @@ def _markdown_with(source: str, values: list[str]) -> str:
     for i, v in enumerate(present):
         scheme = _SCHEME.match(v)  # a URL's stand-in is a URL: autolinks stay autolinks
         names[v] = f"{scheme.group() if scheme else ''}{_STAND_IN}{i}z"
-    back = {name: v for v, name in names.items()}
-    # One pass each way: a stand-in is never itself searched for a value.
-    shaped = re.sub("|".join(map(re.escape, present)), lambda m: names[m.group()], source)
-    html = _markdown(shaped)
-    return re.sub("|".join(map(re.escape, back)), lambda m: back[m.group()], html)
+    # Where each value occurs, longest first, never overlapping: a shorter
+    # value is not looked for inside a longer one's stand-in. (A regular
+    # expression would do it in one pass, but each mail's values differ and
+    # compiling it cost more than the parse it saves.)
+    spans: list[tuple[int, int, str]] = []
+    for v in present:
+        start = source.find(v)
+        while start != -1:
+            end = start + len(v)
+            if not any(s < end and start < e for s, e, _ in spans):
+                spans.append((start, end, names[v]))
+            start = source.find(v, start + 1)
+    spans.sort()
+    shaped, pos = [], 0
+    for start, end, name in spans:
+        shaped += [source[pos:start], name]
+        pos = end
+    shaped.append(source[pos:])
+    html = _markdown("".join(shaped))
+    # Stand-ins hold a random part no value or text has, and none is part
+    # of another ("...1z" is not in "...10z"): put back one by one.
+    for v, name in names.items():
+        html = html.replace(name, v)
+    return html
 
 
 def check(subject: str, body: str, context: dict) -> None:
