@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from dotenv import load_dotenv
-from flask import Flask
+from flask import Flask, abort, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -18,9 +18,31 @@ from extensions import csrf, db, limiter, login_manager, migrate
 BASE_DIR = Path(__file__).resolve().parent
 
 
+class App(Flask):
+    """Flask, remembering which views and hooks are plain functions.
+
+    Flask asks `inspect` whether each hook and view is a coroutine function
+    on every request, about ten times per request here; the answer never
+    changes.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict = {}
+
+    def ensure_sync(self, func):
+        try:
+            return self._sync[func]
+        except KeyError:
+            sync = self._sync[func] = super().ensure_sync(func)
+            return sync
+        except TypeError:  # unhashable: ask every time
+            return super().ensure_sync(func)
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     load_dotenv(BASE_DIR / ".env")
-    app = Flask(__name__, instance_relative_config=True)
+    app = App(__name__, instance_relative_config=True)
     app.config.from_mapping(Config.from_env(app.instance_path))
     if test_config is not None:
         app.config.from_mapping(test_config)
@@ -93,8 +115,6 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _refuse_nameless_form_parts():
-    from flask import abort, request
-
     if request.method in ("POST", "PUT", "PATCH", "DELETE") and None in request.form:
         abort(400)
 

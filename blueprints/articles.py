@@ -85,11 +85,13 @@ def register(token: str):
 
 @bp.get("/<slug>")
 def article(slug: str):
-    art = store().get(slug)
+    extensions = current_app.extensions
+    art = extensions["articles"].get(slug)
     if art is None:
         abort(404)
-    if request.method == "GET":
-        current_app.extensions["view_counter"].count(art.slug, request.user_agent.string)
+    req = request._get_current_object()
+    if req.method == "GET":
+        extensions["view_counter"].count(art.slug, req.headers.get("User-Agent", ""))
     if not page_cache.cacheable():
         return render_template(
             "articles/article.html",

@@ -1,8 +1,16 @@
-"""Security headers on every response, error pages included."""
+"""Security headers on every response, error pages included; the signed
+session cookie."""
 
 from __future__ import annotations
 
-from flask import Flask, Response, current_app
+import hashlib
+import json
+
+from flask import Flask, Response
+from flask.json.tag import TaggedJSONSerializer
+from flask.sessions import SecureCookieSessionInterface
+
+from services import tokens
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -10,19 +18,93 @@ CSP = (
     "base-uri 'none'; frame-ancestors 'none'"
 )
 
+HEADERS = (
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
+)
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
-def _headers(response: Response) -> Response:
-    h = response.headers
-    h.setdefault("Content-Security-Policy", CSP)
-    h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("X-Frame-Options", "DENY")
-    h.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-    h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-    if current_app.config["SITE_URL"].startswith("https://"):
-        h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-    return response
+
+def _adder(headers: tuple[tuple[str, str], ...]):
+    names = [name.lower() for name, _ in headers]
+
+    def add(response: Response) -> Response:
+        # A view may set its own value of any of these: it wins. One pass
+        # over the response's headers instead of a lookup per name.
+        h = response.headers
+        present = {key.lower() for key, _ in h}
+        if present.isdisjoint(names):
+            h.extend(headers)
+        else:
+            h.extend(item for item, name in zip(headers, names, strict=True) if name not in present)
+        return response
+
+    return add
+
+
+class _SessionJSON(TaggedJSONSerializer):
+    """Flask's session serializer. A session of plain strings (a visitor's
+    CSRF token) needs no tags: written straight, as the same text Flask
+    writes (compact, keys sorted, ASCII)."""
+
+    def dumps(self, value) -> str:
+        if (
+            type(value) is dict
+            and all(type(k) is str and type(v) is str for k, v in value.items())
+            and not (len(value) == 1 and next(iter(value)) in self.tags)
+        ):
+            return json.dumps(value, separators=(",", ":"), sort_keys=True)
+        return super().dumps(value)
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, the same cookies, signed through
+    services.tokens.fast_serializer: a first visit to an article sets the
+    cookie (it holds the CSRF token), and Flask's own serializer, made anew
+    for each request, cost as much as the rest of the page."""
+
+    digest_method = staticmethod(hashlib.sha1)
+    serializer = _SessionJSON()
+
+    def get_signing_serializer(self, app: Flask):
+        if not app.secret_key:
+            return None
+        keys = (*(app.config["SECRET_KEY_FALLBACKS"] or ()), app.secret_key)
+        return tokens.fast_serializer(
+            keys, self.salt, serializer=self.serializer, key_derivation=self.key_derivation
+        )
+
+    def save_session(self, app: Flask, session, response: Response) -> None:
+        """Flask's save_session, in fewer steps for the two common cases: a
+        session read but left as it came (Flask read seven cookie settings,
+        then only added "Vary: Cookie"), and a first visit's new session
+        (Flask parsed and wrote the Vary header twice)."""
+        if not self.should_set_cookie(app, session):
+            if session.accessed:
+                response.vary.add("Cookie")
+            return
+        if not session:  # emptied, or nothing to keep: Flask decides
+            super().save_session(app, session, response)
+            return
+        response.set_cookie(
+            self.get_cookie_name(app),
+            self.get_signing_serializer(app).dumps(dict(session)),
+            expires=self.get_expiration_time(app, session),
+            httponly=self.get_cookie_httponly(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            partitioned=self.get_cookie_partitioned(app),
+            samesite=self.get_cookie_samesite(app),
+        )
+        response.vary.add("Cookie")
 
 
 def init_app(app: Flask) -> None:
-    app.after_request(_headers)
+    app.session_interface = SessionInterface()
+    https = app.config["SITE_URL"].startswith("https://")
+    app.after_request(_adder((*HEADERS, HSTS) if https else HEADERS))

@@ -14,8 +14,9 @@ from flask import (
     request,
     url_for,
 )
+from markupsafe import escape
 
-from blueprints.forms import PreferencesForm, ResendForm, SignupForm
+from blueprints.forms import PreferencesForm, ResendForm, SignupForm, csrf_token
 from extensions import csrf, db, limiter
 from models import LeadStatus
 from services import clock, consent, subscriptions, tokens, topics
@@ -84,21 +85,44 @@ def placeholder_signup_form(placement: str, source: str | None = None) -> Signup
     return form
 
 
+_CSRF = placeholder("csrf_token")
+_REF = placeholder("ref")
+_UTM = tuple((key, placeholder(key)) for key in UTM_FIELDS)
+_NO_UTM = {name: "" for _, name in _UTM}
+
+
+# Pages shown within this many seconds of each other share one form-time
+# token: signing one per visit cost a tenth of a page view. The trap then
+# reads a form as shown up to this much earlier than it was, i.e. it lets a
+# bot through that waited FORM_MIN_SECONDS minus at most this.
+FORM_TIME_SHARED_SECONDS = 0.1
+
+
+def form_time_token() -> str:
+    """The signed time stamp of a page's forms, read by the time trap."""
+    now = clock.now().timestamp()
+    extensions = current_app.extensions
+    shared = extensions.get("form_time_token")
+    if shared is not None and 0 <= now - shared[0] < FORM_TIME_SHARED_SECONDS:
+        return shared[1]
+    # One signed token serves every form on the page: the trap reads the time.
+    token = tokens.make("form-time", ["page", now])
+    extensions["form_time_token"] = (now, token)
+    return token
+
+
 def signup_form_values(placements: tuple[str, ...]) -> dict[str, str]:
     """The per-visit values for placeholder_signup_form, escaped for HTML."""
-    from flask_wtf.csrf import generate_csrf
-    from markupsafe import escape
-
-    now = clock.now().timestamp()
-    values = {
-        placeholder("csrf_token"): generate_csrf(),
-        placeholder("ref"): str(escape(_external_referrer())),
-        **{placeholder(k): str(escape((request.args.get(k) or "")[:200])) for k in UTM_FIELDS},
-    }
-    # One signed token serves every form on the page: the trap reads the time.
-    started = tokens.make("form-time", ["page", now])
-    for p in placements:
-        values[placeholder(f"started_{p}")] = started
+    started = form_time_token()
+    values = {placeholder(f"started_{p}"): started for p in placements}
+    values[_CSRF] = csrf_token()
+    req = request._get_current_object()
+    values[_REF] = str(escape(_external_referrer())) if req.referrer else ""
+    if req.args:
+        args = req.args
+        values.update({name: str(escape((args.get(k) or "")[:200])) for k, name in _UTM})
+    else:  # most visits: no campaign parameters to carry
+        values.update(_NO_UTM)
     return values
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from datetime import date
+from functools import lru_cache
 
 from extensions import db
 from models import PageViewDaily
@@ -24,7 +25,9 @@ _BOTS = re.compile(
 )
 
 
+@lru_cache(maxsize=512)
 def is_bot(user_agent: str | None) -> bool:
+    # Cached: most visits come from a few browsers, and the pattern is long.
     return not user_agent or bool(_BOTS.search(user_agent))
 
 
