@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from flask import current_app
+
 from extensions import db
 from models import ConsentText
 from services import clock, upsert
@@ -33,14 +35,21 @@ def text_hash(text: str) -> str:
 def record_text(text: str) -> str:
     """Store the wording once (idempotent under concurrency); return its hash."""
     digest = text_hash(text)
-    # Nearly always there already: a cheap read first, the write only once.
-    known = db.session.execute(
+    known: set[str] = current_app.extensions.setdefault("consent_texts_stored", set())
+    if digest in known:
+        return digest
+    # Read before any write of the caller's: a row found then is committed,
+    # and consent texts are never deleted, so it need not be read again.
+    fresh = not db.session().in_transaction()
+    found = db.session.execute(
         db.select(ConsentText.hash).where(ConsentText.hash == digest)
     ).first()
-    if known is None:
+    if found is None:
         upsert.insert_ignore(
             ConsentText,
             {"hash": digest, "text": text, "first_seen_at": clock.now()},
             conflict=("hash",),
         )
+    elif fresh:
+        known.add(digest)
     return digest

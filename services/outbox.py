@@ -5,27 +5,24 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert
+from sqlalchemy import Connection
 
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus
 from services import clock, upsert
 
 
-def enqueue(
+def row(
     kind: MailKind,
     lead_id: int | None,
+    now: datetime,
     *,
     send_after: datetime | None = None,
     dedupe_key: str | None = None,
     skipped: str | None = None,
-) -> None:
-    """Queue one mail. With a dedupe_key, a second row with the same key is
-    silently not written: the unique index decides, not a read-then-write.
-    With `skipped`, the row is written already skipped for that reason: the
-    delivery log shows the mail that was not sent, and why."""
-    now = clock.now()
-    values = {
+) -> dict:
+    """The values of one outbox row (see enqueue)."""
+    return {
         "kind": kind.value,
         "lead_id": lead_id,
         "status": OutboxStatus.SKIPPED.value if skipped else OutboxStatus.QUEUED.value,
@@ -35,10 +32,35 @@ def enqueue(
         "attempts": 0,
         "dedupe_key": dedupe_key,
     }
+
+
+def enqueue(
+    kind: MailKind,
+    lead_id: int | None,
+    *,
+    send_after: datetime | None = None,
+    dedupe_key: str | None = None,
+    skipped: str | None = None,
+    conn: Connection | None = None,
+) -> None:
+    """Queue one mail. With a dedupe_key, a second row with the same key is
+    silently not written: the unique index decides, not a read-then-write.
+    With `skipped`, the row is written already skipped for that reason: the
+    delivery log shows the mail that was not sent, and why. On `conn` when
+    given (see services.upsert)."""
+    values = row(
+        kind, lead_id, clock.now(), send_after=send_after, dedupe_key=dedupe_key, skipped=skipped
+    )
     if dedupe_key is None:
-        db.session.execute(insert(OutboxMessage), values)
+        upsert.insert(OutboxMessage, values, conn=conn)
     else:
-        upsert.insert_ignore(OutboxMessage, values, conflict=("dedupe_key",))
+        upsert.insert_ignore(OutboxMessage, values, conflict=("dedupe_key",), conn=conn)
+
+
+def enqueue_rows(rows: list[dict], conn: Connection | None = None) -> None:
+    """Queue several mails (values from `row`) in one statement; a row whose
+    dedupe_key exists already is not written, as in enqueue."""
+    upsert.insert_ignore_many(OutboxMessage, rows, conflict=("dedupe_key",), conn=conn)
 
 
 def queue_depth() -> int:

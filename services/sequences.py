@@ -10,22 +10,32 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app
+from sqlalchemy import Connection
 
 from models import MailKind
 from services import clock, outbox
 
 
-def confirmation_requested(lead_id: int, throttled: str | None = None) -> None:
+def confirmation_requested(
+    lead_id: int, throttled: str | None = None, conn: Connection | None = None
+) -> None:
     """A confirmation now, and one reminder later if the lead is still pending.
-    Throttled, the confirmation row is written skipped, with the reason."""
+    Throttled, the confirmation row is written skipped, with the reason.
+    Both rows in one statement (on `conn` when given: see services.upsert)."""
     now = clock.now()
-    outbox.enqueue(MailKind.CONFIRMATION, lead_id, skipped=throttled)
     delay = timedelta(hours=current_app.config["CONFIRM_REMINDER_HOURS"])
-    outbox.enqueue(
-        MailKind.CONFIRM_REMINDER,
-        lead_id,
-        send_after=now + delay,
-        dedupe_key=f"confirm-reminder:{lead_id}",
+    outbox.enqueue_rows(
+        [
+            outbox.row(MailKind.CONFIRMATION, lead_id, now, skipped=throttled),
+            outbox.row(
+                MailKind.CONFIRM_REMINDER,
+                lead_id,
+                now,
+                send_after=now + delay,
+                dedupe_key=f"confirm-reminder:{lead_id}",
+            ),
+        ],
+        conn=conn,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import case, delete, func, insert, select
+from sqlalchemy import Connection, case, delete, func, insert, select
 
 from extensions import db
 from models import Lead, LeadStatus, SignupStatsDaily
@@ -19,9 +19,11 @@ def bump(
     source_slug: str | None,
     placement: str | None,
     utm_source: str | None,
+    conn: Connection | None = None,
     **increments: int,
 ) -> None:
-    """Add to the counters of one (day, source, placement, utm_source) row."""
+    """Add to the counters of one (day, source, placement, utm_source) row
+    (on `conn` when given: see services.upsert)."""
     unknown = set(increments) - set(COUNTERS)
     if unknown:
         raise ValueError(f"unknown counters {unknown}")
@@ -32,7 +34,7 @@ def bump(
         "utm_source": (utm_source or "")[:200],
     }
     upsert.insert_or_add(
-        SignupStatsDaily, key, {name: increments.get(name, 0) for name in COUNTERS}
+        SignupStatsDaily, key, {name: increments.get(name, 0) for name in COUNTERS}, conn=conn
     )
 
 

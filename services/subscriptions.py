@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, insert, or_, update
+from sqlalchemy import Integer, bindparam, delete, or_, text, update
 from sqlalchemy.orm import lazyload
+from sqlalchemy.orm.util import identity_key
 
 from extensions import db
 from models import (
@@ -23,6 +24,7 @@ from models import (
     LeadTopic,
     MailKind,
     Suppression,
+    UTCDateTime,
     email_hash,
 )
 from models.base import new_public_id
@@ -115,21 +117,101 @@ def _set_topics(lead: Lead, wanted: list[str]) -> None:
         lead.topics.append(LeadTopic(topic=slug))
 
 
+# The signup's first statement: insert the lead, or claim the mail window
+# of the lead already there (see _claim_mail_window), and return the row
+# either way it was written. A lead found but not claimed returns nothing.
+_LEAD_COLUMNS = (
+    "public_id",
+    "email",
+    "name",
+    "status",
+    "source_slug",
+    "source_placement",
+    "referrer",
+    "created_at",
+    "last_confirmation_at",
+    *UTM_KEYS,
+)
+_LEAD_ROW = (
+    "id",
+    "public_id",
+    "status",
+    "name",
+    "created_at",
+    "source_slug",
+    "source_placement",
+    "utm_source",
+)
+_LEAD_RESULT = {"id": Integer, "created_at": UTCDateTime}
+
+
+def _lead_statements():
+    table = Lead.__table__
+    row = ", ".join(f'"{c}"' for c in _LEAD_ROW)
+    types = {c: table.c[c].type for c in (*_LEAD_COLUMNS, "last_confirmation_at")}
+    columns = ", ".join(f'"{c}"' for c in _LEAD_COLUMNS)
+    params = ", ".join(f":{c}" for c in _LEAD_COLUMNS)
+    # Identifiers are the model's own; values only ever parameters.
+    upsert_sql = (
+        f'INSERT INTO "lead" ({columns}) VALUES ({params}) '  # noqa: S608
+        'ON CONFLICT ("email") DO UPDATE '
+        'SET "last_confirmation_at" = excluded."last_confirmation_at" '
+        'WHERE "lead"."last_confirmation_at" IS NULL '
+        'OR "lead"."last_confirmation_at" <= :window_start '
+        'OR "lead"."last_confirmation_at" < "lead"."unsubscribed_at" '
+        f"RETURNING {row}"
+    )
+    upsert_stmt = (
+        text(upsert_sql)
+        .bindparams(
+            *(bindparam(c, type_=types[c]) for c in _LEAD_COLUMNS),
+            bindparam("window_start", type_=UTCDateTime()),
+        )
+        .columns(**_LEAD_RESULT)
+    )
+    select_stmt = (
+        text(f'SELECT {row} FROM "lead" WHERE "email" = :email')  # noqa: S608
+        .bindparams(bindparam("email", type_=types["email"]))
+        .columns(**_LEAD_RESULT)
+    )
+    return upsert_stmt, select_stmt
+
+
+_LEAD_UPSERT, _LEAD_SELECT = _lead_statements()
+
+
+def _expire_loaded(lead_id: int) -> None:
+    """A Lead already loaded in this session (a caller's copy) no longer
+    matches its row: the statements here bypass the ORM."""
+    loaded = db.session.identity_map.get(identity_key(Lead, lead_id))
+    if loaded is not None:
+        db.session.expire(loaded)
+
+
 def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     """Record a signup and queue the mail it calls for.
 
     The visitor sees the same answer whatever the outcome, so nobody can learn
     from the form whether an address is on the list.
+
+    Written as a few Core statements on the session's connection, no ORM
+    objects: this is the busiest write of the product, and on SQLite every
+    signup waits for the one before to commit.
     """
     now = clock.now()
     chosen = topics.clean(req.topics)
+    consent_hash = consent.record_text(consent.text_for(req.placement))
+    db.session.flush()  # what the caller changed goes first, as an autoflush would
+    conn = db.session.connection()
+    window = timedelta(seconds=current_app.config["CONFIRMATION_WINDOW_SECONDS"])
+    public_id = new_public_id()
     # Insert first: on SQLite this takes the write lock before any read, so
     # concurrent signups queue on busy_timeout instead of failing; on
-    # PostgreSQL a concurrent insert of the same address waits, then no-ops.
-    created = upsert.insert_ignore(
-        Lead,
+    # PostgreSQL a concurrent insert of the same address waits, then finds it.
+    lead = conn.execute(
+        _LEAD_UPSERT,
         {
-            "public_id": new_public_id(),
+            "public_id": public_id,
             "email": req.email,
             "name": req.name,
             "status": LeadStatus.PENDING.value,
@@ -137,11 +219,15 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
             "source_placement": req.placement,
             "referrer": req.referrer,
             "created_at": now,
+            "last_confirmation_at": now,  # a new lead's window is claimed by its insert
             **{k: req.utm.get(k) for k in UTM_KEYS},
+            "window_start": now - window,
         },
-        conflict=("email",),
-    )
-    lead = lead_by_email(req.email, with_topics=not created)
+    ).one_or_none()
+    claimed = lead is not None
+    if lead is None:  # on the list already, and mailed within the window
+        lead = conn.execute(_LEAD_SELECT, {"email": req.email}).one()
+    created = lead.public_id == public_id
     # One rollup write: this form post, and the new lead when there is one
     # (a new lead's cohort is this very post).
     stats.bump(
@@ -149,55 +235,79 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
         req.source_slug,
         req.placement,
         req.utm.get("utm_source"),
+        conn=conn,
         submissions=1,
         signups=1 if created else 0,
     )
-    text = consent.text_for(req.placement)
-    # Core inserts on this hot path: no unit of work to flush.
-    db.session.execute(
-        insert(ConsentEvent),
+    upsert.insert(
+        ConsentEvent,
         {
             "lead_id": lead.id,
-            "kind": ConsentKind.GIVEN,
+            "kind": ConsentKind.GIVEN.value,
             "at": now,
             "channel": "form",
             "ip": evidence.ip,
             "user_agent": evidence.user_agent,
-            "consent_hash": consent.record_text(text),
+            "consent_hash": consent_hash,
             "topics": ",".join(chosen),
             "source_slug": req.source_slug,
             "placement": req.placement,
         },
+        conn=conn,
     )
+    outcome = _after_signup(conn, req, lead, chosen, claimed, now)
+    if not created:
+        _expire_loaded(lead.id)
+    return outcome
 
+
+def _after_signup(conn, req: SignupRequest, lead, chosen: list[str], claimed: bool, now):
+    """The writes that depend on the state the address was in."""
     if lead.status == LeadStatus.CONFIRMED:
         # Topics of a confirmed lead change only through its preferences
         # link: a stranger typing the address must not change what it gets.
-        if _claim_mail_window(lead.id, now):
-            outbox.enqueue(MailKind.ALREADY_SUBSCRIBED, lead.id)
+        if claimed:
+            outbox.enqueue(MailKind.ALREADY_SUBSCRIBED, lead.id, conn=conn)
             return SignupOutcome.NOTICE_QUEUED
-        outbox.enqueue(MailKind.ALREADY_SUBSCRIBED, lead.id, skipped=THROTTLED_REASON)
+        outbox.enqueue(MailKind.ALREADY_SUBSCRIBED, lead.id, skipped=THROTTLED_REASON, conn=conn)
         return SignupOutcome.THROTTLED
 
-    if created:
-        if chosen:
-            db.session.execute(
-                insert(LeadTopic), [{"lead_id": lead.id, "topic": t} for t in chosen]
+    if lead.status == LeadStatus.UNSUBSCRIBED:
+        # Asking again: pending until it confirms, no longer counted among
+        # the unsubscribed, and exactly the topics chosen now.
+        conn.execute(_COME_BACK, {"id": lead.id, "status": LeadStatus.PENDING.value})
+        stats.bump(
+            lead.created_at.date(),
+            lead.source_slug,
+            lead.source_placement,
+            lead.utm_source,
+            conn=conn,
+            unsubscribed=-1,
+        )
+        conn.execute(
+            delete(LeadTopic.__table__).where(
+                LeadTopic.__table__.c.lead_id == lead.id,
+                LeadTopic.__table__.c.topic.not_in(chosen),
             )
-    elif lead.status == LeadStatus.UNSUBSCRIBED:
-        _come_back(lead)
-        _set_topics(lead, chosen)
-    else:
-        _set_topics(lead, list(lead.topic_slugs | set(chosen)))
+        )
+    # A pending lead keeps its topics and gains the new ones: the same
+    # statement as a new lead's first topics.
+    upsert.insert_ignore_many(
+        LeadTopic, [{"lead_id": lead.id, "topic": t} for t in chosen], ("lead_id", "topic"), conn
+    )
     if req.name and not lead.name:
-        lead.name = req.name
-    if _claim_mail_window(lead.id, now):
-        sequences.confirmation_requested(lead.id)
+        conn.execute(_NAME, {"id": lead.id, "name": req.name})
+    if claimed:
+        sequences.confirmation_requested(lead.id, conn=conn)
         return SignupOutcome.CONFIRMATION_QUEUED
     # The same writes as on the path that mails: how long the answer takes
     # must not tell a visitor whether the address is already on the list.
-    sequences.confirmation_requested(lead.id, throttled=THROTTLED_REASON)
+    sequences.confirmation_requested(lead.id, throttled=THROTTLED_REASON, conn=conn)
     return SignupOutcome.THROTTLED
+
+
+_COME_BACK = text('UPDATE "lead" SET "status" = :status WHERE "id" = :id')
+_NAME = text('UPDATE "lead" SET "name" = :name WHERE "id" = :id')
 
 
 class ConfirmResult(enum.StrEnum):

@@ -4,13 +4,17 @@ is the same in both) as cacheable text statements.
 SQLAlchemy's dialect-specific insert().on_conflict_...() constructs carry no
 cache key, so they are compiled again on every call: on the signup path that
 was a fifth of the request. These are compiled once per shape.
+
+Each function runs on the session (which flushes pending ORM changes first)
+unless given `conn`: a caller on a hot path that flushed already passes
+`db.session.connection()` and skips the session's per-statement work.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.sql.elements import TextClause
 
 from extensions import db
@@ -20,35 +24,87 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _row_params(table, columns: tuple[str, ...], rows: int) -> tuple[str, list]:
+    """VALUES (...), (...) with one named parameter per column and row, and
+    their bind parameters typed as the table's columns."""
+    groups, params = [], []
+    for i in range(rows):
+        names = [c if rows == 1 else f"{c}_{i}" for c in columns]
+        groups.append("(" + ", ".join(f":{n}" for n in names) + ")")
+        params.extend(
+            bindparam(n, type_=table.c[c].type) for n, c in zip(names, columns, strict=True)
+        )
+    return ", ".join(groups), params
+
+
 @lru_cache(maxsize=256)
 def _statement(
-    model, columns: tuple[str, ...], conflict: tuple[str, ...], add: tuple[str, ...]
+    model,
+    columns: tuple[str, ...],
+    conflict: tuple[str, ...] | None,
+    add: tuple[str, ...] = (),
+    rows: int = 1,
 ) -> TextClause:
     table = model.__table__
     cols = ", ".join(_q(c) for c in columns)
-    params = ", ".join(f":{c}" for c in columns)
-    target = ", ".join(_q(c) for c in conflict)
-    if add:
-        action = "DO UPDATE SET " + ", ".join(
-            f"{_q(c)} = {_q(table.name)}.{_q(c)} + excluded.{_q(c)}" for c in add
-        )
-    else:
-        action = "DO NOTHING"
+    values, params = _row_params(table, columns, rows)
     # Identifiers come from the model's own table, values only as parameters.
-    sql = f"INSERT INTO {_q(table.name)} ({cols}) VALUES ({params}) ON CONFLICT ({target}) {action}"  # noqa: S608
-    return text(sql).bindparams(*(bindparam(c, type_=table.c[c].type) for c in columns))
+    sql = f"INSERT INTO {_q(table.name)} ({cols}) VALUES {values}"  # noqa: S608
+    if conflict is not None:
+        target = ", ".join(_q(c) for c in conflict)
+        if add:
+            action = "DO UPDATE SET " + ", ".join(
+                f"{_q(c)} = {_q(table.name)}.{_q(c)} + excluded.{_q(c)}" for c in add
+            )
+        else:
+            action = "DO NOTHING"
+        sql += f" ON CONFLICT ({target}) {action}"
+    return text(sql).bindparams(*params)
 
 
-def insert_ignore(model, values: dict, conflict: tuple[str, ...]) -> bool:
+def _run(stmt, params: dict, conn: Connection | None, **options):
+    if conn is None:
+        return db.session.execute(stmt, params, execution_options=options)
+    return conn.execute(stmt, params, execution_options=options)
+
+
+def _flatten(rows: list[dict], columns: tuple[str, ...]) -> dict:
+    if len(rows) == 1:
+        return rows[0]
+    return {f"{c}_{i}": row[c] for i, row in enumerate(rows) for c in columns}
+
+
+def insert(model, values: dict, conn: Connection | None = None) -> None:
+    """A plain INSERT of one row."""
+    _run(_statement(model, tuple(values), None), values, conn)
+
+
+def insert_ignore(
+    model, values: dict, conflict: tuple[str, ...], conn: Connection | None = None
+) -> bool:
     """Insert a row unless one with the same conflict key exists; True when
     this call inserted it."""
-    stmt = _statement(model, tuple(values), tuple(conflict), ())
-    result = db.session.execute(stmt, values, execution_options={"preserve_rowcount": True})
+    stmt = _statement(model, tuple(values), tuple(conflict))
+    result = _run(stmt, values, conn, preserve_rowcount=True)
     return result.rowcount == 1
 
 
-def insert_or_add(model, key: dict, counters: dict[str, int]) -> None:
+def insert_ignore_many(
+    model, rows: list[dict], conflict: tuple[str, ...], conn: Connection | None = None
+) -> None:
+    """Several rows (with the same columns) in one statement; each row whose
+    conflict key exists already is left out. A NULL key never conflicts."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    stmt = _statement(model, columns, tuple(conflict), rows=len(rows))
+    _run(stmt, _flatten(rows, columns), conn)
+
+
+def insert_or_add(
+    model, key: dict, counters: dict[str, int], conn: Connection | None = None
+) -> None:
     """Insert the row, or add the counters to the row with the same key."""
     values = {**key, **counters}
     stmt = _statement(model, tuple(values), tuple(key), tuple(counters))
-    db.session.execute(stmt, values)
+    _run(stmt, values, conn)
