@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
     abort,
     current_app,
+    g,
     redirect,
     render_template,
     request,
@@ -16,7 +18,13 @@ from flask import (
 )
 from markupsafe import escape
 
-from blueprints.forms import PreferencesForm, ResendForm, SignupForm, csrf_token
+from blueprints.forms import (
+    PreferencesForm,
+    ResendForm,
+    SignupForm,
+    csrf_token,
+    quick_signup_check,
+)
 from extensions import csrf, db, limiter
 from models import LeadStatus
 from services import clock, consent, subscriptions, tokens, topics
@@ -133,11 +141,11 @@ def _clean(value: str | None, limit: int) -> str | None:
     return value or None
 
 
-def _looks_like_a_bot(form: SignupForm) -> bool:
-    if form.nickname.data:
+def _looks_like_a_bot(nickname: str | None, started: str | None) -> bool:
+    if nickname:
         return True
     try:
-        value, _ = tokens.read("form-time", form.started.data or "")
+        value, _ = tokens.read("form-time", started or "")
         shown_at = float(value[1])
     except (tokens.TokenInvalid, TypeError, ValueError, IndexError):
         return True
@@ -159,12 +167,56 @@ def signup_page():
     return render_signup_page(new_signup_form("page"))
 
 
-@bp.post("/subscribe")
-@limiter.limit(lambda: current_app.config["SIGNUP_RATE_LIMIT"])
-def subscribe():
+@dataclass
+class _SignupPost:
+    """What a valid signup post carries, from the form data or the form."""
+
+    email: str  # normalised
+    name: str | None
+    topics: list[str]
+    placement: str
+    source: str | None
+    started: str | None
+    nickname: str | None
+    ref: str | None
+    utm: dict[str, str | None]
+
+
+def _post_from(get, getlist, email: str, placement: str) -> _SignupPost:
+    return _SignupPost(
+        email=email,
+        name=get("name"),
+        topics=getlist("topics"),
+        placement=placement,
+        source=get("source"),
+        started=get("started"),
+        nickname=get("nickname"),
+        ref=get("ref"),
+        utm={k: get(k) for k in UTM_FIELDS},
+    )
+
+
+def _placement(value: str | None) -> str:
+    return value if value in consent.PLACEMENTS else "page"
+
+
+def _quick_post() -> _SignupPost | None:
+    """The post read straight from the form data when it is valid; None
+    sends it through the full form (see blueprints.forms.quick_signup_check)."""
+    data = request.form
+    if not g.get("csrf_valid") or not quick_signup_check(data):
+        return None
+    try:
+        email = normalise(data.get("email"), current_app.config["MAIL_CHECK_DELIVERABILITY"])
+    except InvalidAddress:
+        return None
+    return _post_from(data.get, data.getlist, email, _placement(data.get("placement")))
+
+
+def _form_post() -> _SignupPost | tuple:
+    """The post through SignupForm: the post, or the page with its errors."""
     form = SignupForm()
-    if form.placement.data not in consent.PLACEMENTS:
-        form.placement.data = "page"
+    form.placement.data = _placement(form.placement.data)
     valid = form.validate()
     email = None
     if not form.email.errors:
@@ -175,26 +227,39 @@ def subscribe():
             form.email.errors = [*form.email.errors, str(exc)]
     if not valid or email is None:
         return render_signup_page(form, 400)
-    if _looks_like_a_bot(form):
+    fields = form._fields
+    return _post_from(
+        lambda name: fields[name].data,
+        lambda name: fields[name].data,
+        email,
+        form.placement.data,
+    )
+
+
+@bp.post("/subscribe")
+@limiter.limit(lambda: current_app.config["SIGNUP_RATE_LIMIT"])
+def subscribe():
+    post = _quick_post() or _form_post()
+    if isinstance(post, tuple):
+        return post
+    if _looks_like_a_bot(post.nickname, post.started):
         # Answered like a real signup, so a bot learns nothing to adapt to.
         return redirect(url_for(".thanks"), 303)
-    source = (
-        form.source.data if current_app.extensions["articles"].get(form.source.data or "") else None
-    )
-    chosen = form.topics.data
-    if form.placement.data == "training":
+    source = post.source if current_app.extensions["articles"].get(post.source or "") else None
+    chosen = post.topics
+    if post.placement == "training":
         source = "certified-scrum-product-owner-cspo-training"
         # Its consent text promises class dates and nothing else.
         chosen = [topics.CSPO_CLASSES]
     subscriptions.subscribe(
         subscriptions.SignupRequest(
-            email=email,
-            name=_clean(form.name.data, 100),
+            email=post.email,
+            name=_clean(post.name, 100),
             topics=chosen,
-            placement=form.placement.data,
+            placement=post.placement,
             source_slug=source,
-            utm={k: v for k in UTM_FIELDS if (v := _clean(getattr(form, k).data, 200))},
-            referrer=_clean(form.ref.data, 500),
+            utm={k: v for k in UTM_FIELDS if (v := _clean(post.utm[k], 200))},
+            referrer=_clean(post.ref, 500),
         ),
         evidence(),
     )

@@ -18,11 +18,14 @@ from collections import Counter
 from urllib.parse import quote, urlencode
 
 import pytest
+from flask import g
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
+from werkzeug.datastructures import MultiDict
 
 from app import create_app
+from blueprints.forms import SignupForm, quick_signup_check
 from extensions import db
 from models import Lead, LeadStatus, Role, User
 from services import subscriptions
@@ -408,6 +411,51 @@ def test_fuzz_post_subscribe(site, data):
     ctype, body, headers = data.draw(bodies(SIGNUP_NAMES, site.csrf, plausible))
     headers.update(data.draw(request_headers()))
     site.check("POST", "/subscribe", ctype, body, headers)
+
+
+# Values that sit on the validators' edges, for the check below.
+EDGES = [
+    " ",
+    "  x  ",
+    "a" * 100,
+    "a" * 101,
+    "a@b." + "c" * 250,
+    "x@example.com",
+    "Ann",
+    "ann.example.com",
+    "bit.ly/x",
+    "Ann%e9",
+    "\x01Ann",
+    "www.x",
+    "tel:1",
+]
+form_values = st.one_of(values, st.sampled_from(EDGES))
+
+
+@st.composite
+def signup_posts(draw) -> list[tuple[str, str]]:
+    """Form data near a valid signup: a valid one with some fields dropped,
+    some values replaced, some added before or after (the first one wins)."""
+    valid = [("email", "ann@example.com"), ("name", "Ann"), ("topics", "newsletter")]
+    fields = [f for f in valid if draw(st.integers(0, 4))]
+    field = st.tuples(st.sampled_from([*SIGNUP_NAMES, "x"]), form_values)
+    for _ in range(draw(st.integers(0, 4))):
+        i = draw(st.integers(0, len(fields)))
+        fields.insert(i, draw(field))
+    return fields
+
+
+@FUZZ
+@given(fields=signup_posts())
+def test_quick_signup_check_decides_as_the_signup_form(site, fields):
+    """The signup view validates a post without building SignupForm when it
+    can (blueprints.forms.quick_signup_check): its answer must be the form's,
+    for any form data, so a post it passes is one the form passes, and a post
+    it refuses meets the form and its messages."""
+    data = MultiDict(fields)
+    with site.app.test_request_context("/subscribe", method="POST"):
+        g.csrf_valid = True  # as after CSRFProtect, which the view requires
+        assert quick_signup_check(data) == SignupForm(formdata=data).validate(), fields
 
 
 @FUZZ
