@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import flask_limiter
 from flask import Flask, current_app, g, request
@@ -11,10 +12,34 @@ from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
+from limits.storage import MemoryStorage
 
 from models.base import Base
 
 _CHECKED = "_rate_limits_checked"
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """limits' in-process storage (`memory://`), clearing out expired
+    counters at most once a second.
+
+    limits starts a thread to do so 10 ms after a hit whenever the previous
+    one has ended: about every other signup under load, a thread start on
+    the request's path. Reads check expiry themselves, so the sweep only
+    frees memory; a stale key now lingers a second at most.
+    """
+
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._next_sweep = 0.0
+        super().__init__(*args, **kwargs)
+
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_SECONDS
+            super()._MemoryStorage__schedule_expiry()
 
 
 class Limiter(flask_limiter.Limiter):
@@ -30,6 +55,9 @@ class Limiter(flask_limiter.Limiter):
 
     def init_app(self, app: Flask) -> None:
         super().init_app(app)
+        if type(self._storage) is MemoryStorage:
+            self._storage = SweptMemoryStorage("memory://", **self._storage_options)
+            self._limiter = type(self._limiter)(self._storage)
         after = app.after_request_funcs.setdefault(None, [])
         for i, fn in enumerate(after):
             if isinstance(fn, functools.partial) and fn.args == (self,):

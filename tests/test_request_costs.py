@@ -4,6 +4,7 @@ stand in for: the same tokens, cookies, CSRF checks, limits and headers."""
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 
@@ -15,6 +16,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from blueprints import subscriptions as signup_views
 from blueprints.forms import csrf_token
+from extensions import SweptMemoryStorage, limiter
 from services import clock, tokens
 from tests.conftest import form_fields, signup
 
@@ -125,9 +127,17 @@ def app_config(app_config, request):
     return {**app_config, **getattr(request, "param", {})}
 
 
+@pytest.fixture
+def restore_default_limits():
+    # Flask-Limiter keeps default limits on the (shared) extension object.
+    saved = limiter.limit_manager._default_limits
+    yield
+    limiter.limit_manager.set_default_limits(saved)
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("app_config", [{"RATELIMIT_DEFAULT": "2 per minute"}], indirect=True)
-def test_default_limits_still_apply_to_every_route(client):
+def test_default_limits_still_apply_to_every_route(restore_default_limits, client):
     # The before-request pass is skipped only when it has nothing to check.
     statuses = [client.get("/subscribe").status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
@@ -141,3 +151,17 @@ def test_a_view_keeps_its_own_value_of_a_security_header(app):
     r = app.test_client().get("/_test/framed")
     assert r.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
     assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_swept_memory_storage_still_expires_counters():
+    storage = SweptMemoryStorage("memory://")
+    assert storage.incr("k", expiry=0.05) == 1
+    assert storage.incr("k", expiry=0.05) == 2
+    time.sleep(0.06)
+    assert storage.get("k") == 0  # read after expiry: gone, sweep or not
+    assert storage.incr("k", expiry=0.05) == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_limiter_uses_the_swept_storage_for_memory(app):
+    assert type(limiter._storage) is SweptMemoryStorage
