@@ -9,9 +9,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from flask import current_app
-from sqlalchemy import Integer, bindparam, delete, or_, text, update
+from sqlalchemy import bindparam, delete, or_, text, update
 from sqlalchemy.orm import lazyload
 from sqlalchemy.orm.util import identity_key
 
@@ -142,10 +143,10 @@ _LEAD_ROW = (
     "source_placement",
     "utm_source",
 )
-_LEAD_RESULT = {"id": Integer, "created_at": UTCDateTime}
+_LEAD_RESULT = {"created_at": UTCDateTime()}
 
 
-def _lead_statements():
+def _lead_statements() -> tuple[upsert.Prepared, upsert.Prepared]:
     table = Lead.__table__
     row = ", ".join(f'"{c}"' for c in _LEAD_ROW)
     types = {c: table.c[c].type for c in (*_LEAD_COLUMNS, "last_confirmation_at")}
@@ -161,23 +162,26 @@ def _lead_statements():
         'OR "lead"."last_confirmation_at" < "lead"."unsubscribed_at" '
         f"RETURNING {row}"
     )
-    upsert_stmt = (
-        text(upsert_sql)
-        .bindparams(
-            *(bindparam(c, type_=types[c]) for c in _LEAD_COLUMNS),
-            bindparam("window_start", type_=UTCDateTime()),
-        )
-        .columns(**_LEAD_RESULT)
+    upsert_stmt = text(upsert_sql).bindparams(
+        *(bindparam(c, type_=types[c]) for c in _LEAD_COLUMNS),
+        bindparam("window_start", type_=UTCDateTime()),
     )
-    select_stmt = (
-        text(f'SELECT {row} FROM "lead" WHERE "email" = :email')  # noqa: S608
-        .bindparams(bindparam("email", type_=types["email"]))
-        .columns(**_LEAD_RESULT)
+    select_stmt = text(f'SELECT {row} FROM "lead" WHERE "email" = :email').bindparams(  # noqa: S608
+        bindparam("email", type_=types["email"])
     )
-    return upsert_stmt, select_stmt
+    return (
+        upsert.Prepared(upsert_stmt, _LEAD_RESULT),
+        upsert.Prepared(select_stmt, _LEAD_RESULT),
+    )
 
 
 _LEAD_UPSERT, _LEAD_SELECT = _lead_statements()
+_COME_BACK = upsert.Prepared(text('UPDATE "lead" SET "status" = :status WHERE "id" = :id'))
+_NAME = upsert.Prepared(text('UPDATE "lead" SET "name" = :name WHERE "id" = :id'))
+
+
+def _one(rows: list[dict]) -> SimpleNamespace | None:
+    return SimpleNamespace(**rows[0]) if rows else None
 
 
 def _expire_loaded(lead_id: int) -> None:
@@ -194,9 +198,10 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     The visitor sees the same answer whatever the outcome, so nobody can learn
     from the form whether an address is on the list.
 
-    Written as a few Core statements on the session's connection, no ORM
-    objects: this is the busiest write of the product, and on SQLite every
-    signup waits for the one before to commit.
+    Written as five statements handed to the driver on the session's
+    connection (see services.upsert.Prepared), no ORM objects: this is the
+    busiest write of the product, and on SQLite every signup waits for the
+    one before to commit.
     """
     now = clock.now()
     chosen = topics.clean(req.topics)
@@ -208,25 +213,27 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     # Insert first: on SQLite this takes the write lock before any read, so
     # concurrent signups queue on busy_timeout instead of failing; on
     # PostgreSQL a concurrent insert of the same address waits, then finds it.
-    lead = conn.execute(
-        _LEAD_UPSERT,
-        {
-            "public_id": public_id,
-            "email": req.email,
-            "name": req.name,
-            "status": LeadStatus.PENDING.value,
-            "source_slug": req.source_slug,
-            "source_placement": req.placement,
-            "referrer": req.referrer,
-            "created_at": now,
-            "last_confirmation_at": now,  # a new lead's window is claimed by its insert
-            **{k: req.utm.get(k) for k in UTM_KEYS},
-            "window_start": now - window,
-        },
-    ).one_or_none()
+    lead = _one(
+        _LEAD_UPSERT.rows(
+            conn,
+            {
+                "public_id": public_id,
+                "email": req.email,
+                "name": req.name,
+                "status": LeadStatus.PENDING.value,
+                "source_slug": req.source_slug,
+                "source_placement": req.placement,
+                "referrer": req.referrer,
+                "created_at": now,
+                "last_confirmation_at": now,  # a new lead's window is claimed by its insert
+                **{k: req.utm.get(k) for k in UTM_KEYS},
+                "window_start": now - window,
+            },
+        )
+    )
     claimed = lead is not None
     if lead is None:  # on the list already, and mailed within the window
-        lead = conn.execute(_LEAD_SELECT, {"email": req.email}).one()
+        lead = _one(_LEAD_SELECT.rows(conn, {"email": req.email}))
     created = lead.public_id == public_id
     # One rollup write: this form post, and the new lead when there is one
     # (a new lead's cohort is this very post).
@@ -275,7 +282,7 @@ def _after_signup(conn, req: SignupRequest, lead, chosen: list[str], claimed: bo
     if lead.status == LeadStatus.UNSUBSCRIBED:
         # Asking again: pending until it confirms, no longer counted among
         # the unsubscribed, and exactly the topics chosen now.
-        conn.execute(_COME_BACK, {"id": lead.id, "status": LeadStatus.PENDING.value})
+        _COME_BACK.execute(conn, {"id": lead.id, "status": LeadStatus.PENDING.value})
         stats.bump(
             lead.created_at.date(),
             lead.source_slug,
@@ -296,7 +303,7 @@ def _after_signup(conn, req: SignupRequest, lead, chosen: list[str], claimed: bo
         LeadTopic, [{"lead_id": lead.id, "topic": t} for t in chosen], ("lead_id", "topic"), conn
     )
     if req.name and not lead.name:
-        conn.execute(_NAME, {"id": lead.id, "name": req.name})
+        _NAME.execute(conn, {"id": lead.id, "name": req.name})
     if claimed:
         sequences.confirmation_requested(lead.id, conn=conn)
         return SignupOutcome.CONFIRMATION_QUEUED
@@ -304,10 +311,6 @@ def _after_signup(conn, req: SignupRequest, lead, chosen: list[str], claimed: bo
     # must not tell a visitor whether the address is already on the list.
     sequences.confirmation_requested(lead.id, throttled=THROTTLED_REASON, conn=conn)
     return SignupOutcome.THROTTLED
-
-
-_COME_BACK = text('UPDATE "lead" SET "status" = :status WHERE "id" = :id')
-_NAME = text('UPDATE "lead" SET "name" = :name WHERE "id" = :id')
 
 
 class ConfirmResult(enum.StrEnum):

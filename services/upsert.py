@@ -37,6 +37,60 @@ def _row_params(table, columns: tuple[str, ...], rows: int) -> tuple[str, list]:
     return ", ".join(groups), params
 
 
+class Prepared:
+    """A text statement compiled once per dialect and handed to the driver as
+    it is, its parameters converted by their types' own bind processors.
+
+    Connection.execute costs about 35 µs a statement in SQLAlchemy (a cache
+    key, parameter processing, result set-up): on the signup path, with five
+    statements, that was more than SQLite's own work. Only for statements
+    whose shape never changes; results are the driver's rows, converted by
+    the types given in `result_types`.
+    """
+
+    def __init__(self, stmt: TextClause, result_types: dict | None = None) -> None:
+        self.stmt = stmt
+        self.result_types = result_types or {}
+        self._compiled: dict = {}
+
+    def _for(self, dialect) -> tuple:
+        key = (dialect.name, dialect.paramstyle)
+        found = self._compiled.get(key)
+        if found is None:
+            compiled = self.stmt.compile(dialect=dialect)
+            processors = {}
+            for bind in compiled.binds.values():
+                proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                if proc is not None:
+                    processors[bind.key] = proc
+            results = {}
+            for name, type_ in self.result_types.items():
+                proc = type_.dialect_impl(dialect).result_processor(dialect, None)
+                if proc is not None:
+                    results[name] = proc
+            order = tuple(compiled.positiontup) if compiled.positional else None
+            found = self._compiled[key] = (compiled.string, order, processors, results)
+        return found
+
+    def execute(self, conn: Connection, params: dict, **options):
+        sql, order, processors, _ = self._for(conn.dialect)
+        if processors:
+            params = {k: (processors[k](v) if k in processors else v) for k, v in params.items()}
+        args = tuple(params[name] for name in order) if order is not None else params
+        return conn.exec_driver_sql(sql, args, execution_options=options)
+
+    def rows(self, conn: Connection, params: dict) -> list[dict]:
+        """The rows the statement returns, as dicts of converted values."""
+        results = self._for(conn.dialect)[3]
+        out = []
+        for row in self.execute(conn, params).mappings():
+            row = dict(row)
+            for name, proc in results.items():
+                row[name] = proc(row[name])
+            out.append(row)
+        return out
+
+
 @lru_cache(maxsize=256)
 def _statement(
     model,
@@ -44,7 +98,7 @@ def _statement(
     conflict: tuple[str, ...] | None,
     add: tuple[str, ...] = (),
     rows: int = 1,
-) -> TextClause:
+) -> Prepared:
     table = model.__table__
     cols = ", ".join(_q(c) for c in columns)
     values, params = _row_params(table, columns, rows)
@@ -59,13 +113,13 @@ def _statement(
         else:
             action = "DO NOTHING"
         sql += f" ON CONFLICT ({target}) {action}"
-    return text(sql).bindparams(*params)
+    return Prepared(text(sql).bindparams(*params))
 
 
-def _run(stmt, params: dict, conn: Connection | None, **options):
+def _run(prepared: Prepared, params: dict, conn: Connection | None, **options):
     if conn is None:
-        return db.session.execute(stmt, params, execution_options=options)
-    return conn.execute(stmt, params, execution_options=options)
+        return db.session.execute(prepared.stmt, params, execution_options=options)
+    return prepared.execute(conn, params, **options)
 
 
 def _flatten(rows: list[dict], columns: tuple[str, ...]) -> dict:
