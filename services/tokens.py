@@ -13,7 +13,7 @@ from functools import cache
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_encode, want_bytes
+from itsdangerous.encoding import base64_decode, base64_encode, want_bytes
 from itsdangerous.serializer import Serializer
 
 from services import clock
@@ -45,14 +45,30 @@ COMPRESS_FROM = 256
 
 
 class _FastSigning:
-    """Signer methods with the derived key kept and the HMAC in one call; the
-    signature is the same. Mixed into the signer class by `_fast_signer`."""
+    """Signer methods with the derived keys kept and each HMAC in one call;
+    the signatures, and what verifies, are the same. Mixed into the signer
+    class by `_fast_signer`."""
+
+    def _key(self, secret_key: bytes | None = None) -> bytes:
+        keys = self.__dict__.setdefault("_derived_keys", {})
+        key = keys.get(secret_key)
+        if key is None:
+            key = keys[secret_key] = self.derive_key(secret_key)
+        return key
 
     def get_signature(self, value: str | bytes) -> bytes:
-        key = self.__dict__.get("_derived_key")
-        if key is None:
-            key = self._derived_key = self.derive_key()
-        return base64_encode(hmac.digest(key, want_bytes(value), self.digest_method))
+        return base64_encode(hmac.digest(self._key(), want_bytes(value), self.digest_method))
+
+    def verify_signature(self, value: str | bytes, sig: str | bytes) -> bool:
+        try:
+            sig = base64_decode(sig)
+        except Exception:
+            return False
+        value = want_bytes(value)
+        return any(
+            hmac.compare_digest(sig, hmac.digest(self._key(key), value, self.digest_method))
+            for key in reversed(self.secret_keys)
+        )
 
 
 @cache
