@@ -13,6 +13,7 @@ from flask import session
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from itsdangerous import URLSafeTimedSerializer
+from werkzeug.http import dump_cookie
 
 from blueprints import subscriptions as signup_views
 from blueprints.forms import csrf_token
@@ -88,6 +89,31 @@ def test_session_cookie_is_one_flask_reads_and_writes(app, client):
     fields = form_fields(r.get_data(as_text=True))
     fields.update(email="reader@example.com", name="", topics=["newsletter"])
     assert client.post("/subscribe", data=fields).status_code == 303
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "app_config",
+    [{}, {"SESSION_COOKIE_DOMAIN": "example.com", "SESSION_COOKIE_PATH": "/x y"}],
+    indirect=True,
+)
+def test_the_session_cookie_is_the_one_werkzeug_writes(app, client):
+    cookie = next(
+        c for c in client.get(ARTICLE).headers.getlist("Set-Cookie") if c.startswith("session=")
+    )
+    value = cookie.split(";")[0].split("=", 1)[1]
+    si = app.session_interface
+    expected = dump_cookie(
+        "session",
+        value,
+        path=si.get_cookie_path(app),
+        domain=si.get_cookie_domain(app),
+        secure=si.get_cookie_secure(app),
+        httponly=si.get_cookie_httponly(app),
+        samesite=si.get_cookie_samesite(app),
+        partitioned=si.get_cookie_partitioned(app),
+    )
+    assert cookie == expected
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
