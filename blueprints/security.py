@@ -50,7 +50,7 @@ def _adder(headers: tuple[tuple[str, str], ...]):
 class _SessionJSON(TaggedJSONSerializer):
     """Flask's session serializer. A session of plain strings (a visitor's
     CSRF token) needs no tags: written straight, as the same text Flask
-    writes (compact, keys sorted, ASCII)."""
+    writes (compact, keys sorted, ASCII), and read straight back."""
 
     def dumps(self, value) -> str:
         if (
@@ -60,6 +60,16 @@ class _SessionJSON(TaggedJSONSerializer):
         ):
             return json.dumps(value, separators=(",", ":"), sort_keys=True)
         return super().dumps(value)
+
+    def loads(self, value: str):
+        data = json.loads(value)
+        if (
+            type(data) is dict
+            and all(type(v) is str for v in data.values())
+            and not (len(data) == 1 and next(iter(data)) in self.tags)
+        ):
+            return data  # nothing tagged in it: Flask's untagging would return it as it is
+        return self._untag_scan(data)
 
 
 class SessionInterface(SecureCookieSessionInterface):

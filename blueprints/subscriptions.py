@@ -47,7 +47,9 @@ def _client_ip() -> str | None:
 def evidence() -> subscriptions.Evidence:
     # Servers other than gunicorn let NUL and other control characters through
     # in headers; PostgreSQL refuses NUL in text (a 500, and a lost signup).
-    agent = "".join(ch for ch in request.user_agent.string or "" if ch.isprintable())
+    agent = request.headers.get("User-Agent", "")
+    if not agent.isprintable():  # nearly always is: no need to look at each character
+        agent = "".join(ch for ch in agent if ch.isprintable())
     return subscriptions.Evidence(ip=_client_ip(), user_agent=agent[:500] or None)
 
 

@@ -191,3 +191,31 @@ def test_swept_memory_storage_still_expires_counters():
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_the_limiter_uses_the_swept_storage_for_memory(app):
     assert type(limiter._storage) is SweptMemoryStorage
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_session_serializer_writes_and_reads_as_flask_does(app):
+    from flask.sessions import session_json_serializer as flasks
+
+    ours = app.session_interface.serializer
+    values = [
+        {"csrf_token": "abc", "_user_id": "1", "é": "ü"},
+        {"_fresh": True, "_user_id": "7", "csrf_token": "x"},
+        {" t": "looks like a tag"},
+        {"_flashes": [("info", "Signed out")]},
+        {"when": datetime(2026, 1, 1, tzinfo=UTC), "raw": b"\x00\xff"},
+        {},
+    ]
+    with app.app_context():
+        for value in values:
+            assert ours.dumps(value) == flasks.dumps(value)
+            assert ours.loads(flasks.dumps(value)) == flasks.loads(flasks.dumps(value))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_evidence_keeps_printable_user_agents_whole_and_cleans_the_rest(client, app):
+    from blueprints.subscriptions import evidence
+
+    for agent, kept in (("Mozilla/5.0 (X11) é", "Mozilla/5.0 (X11) é"), ("a\x00b\x07c", "abc")):
+        with app.test_request_context("/", headers={"User-Agent": agent}):
+            assert evidence().user_agent == kept
