@@ -34,7 +34,9 @@ class App(Flask):
         try:
             return self._sync[func]
         except KeyError:
-            sync = self._sync[func] = super().ensure_sync(func)
+            sync = super().ensure_sync(func)
+            if len(self._sync) < 1000:  # hooks and views: a few dozen
+                self._sync[func] = sync
             return sync
         except TypeError:  # unhashable: ask every time
             return super().ensure_sync(func)

@@ -6,7 +6,8 @@ import functools
 import time
 
 import flask_limiter
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, request
+from flask.globals import request_ctx
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
@@ -71,7 +72,8 @@ class Limiter(flask_limiter.Limiter):
     def _only_when_checked(hook):
         @functools.wraps(hook)
         def run(arg):
-            return hook(arg) if g.get(_CHECKED) else arg
+            # Marked on the request context, where Flask-Limiter keeps its state.
+            return hook(arg) if getattr(request_ctx._get_current_object(), _CHECKED, False) else arg
 
         return run
 
@@ -80,7 +82,7 @@ class Limiter(flask_limiter.Limiter):
     ) -> None:
         if in_middleware and not self._limits_beyond_views():
             return
-        setattr(g, _CHECKED, True)
+        setattr(request_ctx._get_current_object(), _CHECKED, True)
         super()._check_request_limit(callable_name=callable_name, in_middleware=in_middleware)
 
     def _limits_beyond_views(self) -> bool:

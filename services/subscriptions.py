@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 from flask import current_app
-from sqlalchemy import bindparam, delete, or_, text, update
+from sqlalchemy import Connection, bindparam, delete, or_, text, update
 from sqlalchemy.orm import lazyload
 from sqlalchemy.orm.util import identity_key
 
@@ -262,13 +262,19 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
         },
         conn=conn,
     )
-    outcome = _after_signup(conn, req, lead, chosen, claimed, now)
+    outcome = _after_signup(conn, req, lead, chosen, claimed)
     if not created:
         _expire_loaded(lead.id)
     return outcome
 
 
-def _after_signup(conn, req: SignupRequest, lead, chosen: list[str], claimed: bool, now):
+def _after_signup(
+    conn: Connection,
+    req: SignupRequest,
+    lead: SimpleNamespace,
+    chosen: list[str],
+    claimed: bool,
+) -> SignupOutcome:
     """The writes that depend on the state the address was in."""
     if lead.status == LeadStatus.CONFIRMED:
         # Topics of a confirmed lead change only through its preferences
