@@ -18,33 +18,9 @@ from extensions import csrf, db, limiter, login_manager, migrate
 BASE_DIR = Path(__file__).resolve().parent
 
 
-class App(Flask):
-    """Flask, remembering which views and hooks are plain functions.
-
-    Flask asks `inspect` whether each hook and view is a coroutine function
-    on every request, about ten times per request here; the answer never
-    changes.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._sync: dict = {}
-
-    def ensure_sync(self, func):
-        try:
-            return self._sync[func]
-        except KeyError:
-            sync = super().ensure_sync(func)
-            if len(self._sync) < 1000:  # hooks and views: a few dozen
-                self._sync[func] = sync
-            return sync
-        except TypeError:  # unhashable: ask every time
-            return super().ensure_sync(func)
-
-
 def create_app(test_config: dict | None = None) -> Flask:
     load_dotenv(BASE_DIR / ".env")
-    app = App(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(Config.from_env(app.instance_path))
     if test_config is not None:
         app.config.from_mapping(test_config)
@@ -93,7 +69,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from services.content import ArticleStore
 
     login_manager.user_loader(load_user)
-    app.extensions["articles"] = ArticleStore(app.config["CONTENT_DIR"], auto_reload=app.debug)
+    app.extensions["articles"] = ArticleStore(
+        app.config["CONTENT_DIR"], check_seconds=0 if app.debug else 2.0
+    )
     app.extensions["view_counter"] = ViewCounter(app.config["VIEW_FLUSH_SECONDS"])
     security.init_app(app)
     errors.init_app(app)
@@ -104,7 +82,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     # Last: its /<slug> route must not shadow the others.
     app.register_blueprint(articles.bp)
-    # Reading pages has no limit to check: skip Flask-Limiter's per-request work.
+    # Reading pages has no limit to check (Flask-Limiter's public exemption).
     limiter.exempt(articles.bp)
     register_commands(app)
 

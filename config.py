@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def _bool(name: str, default: bool = False) -> bool:
@@ -26,6 +27,20 @@ def _int(name: str, default: int) -> int:
 def _float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value not in (None, "") else default
+
+
+def _origins(name: str) -> list[str]:
+    """Comma-separated origins (scheme://host[:port]), checked at start-up."""
+    out = []
+    for item in os.environ.get(name, "").split(","):
+        item = item.strip().rstrip("/").lower()
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ValueError(f"{name}: {item!r} is not an origin such as https://partner.example")
+        out.append(item)
+    return out
 
 
 def _normalise_database_url(url: str) -> str:
@@ -96,6 +111,8 @@ class Config:
             "CONFIRMATION_WINDOW_SECONDS": _int("CONFIRMATION_WINDOW_SECONDS", 3600),
             "CONFIRMATION_MAX_AGE_SECONDS": _int("CONFIRMATION_MAX_AGE_SECONDS", 7 * 24 * 3600),
             "FORM_MIN_SECONDS": _float("FORM_MIN_SECONDS", 2.0),
+            # Sites that may embed the signup form (iframe) and post to it.
+            "EMBED_ALLOWED_ORIGINS": _origins("EMBED_ALLOWED_ORIGINS"),
             "SIGNUP_RATE_LIMIT": os.environ.get("SIGNUP_RATE_LIMIT", "10 per minute"),
             "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "5 per minute"),
             "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),

@@ -18,6 +18,7 @@ from flask_login import current_user
 from markupsafe import escape
 from wtforms.fields.choices import SelectChoice
 
+from blueprints import public_pages
 from blueprints.access import protect_blueprint
 from blueprints.admin_forms import (
     ActionForm,
@@ -151,6 +152,7 @@ def _save_class(cls: TrainingClass, form: ClassForm, is_new: bool):
         starts_at=cls.starts_at.isoformat(),
     )
     db.session.commit()
+    public_pages.forget("training")
     for note in notes:
         flash(note, "info")
     flash(f"Saved “{cls.title}”.", "info")
@@ -198,6 +200,7 @@ def class_cancel(public_id: str):
     cls.status = ClassStatus.CANCELLED
     audit.record(current_user, "class.cancel", cls.public_id, title=cls.title)
     db.session.commit()
+    public_pages.forget("training")
     flash(f"“{cls.title}” is cancelled. Reminders for it will not be sent.", "info")
     return redirect(url_for(".classes"), 303)
 

@@ -13,15 +13,12 @@ from flask import (
     url_for,
 )
 
-from blueprints import page_cache
-from blueprints.subscriptions import (
-    new_signup_form,
-    placeholder_signup_form,
-    signup_form_values,
-)
+from blueprints import public_pages
+from blueprints.subscriptions import new_signup_form
 from extensions import db
 from services import tokens
 from services import training as classes_service
+from services.analytics import is_bot
 from services.content import TRAINING_PATH
 
 bp = Blueprint("articles", __name__)
@@ -39,18 +36,30 @@ def favicon():
 
 @bp.get("/")
 def index():
-    return render_template("articles/index.html", articles=store().all())
+    articles = store().all()
+    return public_pages.serve(
+        "index",
+        "articles/index.html",
+        lambda: {"articles": articles},
+        version=store().version,
+        last_modified=max((a.modified for a in articles if a.modified), default=None),
+    )
+
+
+def _training_context() -> dict:
+    classes = classes_service.upcoming_classes()
+    return {
+        "classes": classes,
+        "months": classes_service.by_month(classes),
+        "form": new_signup_form("training"),
+    }
 
 
 @bp.get(TRAINING_PATH)
 def training():
-    classes = classes_service.upcoming_classes()
-    return render_template(
-        "articles/training.html",
-        classes=classes,
-        months=classes_service.by_month(classes),
-        form=new_signup_form("training"),
-    )
+    # Classes are read when the page is rendered: once per stamp period,
+    # and at once after a class is saved in this process (admin views).
+    return public_pages.serve("training", "articles/training.html", _training_context)
 
 
 @bp.get(f"{TRAINING_PATH}/<public_id>.ics")
@@ -69,10 +78,13 @@ def class_ics(public_id: str):
 
 @bp.get("/register/<token>")
 def register(token: str):
-    """A tracked register click: counted, then sent on to the class's own
-    registration page, and nowhere else."""
+    """A tracked register click, sent on to the class's own registration
+    page and nowhere else. Counted for browsers only: mail link scanners
+    and other known bots (services.analytics.is_bot) open it too, and HEAD
+    changes nothing."""
+    counted = request.method == "GET" and not is_bot(request.headers.get("User-Agent"))
     try:
-        cls = classes_service.record_click(token)
+        cls = classes_service.record_click(token, count=counted)
     except tokens.TokenInvalid:
         abort(400)
     except classes_service.ClassError as exc:
@@ -85,29 +97,21 @@ def register(token: str):
 
 @bp.get("/<slug>")
 def article(slug: str):
-    extensions = current_app.extensions
-    art = extensions["articles"].get(slug)
+    art = store().get(slug)
     if art is None:
         abort(404)
-    req = request._get_current_object()
-    if req.method == "GET":
-        extensions["view_counter"].count(art.slug, req.headers.get("User-Agent", ""))
-    if not page_cache.cacheable():
-        return render_template(
-            "articles/article.html",
-            article=art,
-            inline_form=new_signup_form("inline", art.slug),
-            end_form=new_signup_form("end", art.slug),
-        )
-    return page_cache.render(
+    if request.method == "GET":  # a 304 is a view too; HEAD is not
+        current_app.extensions["view_counter"].count(art.slug, request.headers.get("User-Agent"))
+    return public_pages.serve(
         f"article:{art.slug}",
-        lambda: render_template(
-            "articles/article.html",
-            article=art,
-            inline_form=placeholder_signup_form("inline", art.slug),
-            end_form=placeholder_signup_form("end", art.slug),
-        ),
-        signup_form_values(("inline", "end")),
+        "articles/article.html",
+        lambda: {
+            "article": art,
+            "inline_form": new_signup_form("inline", art.slug),
+            "end_form": new_signup_form("end", art.slug),
+        },
+        version=art,
+        last_modified=art.modified,
     )
 
 

@@ -90,7 +90,7 @@ def logout():
     if current_user.is_authenticated:
         # A new session token: a copy of this session's cookie stops working
         # too (and so do the user's other sessions, which is the safe side).
-        auth.end_sessions(current_user._get_current_object())
+        auth.end_sessions(current_user)
         db.session.commit()
     logout_user()
     session.clear()

@@ -26,25 +26,9 @@ def not_found(_exc):
     )
 
 
-def csrf_error(exc: CSRFError):
-    # Most often a form left open longer than its token lives: keep what the
-    # visitor typed and ask them to send it again.
-    if request.endpoint == "subscriptions.subscribe":
-        from blueprints.forms import SignupForm
-        from blueprints.subscriptions import new_signup_form, render_signup_page
-        from services.consent import PLACEMENTS
-
-        form = SignupForm()
-        if form.placement.data not in PLACEMENTS:
-            form.placement.data = "page"
-        fresh = new_signup_form(form.placement.data)
-        form.csrf_token.data = fresh.csrf_token.current_token
-        form.started.data = fresh.started.data
-        message = "This form had expired. Please check it and send it again."
-        if request.content_length and not request.form:
-            # Werkzeug drops a body it cannot decode (bytes that are not UTF-8).
-            message = "We could not read what was sent. Please fill in the form again."
-        return render_signup_page(form, 400, message=message)
+def csrf_error(_exc: CSRFError):
+    # Staff forms only (the public ones carry no token): most often a form
+    # left open longer than its token lives.
     return _page(
         "errors/generic.html",
         400,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 
-from flask import current_app, g, request, session
+from flask import request
 from flask_wtf import FlaskForm
 from flask_wtf.form import SUBMIT_METHODS
 from wtforms import EmailField, HiddenField, SelectMultipleField, StringField, SubmitField
@@ -14,7 +12,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from services import tokens, topics
+from services import topics
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ufffd]")
 # Anything a mail client would turn into a link (they link bare domains such
@@ -29,32 +27,6 @@ _LINKISH = re.compile(
 # Bytes that were not UTF-8 reach us as "%FF" (Werkzeug keeps them quoted in
 # urlencoded bodies) or as U+FFFD (multipart): the text did not arrive intact.
 _UNREADABLE = re.compile(r"\ufffd|%[89a-f][0-9a-f]", re.I)
-
-
-def csrf_token() -> str:
-    """The CSRF token for this request's forms: flask_wtf.csrf.generate_csrf,
-    the same raw token in the session and the same signed token (Flask-WTF
-    checks it, and returns it for any later call in the request), signed by
-    a serializer made once instead of per call (see services.tokens). Each
-    context object is looked up once: on an article page, the proxies' own
-    cost was a tenth of the request."""
-    app = current_app._get_current_object()
-    field = app.config["WTF_CSRF_FIELD_NAME"]
-    request_globals = g._get_current_object()
-    token = request_globals.get(field)
-    if token is None:
-        key = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
-        serializer = tokens.fast_serializer((key,), "wtf-csrf-token")
-        data = session._get_current_object()
-        if field not in data:
-            data[field] = hashlib.sha1(os.urandom(64)).hexdigest()  # noqa: S324 (as Flask-WTF)
-        try:
-            token = serializer.dumps(data[field])
-        except TypeError:  # not a token of ours in the session: a new one
-            data[field] = hashlib.sha1(os.urandom(64)).hexdigest()  # noqa: S324 (as Flask-WTF)
-            token = serializer.dumps(data[field])
-        setattr(request_globals, field, token)
-    return token
 
 
 def readable(_form, field) -> None:
@@ -106,7 +78,16 @@ class HtmlForm(FlaskForm):
             return request.form if request.method in SUBMIT_METHODS else None
 
 
-class SignupForm(HtmlForm):
+class PublicForm(HtmlForm):
+    """A form on a page that is the same for every visitor: no CSRF token.
+    The signup is guarded by its Origin check and traps instead; the resend
+    form carries its own capability (the expired link's token)."""
+
+    class Meta(HtmlForm.Meta):
+        csrf = False
+
+
+class SignupForm(PublicForm):
     email = EmailField(
         "Email address",
         validators=[DataRequired("Enter your email address."), Length(max=254), readable],
@@ -138,47 +119,12 @@ class SignupForm(HtmlForm):
     submit = SubmitField("Subscribe")
 
 
-def quick_signup_check(formdata) -> bool:
-    """True when every field of a posted signup passes SignupForm's
-    validators, decided without building the form.
-
-    A signup post is the busiest request of the product, and binding,
-    processing and validating the fifteen fields of a WTForms form cost a
-    seventh of it. This is the same decision, field by field, as
-    SignupForm.validate() over the same form data (tests/test_fuzz_forms.py
-    holds the two to it); when it says no, the view builds the real form,
-    whose messages the visitor then reads. The CSRF field is left out: the
-    caller checks that CSRFProtect passed this request, as the form would.
-    """
-    # StringField: the first value, or None when the field was not sent.
-    email = formdata.get("email")
-    # DataRequired, Length(max=254), readable
-    if not email or not email.strip() or len(email) > 254 or _UNREADABLE.search(email):
-        return False
-    name = formdata.get("name")
-    # Optional: a missing or blank name ends its checks; else Length(max=100),
-    # readable, no_control_characters, no_links.
-    if (
-        name
-        and name.strip()
-        and (
-            len(name) > 100
-            or _UNREADABLE.search(name)
-            or _CONTROL.search(name)
-            or _LINKISH.search(name)
-        )
-    ):
-        return False
-    # known_topic, on every value sent (MultiCheckboxField keeps all).
-    return bool(topics.clean(formdata.getlist("topics")))
-
-
 class PreferencesForm(HtmlForm):
     topics = MultiCheckboxField("I want to receive", choices=topic_choices())
     save = SubmitField("Save my choices")
     unsubscribe_all = SubmitField("Unsubscribe from everything")
 
 
-class ResendForm(HtmlForm):
+class ResendForm(PublicForm):
     token = HiddenField()
     submit = SubmitField("Send me a new link")

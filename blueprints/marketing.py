@@ -42,6 +42,17 @@ def dashboard_page():
     )
 
 
+@bp.get("/embed")
+def embed_snippet():
+    """The iframe snippet a marketer pastes into another site."""
+    return render_template(
+        "marketing/embed.html",
+        origins=current_app.config["EMBED_ALLOWED_ORIGINS"],
+        topics=topics.TOPICS,
+        embed_url=current_app.config["SITE_URL"] + url_for("subscriptions.embed_signup"),
+    )
+
+
 def _filters_or_error():
     try:
         return LeadFilters.parse(request.args), None

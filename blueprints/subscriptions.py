@@ -3,36 +3,37 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import re
 from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
     abort,
     current_app,
-    g,
     redirect,
     render_template,
     request,
     url_for,
 )
-from markupsafe import escape
 
-from blueprints.forms import (
-    PreferencesForm,
-    ResendForm,
-    SignupForm,
-    csrf_token,
-    quick_signup_check,
-)
+from blueprints import public_pages, security
+from blueprints.forms import PreferencesForm, ResendForm, SignupForm
 from extensions import csrf, db, limiter
 from models import LeadStatus
-from services import clock, consent, subscriptions, tokens, topics
+from services import consent, signup_guard, subscriptions, tokens, topics
 from services.addresses import InvalidAddress, normalise
+from services.content import TRAINING_PATH
 
 bp = Blueprint("subscriptions", __name__)
 
-UTM_FIELDS = subscriptions.UTM_KEYS
+UTM_FIELDS = signup_guard.UTM_KEYS
+TRAINING_SLUG = TRAINING_PATH.lstrip("/")
+# A source label a marketer puts in the embed snippet (?source=partner-blog).
+_SOURCE_LABEL = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+STALE_MESSAGE = (
+    "This page was open for more than a day, so we ask you to send the form "
+    "once more. Please check your details below."
+)
 
 
 def _client_ip() -> str | None:
@@ -53,89 +54,6 @@ def evidence() -> subscriptions.Evidence:
     return subscriptions.Evidence(ip=_client_ip(), user_agent=agent[:500] or None)
 
 
-def _external_referrer() -> str:
-    ref = request.referrer or ""
-    parts = urlsplit(ref)
-    if parts.scheme not in ("http", "https") or parts.netloc == request.host:
-        return ""
-    return ref[:500]
-
-
-def new_signup_form(placement: str, source: str | None = None) -> SignupForm:
-    """A blank form for a page, stamped with when it was shown and where the
-    visitor came from (UTM parameters of this page view, outside referrer)."""
-    form = SignupForm(formdata=None)
-    form.placement.data = placement
-    form.source.data = source or ""
-    # The signed value carries the time to the millisecond: the token's own
-    # timestamp has whole seconds only, too coarse for a 2-second trap.
-    form.started.data = tokens.make("form-time", [placement, clock.now().timestamp()])
-    form.ref.data = _external_referrer()
-    for key in UTM_FIELDS:
-        getattr(form, key).data = (request.args.get(key) or "")[:200]
-    return form
-
-
-# Placeholders for the values of a signup form that change with each visit:
-# a page cached with these in place is filled in per request (see
-# blueprints/page_cache.py). Plain capitals: escaping leaves them alone.
-def placeholder(name: str) -> str:
-    return f"__DYN_{name.upper()}__"
-
-
-def placeholder_signup_form(placement: str, source: str | None = None) -> SignupForm:
-    form = SignupForm(formdata=None)
-    form.placement.data = placement
-    form.source.data = source or ""
-    form.csrf_placeholder = placeholder("csrf_token")
-    form.started.data = placeholder(f"started_{placement}")
-    form.ref.data = placeholder("ref")
-    for key in UTM_FIELDS:
-        getattr(form, key).data = placeholder(key)
-    return form
-
-
-_CSRF = placeholder("csrf_token")
-_REF = placeholder("ref")
-_UTM = tuple((key, placeholder(key)) for key in UTM_FIELDS)
-_NO_UTM = {name: "" for _, name in _UTM}
-
-
-# Pages shown within this many seconds of each other share one form-time
-# token: signing one per visit cost a tenth of a page view. The trap then
-# reads a form as shown up to this much earlier than it was, i.e. it lets a
-# bot through that waited FORM_MIN_SECONDS minus at most this.
-FORM_TIME_SHARED_SECONDS = 0.1
-
-
-def form_time_token() -> str:
-    """The signed time stamp of a page's forms, read by the time trap."""
-    now = clock.now().timestamp()
-    extensions = current_app.extensions
-    shared = extensions.get("form_time_token")
-    if shared is not None and 0 <= now - shared[0] < FORM_TIME_SHARED_SECONDS:
-        return shared[1]
-    # One signed token serves every form on the page: the trap reads the time.
-    token = tokens.make("form-time", ["page", now])
-    extensions["form_time_token"] = (now, token)
-    return token
-
-
-def signup_form_values(placements: tuple[str, ...]) -> dict[str, str]:
-    """The per-visit values for placeholder_signup_form, escaped for HTML."""
-    started = form_time_token()
-    values = {placeholder(f"started_{p}"): started for p in placements}
-    values[_CSRF] = csrf_token()
-    req = request._get_current_object()
-    values[_REF] = str(escape(_external_referrer())) if req.referrer else ""
-    if req.args:
-        args = req.args
-        values.update({name: str(escape((args.get(k) or "")[:200])) for k, name in _UTM})
-    else:  # most visits: no campaign parameters to carry
-        values.update(_NO_UTM)
-    return values
-
-
 def _clean(value: str | None, limit: int) -> str | None:
     if not value:
         return None
@@ -143,16 +61,15 @@ def _clean(value: str | None, limit: int) -> str | None:
     return value or None
 
 
-def _looks_like_a_bot(nickname: str | None, started: str | None) -> bool:
-    if nickname:
-        return True
-    try:
-        value, _ = tokens.read("form-time", started or "")
-        shown_at = float(value[1])
-    except (tokens.TokenInvalid, TypeError, ValueError, IndexError):
-        return True
-    age = clock.now().timestamp() - shown_at
-    return age < current_app.config["FORM_MIN_SECONDS"]
+def new_signup_form(placement: str, source: str | None = None) -> SignupForm:
+    """A blank form for a page: the same for every visitor. It carries the
+    page's time stamp; the visitor's UTM values and outside referrer are
+    read at post time (see subscribe)."""
+    form = SignupForm(formdata=None)
+    form.placement.data = placement
+    form.source.data = source or ""
+    form.started.data = signup_guard.stamp()
+    return form
 
 
 def render_signup_page(form: SignupForm, status: int = 200, message: str | None = None):
@@ -166,35 +83,10 @@ def _consent_text_for(placement: str) -> str:
 
 @bp.get("/subscribe")
 def signup_page():
-    return render_signup_page(new_signup_form("page"))
-
-
-@dataclass
-class _SignupPost:
-    """What a valid signup post carries, from the form data or the form."""
-
-    email: str  # normalised
-    name: str | None
-    topics: list[str]
-    placement: str
-    source: str | None
-    started: str | None
-    nickname: str | None
-    ref: str | None
-    utm: dict[str, str | None]
-
-
-def _post_from(get, getlist, email: str, placement: str) -> _SignupPost:
-    return _SignupPost(
-        email=email,
-        name=get("name"),
-        topics=getlist("topics"),
-        placement=placement,
-        source=get("source"),
-        started=get("started"),
-        nickname=get("nickname"),
-        ref=get("ref"),
-        utm={k: get(k) for k in UTM_FIELDS},
+    return public_pages.serve(
+        "subscribe",
+        "subscriptions/signup.html",
+        lambda: {"form": new_signup_form("page"), "message": None},
     )
 
 
@@ -202,21 +94,36 @@ def _placement(value: str | None) -> str:
     return value if value in consent.PLACEMENTS else "page"
 
 
-def _quick_post() -> _SignupPost | None:
-    """The post read straight from the form data when it is valid; None
-    sends it through the full form (see blueprints.forms.quick_signup_check)."""
-    data = request.form
-    if not g.get("csrf_valid") or not quick_signup_check(data):
-        return None
-    try:
-        email = normalise(data.get("email"), current_app.config["MAIL_CHECK_DELIVERABILITY"])
-    except InvalidAddress:
-        return None
-    return _post_from(data.get, data.getlist, email, _placement(data.get("placement")))
+def _source(form: SignupForm) -> str | None:
+    if form.placement.data == "training":
+        return TRAINING_SLUG
+    if form.placement.data == "embed":
+        # The marketer's label from the snippet, else the embedding site.
+        if _SOURCE_LABEL.fullmatch(form.source.data or ""):
+            return form.source.data
+        return urlsplit(form.ref.data or "").hostname
+    source = form.source.data or ""
+    return source if current_app.extensions["articles"].get(source) else None
 
 
-def _form_post() -> _SignupPost | tuple:
-    """The post through SignupForm: the post, or the page with its errors."""
+def _cross_site_refusal():
+    return render_template(
+        "errors/generic.html",
+        title="This form was sent from another site",
+        detail=(
+            "Our signup form only accepts posts from our own pages and the sites "
+            "we have allowed to embed it. Nothing was saved. Please sign up on "
+            f"{current_app.config['SITE_URL']}/subscribe instead."
+        ),
+    ), 403
+
+
+@bp.post("/subscribe")
+@csrf.exempt  # no session, no CSRF token: guarded by the Origin check and traps
+@limiter.limit(lambda: current_app.config["SIGNUP_RATE_LIMIT"])
+def subscribe():
+    if not signup_guard.origin_allowed(request.headers.get("Origin"), request.referrer):
+        return _cross_site_refusal()
     form = SignupForm()
     form.placement.data = _placement(form.placement.data)
     valid = form.validate()
@@ -227,46 +134,79 @@ def _form_post() -> _SignupPost | tuple:
             email = normalise(form.email.data, current_app.config["MAIL_CHECK_DELIVERABILITY"])
         except InvalidAddress as exc:
             form.email.errors = [*form.email.errors, str(exc)]
+    stamp = signup_guard.check_stamp(form.started.data)
     if not valid or email is None:
-        return render_signup_page(form, 400)
-    fields = form._fields
-    return _post_from(
-        lambda name: fields[name].data,
-        lambda name: fields[name].data,
-        email,
-        form.placement.data,
-    )
-
-
-@bp.post("/subscribe")
-@limiter.limit(lambda: current_app.config["SIGNUP_RATE_LIMIT"])
-def subscribe():
-    post = _quick_post() or _form_post()
-    if isinstance(post, tuple):
-        return post
-    if _looks_like_a_bot(post.nickname, post.started):
+        if stamp is not signup_guard.Stamp.OK:
+            form.started.data = signup_guard.stamp()
+        return _form_again(form)
+    if form.nickname.data or stamp in (signup_guard.Stamp.INVALID, signup_guard.Stamp.TOO_SOON):
         # Answered like a real signup, so a bot learns nothing to adapt to.
-        return redirect(url_for(".thanks"), 303)
-    source = post.source if current_app.extensions["articles"].get(post.source or "") else None
-    chosen = post.topics
-    if post.placement == "training":
-        source = "certified-scrum-product-owner-cspo-training"
-        # Its consent text promises class dates and nothing else.
-        chosen = [topics.CSPO_CLASSES]
+        return _thanks(form)
+    if stamp is signup_guard.Stamp.STALE:
+        form.started.data = signup_guard.resume_stamp()
+        return _form_again(form, message=STALE_MESSAGE)
+
+    # UTM values: copied by static/js/signup.js, else read from the page the
+    # post came from (a same-origin Referer is the page's whole URL).
+    from_page = signup_guard.utm_from_url(request.referrer)
+    utm = {
+        k: v for k in UTM_FIELDS if (v := _clean(getattr(form, k).data or from_page.get(k), 200))
+    }
+    training = form.placement.data == "training"
     subscriptions.subscribe(
         subscriptions.SignupRequest(
-            email=post.email,
-            name=_clean(post.name, 100),
-            topics=chosen,
-            placement=post.placement,
-            source_slug=source,
-            utm={k: v for k in UTM_FIELDS if (v := _clean(post.utm[k], 200))},
-            referrer=_clean(post.ref, 500),
+            email=email,
+            name=_clean(form.name.data, 100),
+            # The training form's consent text promises class dates, nothing else.
+            topics=[topics.CSPO_CLASSES] if training else form.topics.data,
+            placement=form.placement.data,
+            source_slug=_clean(_source(form), 200),
+            utm=utm,
+            referrer=_clean(signup_guard.outside_referrer(form.ref.data), 500),
         ),
         evidence(),
     )
     db.session.commit()
+    return _thanks(form)
+
+
+def _form_again(form: SignupForm, message: str | None = None):
+    if form.placement.data == "embed":
+        return _framed(render_template("subscriptions/embed.html", form=form, message=message), 400)
+    return render_signup_page(form, 400, message=message)
+
+
+def _thanks(form: SignupForm):
+    if form.placement.data == "embed":  # inside the frame: no redirect to a page it may not show
+        return _framed(render_template("subscriptions/embed_thanks.html"))
     return redirect(url_for(".thanks"), 303)
+
+
+def _framed(body: str, status: int = 200):
+    """A response the sites in EMBED_ALLOWED_ORIGINS may show in a frame:
+    frame-ancestors names them on this route only."""
+    ancestors = " ".join(["'self'", *current_app.config["EMBED_ALLOWED_ORIGINS"]])
+    return (
+        body,
+        status,
+        {
+            "Content-Security-Policy": security.csp(f"frame-ancestors {ancestors}"),
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+@bp.get("/embed/signup")
+def embed_signup():
+    """The signup form made to sit in an iframe on an allowed site.
+    ?topics=a,b ticks those topics; ?source=label names the lead's source."""
+    form = new_signup_form("embed", request.args.get("source", "")[:64])
+    wanted = request.args.get("topics", "").split(",") + request.args.getlist("topic")
+    form.topics.data = topics.clean(wanted)
+    # Without JavaScript, the embedding page is known from this request only.
+    if signup_guard.origin_of(request.referrer) in current_app.config["EMBED_ALLOWED_ORIGINS"]:
+        form.ref.data = request.referrer[:500]
+    return _framed(render_template("subscriptions/embed.html", form=form, message=None))
 
 
 @bp.get("/subscribe/thanks")
@@ -287,8 +227,9 @@ def _token_error(status: int = 400, expired_token: str | None = None):
     ), status
 
 
-@bp.get("/confirm/<token>")
-def confirm(token: str):
+def _confirm_link(token: str):
+    """The lead a confirmation link names and when the link was made, or the
+    page to show instead (expired, broken, or confirmed already)."""
     try:
         lead, issued = subscriptions.lead_from_token(
             "confirm", token, current_app.config["CONFIRMATION_MAX_AGE_SECONDS"]
@@ -297,12 +238,39 @@ def confirm(token: str):
         lead = subscriptions.lead_by_public_id(str(exc.value)) if exc.value else None
         if lead is not None and lead.status == LeadStatus.CONFIRMED:
             # Confirmed already: a "new link" would only send a mail that says so.
-            return _confirmed_page(lead, already=True)
-        return _token_error(410, expired_token=token)
+            return None, None, _confirmed_page(lead, already=True)
+        return None, None, _token_error(410, expired_token=token)
     except tokens.TokenInvalid:
-        return _token_error(400)
+        return None, None, _token_error(400)
     if lead is None:
-        return _token_error(404)
+        return None, None, _token_error(404)
+    return lead, issued, None
+
+
+@bp.get("/confirm/<token>")
+def confirm_page(token: str):
+    """Changes nothing: mail filters open every link in a mail, and must not
+    confirm on the reader's behalf. One button posts to the same URL."""
+    lead, _, shown = _confirm_link(token)
+    if shown is not None:
+        return shown
+    if lead.status == LeadStatus.CONFIRMED:
+        return _confirmed_page(lead, already=True)
+    return _private(
+        render_template(
+            "subscriptions/confirm.html",
+            lead=lead,
+            topic_labels=[topics.TOPICS[t] for t in topics.clean(list(lead.topic_slugs))],
+        )
+    )
+
+
+@bp.post("/confirm/<token>")
+@csrf.exempt  # the token in the URL is the capability; a second post does no harm
+def confirm(token: str):
+    lead, issued, shown = _confirm_link(token)
+    if shown is not None:
+        return shown
     result = subscriptions.confirm(lead, issued, evidence())
     db.session.commit()
     if result == subscriptions.ConfirmResult.STALE:
@@ -310,16 +278,24 @@ def confirm(token: str):
     return _confirmed_page(lead, already=result == subscriptions.ConfirmResult.ALREADY)
 
 
+def _private(body: str, status: int = 200):
+    # A page naming a lead's address: for this reader's browser only.
+    return body, status, {"Cache-Control": "private, no-store"}
+
+
 def _confirmed_page(lead, already: bool):
-    return render_template(
-        "subscriptions/confirmed.html",
-        lead=lead,
-        already=already,
-        preferences_token=subscriptions.preferences_token(lead),
+    return _private(
+        render_template(
+            "subscriptions/confirmed.html",
+            lead=lead,
+            already=already,
+            preferences_token=subscriptions.preferences_token(lead),
+        )
     )
 
 
 @bp.post("/confirm/resend")
+@csrf.exempt  # the expired link's token it carries is the capability
 @limiter.limit(lambda: current_app.config["SIGNUP_RATE_LIMIT"])
 def resend_confirmation():
     form = ResendForm()
@@ -334,7 +310,7 @@ def resend_confirmation():
     except tokens.TokenInvalid:
         return _token_error(400)
     else:  # still valid: nothing to resend, the link works
-        return redirect(url_for(".confirm", token=form.token.data), 303)
+        return redirect(url_for(".confirm_page", token=form.token.data), 303)
     if lead is not None:
         subscriptions.resend_confirmation(lead)
         db.session.commit()

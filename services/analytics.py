@@ -20,7 +20,10 @@ from services import clock, upsert
 FLUSH_SECONDS = 5.0
 _BOTS = re.compile(
     r"bot|crawl|spider|slurp|preview|fetch|monitor|curl|wget|python-|httpx|go-http|java/|"
-    r"headless|lighthouse|pingdom|facebookexternalhit|embedly|scanner",
+    r"headless|lighthouse|pingdom|facebookexternalhit|embedly|scanner|"
+    # Mail security gateways that open every link of a mail.
+    r"barracuda|mimecast|proofpoint|safelinks|forcepoint|trendmicro|symantec|"
+    r"bingpreview|google-safety|appengine-google",
     re.I,
 )
 

@@ -10,7 +10,7 @@ from extensions import db
 from models import ConsentText
 from services import clock, upsert
 
-PLACEMENTS = ("inline", "end", "training", "page")
+PLACEMENTS = ("inline", "end", "training", "page", "embed")
 
 ARTICLE_TEXT = (
     "Tick what you would like to receive. We will email you a link to confirm "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
+import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import yaml
@@ -14,6 +16,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 WORDS_PER_MINUTE = 230
+log = logging.getLogger("leads.content")
 TRAINING_PATH = "/certified-scrum-product-owner-cspo-training"
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -33,6 +36,7 @@ class Article:
     html_rest: Markup  # after it
     reading_minutes: int
     internal_links: tuple[str, ...] = field(default=())
+    modified: datetime | None = None  # the file's, for Last-Modified
 
     @property
     def path(self) -> str:
@@ -144,24 +148,26 @@ def parse_article(path: Path, md: MarkdownIt | None = None) -> Article:
         html_rest=Markup(render(tokens[cut:], md.options, env)),  # noqa: S704
         reading_minutes=max(1, math.ceil(len(text.split()) / WORDS_PER_MINUTE)),
         internal_links=_internal_links(tokens),
+        modified=datetime.fromtimestamp(int(path.stat().st_mtime), UTC),
     )
 
 
 class ArticleStore:
-    """All articles of a content folder, parsed once; reloads when a file
-    changes if `auto_reload` (debug) is set."""
+    """All articles of a content folder, parsed once, and again when a file
+    changes: looked for at most every `check_seconds` (every call in debug)."""
 
-    def __init__(self, content_dir: str | os.PathLike, auto_reload: bool = False):
+    def __init__(self, content_dir: str | os.PathLike, check_seconds: float = 2.0):
         self.content_dir = Path(content_dir)
-        self.auto_reload = auto_reload
-        self._stamp: tuple | None = None
+        self.check_seconds = check_seconds
+        self._next_check = 0.0
+        self.version: tuple = ()
         self._articles: dict[str, Article] = {}
-        self._load()
+        self._load(self._current_stamp())
 
     def _current_stamp(self) -> tuple:
         return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in self.content_dir.glob("*.md")))
 
-    def _load(self) -> None:
+    def _load(self, stamp: tuple) -> None:
         md = _markdown()
         articles = {}
         for path in sorted(self.content_dir.glob("*.md")):
@@ -170,11 +176,19 @@ class ArticleStore:
                 raise ContentError(f"two articles share the slug {article.slug!r}")
             articles[article.slug] = article
         self._articles = articles
-        self._stamp = self._current_stamp() if self.auto_reload else None
+        self.version = stamp
 
     def _fresh(self) -> dict[str, Article]:
-        if self.auto_reload and self._current_stamp() != self._stamp:
-            self._load()
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self.check_seconds
+            stamp = self._current_stamp()
+            if stamp != self.version:
+                try:
+                    self._load(stamp)
+                except (ContentError, OSError, UnicodeDecodeError):
+                    # A file saved half-way or broken: keep serving what we had.
+                    log.exception("articles in %s not reloaded", self.content_dir)
         return self._articles
 
     def get(self, slug: str) -> Article | None:

@@ -6,15 +6,11 @@ unsubscribe). Keys in SECRET_KEY_FALLBACKS still verify, so keys can rotate.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import datetime
-from functools import cache
+from functools import lru_cache
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_decode, base64_encode, want_bytes
-from itsdangerous.serializer import Serializer
 
 from services import clock
 
@@ -40,105 +36,10 @@ class _ClockSigner(TimestampSigner):
         return int(clock.now().timestamp())
 
 
-# Payloads shorter than this are never worth compressing (see FastSerializer).
-COMPRESS_FROM = 256
-
-
-class _FastSigning:
-    """Signer methods with the derived keys kept and each HMAC in one call;
-    the signatures, and what verifies, are the same. Mixed into the signer
-    class by `_fast_signer`."""
-
-    def _key(self, secret_key: bytes | None = None) -> bytes:
-        keys = self.__dict__.setdefault("_derived_keys", {})
-        key = keys.get(secret_key)
-        if key is None:
-            key = keys[secret_key] = self.derive_key(secret_key)
-        return key
-
-    def get_signature(self, value: str | bytes) -> bytes:
-        return base64_encode(hmac.digest(self._key(), want_bytes(value), self.digest_method))
-
-    def verify_signature(self, value: str | bytes, sig: str | bytes) -> bool:
-        try:
-            sig = base64_decode(sig)
-        except Exception:
-            return False
-        value = want_bytes(value)
-        return any(
-            hmac.compare_digest(sig, hmac.digest(self._key(key), value, self.digest_method))
-            for key in reversed(self.secret_keys)
-        )
-
-
-@cache
-def _fast_signer(signer: type[TimestampSigner]) -> type[TimestampSigner]:
-    return type(f"Fast{signer.__name__}", (_FastSigning, signer), {})
-
-
-class FastSerializer(URLSafeTimedSerializer):
-    """URLSafeTimedSerializer, cheaper per token, reading and writing the same
-    tokens.
-
-    itsdangerous tries zlib on every payload: for the short values signed on
-    every page view (a random CSRF token, the form time, a session holding
-    them) it saves nothing or a few bytes, and zlib's per-call set-up of a
-    quarter-megabyte state cost more than the rest of the signing together.
-    Payloads under COMPRESS_FROM bytes are left as they are; loading is
-    itsdangerous's own, so either form is read. Signers are made once rather
-    than per call, and keep their derived key. Get one from `fast_serializer`.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._signers: dict = {}
-
-    def dump_payload(self, obj) -> bytes:
-        json = Serializer.dump_payload(self, obj)
-        if len(json) < COMPRESS_FROM:
-            return base64_encode(json)
-        return super().dump_payload(obj)
-
-    def make_signer(self, salt=None):
-        signer = self._signers.get(salt)
-        if signer is None:
-            signer = self._signers[salt] = super().make_signer(salt)
-        return signer
-
-
-_cache: dict[tuple, FastSerializer] = {}
-
-
-def fast_serializer(
-    keys: tuple[str | bytes, ...],
-    salt: str,
-    *,
-    signer: type[TimestampSigner] = TimestampSigner,
-    serializer=None,
-    key_derivation: str | None = None,
-) -> FastSerializer:
-    """One serializer per keys and salt, kept for the process: keys may
-    change (tests, rotation), so they are part of the key.
-
-    It signs with `hashlib.sha1` itself: itsdangerous's default is a Python
-    wrapper around it, which sends every HMAC down the standard library's
-    pure-Python path. The digest, and so every token, is the same."""
-    cache_key = (keys, salt, signer, serializer, key_derivation)
-    found = _cache.get(cache_key)
-    if found is None:
-        if len(_cache) > 64:  # keys changed many times: start again
-            _cache.clear()
-        signer_kwargs = {"digest_method": hashlib.sha1}
-        if key_derivation:
-            signer_kwargs["key_derivation"] = key_derivation
-        found = _cache[cache_key] = FastSerializer(
-            list(keys),
-            salt=salt,
-            serializer=serializer,
-            signer=_fast_signer(signer),
-            signer_kwargs=signer_kwargs,
-        )
-    return found
+@lru_cache(maxsize=64)
+def _cached_serializer(keys: tuple[str | bytes, ...], salt: str) -> URLSafeTimedSerializer:
+    # Keys are part of the cache key: tests and key rotation change them.
+    return URLSafeTimedSerializer(list(keys), salt=salt, signer=_ClockSigner)
 
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
@@ -147,7 +48,7 @@ def _serializer(purpose: str) -> URLSafeTimedSerializer:
     cfg = current_app.config
     # itsdangerous signs with the last key and verifies with all of them.
     keys = (*cfg.get("SECRET_KEY_FALLBACKS", ()), cfg["SECRET_KEY"])
-    return fast_serializer(keys, f"leads.{purpose}", signer=_ClockSigner)
+    return _cached_serializer(keys, f"leads.{purpose}")
 
 
 def make(purpose: str, value) -> str:

@@ -173,9 +173,10 @@ def register_token(cls: TrainingClass, lead: Lead | None = None, via: str = "pag
     return tokens.make("register", [cls.public_id, lead.public_id if lead else None, via])
 
 
-def record_click(token: str) -> TrainingClass:
-    """Count the click; return the class. Raises tokens.TokenInvalid, or
-    ClassError when the class has no registration link (any more)."""
+def record_click(token: str, count: bool = True) -> TrainingClass:
+    """Count the click (unless `count` is False: a known bot or a link
+    scanner); return the class. Raises tokens.TokenInvalid, or ClassError
+    when the class has no registration link (any more)."""
     value, _ = tokens.read("register", token)
     if not isinstance(value, list) or len(value) != 3:
         raise tokens.TokenInvalid("malformed")
@@ -186,6 +187,8 @@ def record_click(token: str) -> TrainingClass:
     if cls.status == ClassStatus.CANCELLED:
         # A link in an older mail: the ticket shop may still sell it.
         raise ClassError("This class was cancelled. Other dates are on the training page.")
+    if not count:
+        return cls
     lead = None
     if lead_public_id:
         lead = db.session.execute(
