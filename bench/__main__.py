@@ -3,7 +3,7 @@
 Runs the benchmarks (all, or those named), prints the table and writes
 bench/RESULTS.md (bench/RESULTS-postgresql.md when BENCH_DATABASE_URL or
 DATABASE_URL points at PostgreSQL). A run of some benchmarks only writes
-bench/.data/RESULTS-partial.md and leaves RESULTS.md alone.
+bench/.data/partial-RESULTS.md and leaves RESULTS.md alone. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -31,18 +31,29 @@ METHOD = """\
   with 2 sync workers for ours and for every baseline, with the same
   settings; sync workers close the connection after each response, for both
   sides alike.
-- **signup**: each load connection first GETs the article for its cookie and
-  CSRF token (not timed), then only the POSTs to `/subscribe` are timed.
-  `SIGNUP_RATE_LIMIT` is lifted and `FORM_MIN_SECONDS=0`. Every answer must
-  be a 303 with its lead row and confirmation mail row in the database; any
-  other status, missing row or traceback in the server log is an error, on
-  both sides. Baseline: `bench/baselines/signup_app.py` (Flask +
-  Flask-SQLAlchemy, email-validator, lead + outbox row, commit). Each round
-  starts on a fresh migrated database.
-- **article**: GET of `/cspo-certification-benefits` with a browser's
-  User-Agent (so the view counter counts). Baseline:
-  `bench/baselines/article_app.py` renders the page ours served, saved at
-  bench time into a template.
+- **signup**: each load connection behaves as a browser: it first GETs
+  the article once (not timed) for the signup form's hidden fields
+  (placement, source, the signed time stamp) and keeps no cookie (the page
+  sets none), then only its POSTs to `/subscribe` are timed, each with
+  `Origin` set to the server's own origin (its `SITE_URL`) and `Referer` set
+  to the article's URL. `SIGNUP_RATE_LIMIT` is lifted and
+  `FORM_MIN_SECONDS=0`. Every answer must be a 303 with its lead row and
+  confirmation mail row in the database; any other status, missing row or
+  traceback in the server log is an error, on both sides. Baseline:
+  `bench/baselines/signup_app.py` (Flask + Flask-SQLAlchemy,
+  email-validator, lead + outbox row, commit). Each round starts on a fresh
+  migrated database.
+- **article**: anonymous GETs of `/cspo-certification-benefits` with a
+  browser's User-Agent (so the view counter counts) and no cookie.
+  Baseline: `bench/baselines/article_app.py`, a plain Flask view returning
+  the bytes ours served, saved at bench time (checked byte for byte before
+  the load; every response of either side must have the page's length).
+  Checks on ours, each failure an error of the figure: the anonymous GET
+  sets no cookie (none of the responses under load either), and a
+  conditional GET with the ETag it returned is answered 304 with no body.
+  **article conditional**: GETs with `If-None-Match` (that ETag), each to
+  be a 304, against the same baseline's full 200s: what a returning
+  reader's browser or a shared cache costs the server; no bar.
 - **export**: `GET /marketing/leads.csv` signed in as a marketer vs
   `bench/baselines/export_app.py`, a bare Flask streamed response of the same
   query (same columns, order and topics via group_concat) written by
@@ -143,7 +154,7 @@ def write_results(path, figures, ctx, names, started, seconds, database) -> None
         "# Benchmark results",
         "",
         "Written by `make bench` (`python -m bench`); the Findings section at the end is"
-        ' kept across runs. The bars are those of PRODUCT.md, "Quality bars".',
+        ' kept across runs. The bars are those of bench/README.md, "Quality bars".',
         "",
         f"- date: {started.isoformat(timespec='seconds')}, whole run {seconds / 60:.1f} min",
         f"- machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory']} RAM, {m['os']},"

@@ -50,7 +50,8 @@ class Figure:
     baseline: float | None = None
     baseline_name: str = "-"
     # "min_ratio" (ours/baseline >= bar), "max_ratio" (ours/baseline <= bar),
-    # "max" (ours <= bar), "min" (ours >= bar), "info" (no bar)
+    # "max" (ours <= bar), "min" (ours >= bar), "ratio" (ours/baseline shown,
+    # no bar), "info" (no bar)
     kind: str = "info"
     bar: float | None = None
     p50_ms: float | None = None
@@ -70,7 +71,7 @@ class Figure:
 
     def ratio_text(self) -> str:
         """The ratio where the bar is one (else it would read as a verdict)."""
-        if self.ratio is None or self.kind not in ("min_ratio", "max_ratio"):
+        if self.ratio is None or self.kind not in ("min_ratio", "max_ratio", "ratio"):
             return "-"
         return f"{self.ratio:.2f}x"
 
@@ -78,7 +79,9 @@ class Figure:
     def passed(self) -> bool | None:
         if self.ours is None:
             return False
-        if self.kind == "info" or self.bar is None:
+        if self.errors:  # every bar includes "zero errors"; so does a figure without one
+            return False
+        if self.kind in ("info", "ratio") or self.bar is None:
             return None
         ok = {
             "min_ratio": lambda: self.ratio is not None and self.ratio >= self.bar,
@@ -86,12 +89,10 @@ class Figure:
             "max": lambda: self.ours <= self.bar,
             "min": lambda: self.ours >= self.bar,
         }[self.kind]()
-        if self.errors:  # every bar includes "zero errors"
-            return False
         return ok
 
     def bar_text(self) -> str:
-        if self.bar is None or self.kind == "info":
+        if self.bar is None or self.kind in ("info", "ratio"):
             return "-"
         return {
             "min_ratio": f">= {self.bar:g}x",
@@ -311,7 +312,9 @@ def execute(db: Database, *statements: str) -> None:
 
 def env_for(scratch: Path, db: Database, **settings: object) -> dict[str, str]:
     """The app's environment for db, with the bench's settings: limits that
-    would stop a load test are lifted, the rest is the default."""
+    would stop a load test are lifted, the rest is the default. SITE_URL is
+    left out: `serve` sets it to the server's own origin (see `origin`), the
+    one the load clients send in Origin and Referer."""
     return procs.app_env(
         scratch,
         db.url,
@@ -332,7 +335,7 @@ def serve(
     Ours and every baseline run under the same gunicorn settings."""
     port = procs.free_port()
     env = dict(env)
-    env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
+    env.setdefault("SITE_URL", origin(port))
     argv = [
         PYTHON,
         "-m",
@@ -445,7 +448,33 @@ def run_load(spec: dict, timeout: float | None = None) -> dict:
     return json.loads(result.stdout)
 
 
-# --- A tiny HTTP client for set-up steps (forms, cookies, sign-in)
+# --- A tiny HTTP client for set-up steps and checks
+
+
+def origin(port: int) -> str:
+    """The origin of a server `serve` started: its SITE_URL, and what a
+    browser showing one of its pages sends in Origin."""
+    return f"http://127.0.0.1:{port}"
+
+
+def get(
+    port: int, path: str, headers: Mapping[str, str] | None = None
+) -> tuple[int, dict[str, list[str]], bytes]:
+    """One GET as an anonymous browser sends it (no cookie): the status, the
+    headers (lower-case names, every value kept: Set-Cookie may repeat) and
+    the body's bytes as sent."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", path, headers={"User-Agent": UA, **(headers or {})})
+        resp = conn.getresponse()
+        body = resp.read()
+        out: dict[str, list[str]] = {}
+        for name, value in resp.getheaders():
+            out.setdefault(name.lower(), []).append(value)
+        return resp.status, out, body
+    finally:
+        conn.close()
+
 
 _INPUT = re.compile(r"<input\b[^>]*>")
 _ATTR = re.compile(r'([\w-]+)="([^"]*)"')
@@ -453,7 +482,8 @@ _FORM = re.compile(r'<form class="signup".*?</form>', re.S)
 
 
 class Browser:
-    """One visitor: cookies kept across requests, no redirects followed."""
+    """One signed-in member of staff (public pages need no cookie): cookies
+    kept across requests, no redirects followed."""
 
     def __init__(self, port: int):
         self.port = port

@@ -1,18 +1,22 @@
-"""Baseline article: bare Flask returning the same HTML through render_template.
+"""Baseline article: bare Flask returning the same bytes, from a plain view.
 
-The template is the page our app served for the article, saved at bench time
-into BENCH_ARTICLE_TEMPLATES/article.html."""
+The bytes are the page our app served for the article, saved verbatim at
+bench time into the file BENCH_ARTICLE_FILE and read once at import. No
+ETag, caching headers or conditional answers: the view returns the bytes."""
 
 import os
+from pathlib import Path
 
-from flask import Flask, render_template
+from flask import Flask
 
-app = Flask(__name__, template_folder=os.environ["BENCH_ARTICLE_TEMPLATES"])
+PAGE = Path(os.environ["BENCH_ARTICLE_FILE"]).read_bytes()
+
+app = Flask(__name__)
 
 
 @app.get("/cspo-certification-benefits")
 def article():
-    return render_template("article.html")
+    return PAGE
 
 
 @app.get("/healthz")
