@@ -60,6 +60,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         errors,
         health,
         marketing,
+        public_pages,
         security,
         subscriptions,
     )
@@ -85,6 +86,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Reading pages has no limit to check (Flask-Limiter's public exemption).
     limiter.exempt(articles.bp)
     register_commands(app)
+    # Outermost: anonymous reads of public pages are answered before the app.
+    app.wsgi_app = public_pages.PublicPageCache(app)
 
     if not app.debug and not app.testing:
         logging.basicConfig(

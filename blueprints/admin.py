@@ -152,7 +152,7 @@ def _save_class(cls: TrainingClass, form: ClassForm, is_new: bool):
         starts_at=cls.starts_at.isoformat(),
     )
     db.session.commit()
-    public_pages.forget("training")
+    public_pages.forget()
     for note in notes:
         flash(note, "info")
     flash(f"Saved “{cls.title}”.", "info")
@@ -200,7 +200,7 @@ def class_cancel(public_id: str):
     cls.status = ClassStatus.CANCELLED
     audit.record(current_user, "class.cancel", cls.public_id, title=cls.title)
     db.session.commit()
-    public_pages.forget("training")
+    public_pages.forget()
     flash(f"“{cls.title}” is cancelled. Reminders for it will not be sent.", "info")
     return redirect(url_for(".classes"), 303)
 

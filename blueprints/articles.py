@@ -38,10 +38,8 @@ def favicon():
 def index():
     articles = store().all()
     return public_pages.serve(
-        "index",
         "articles/index.html",
         lambda: {"articles": articles},
-        version=store().version,
         last_modified=max((a.modified for a in articles if a.modified), default=None),
     )
 
@@ -57,9 +55,9 @@ def _training_context() -> dict:
 
 @bp.get(TRAINING_PATH)
 def training():
-    # Classes are read when the page is rendered: once per stamp period,
-    # and at once after a class is saved in this process (admin views).
-    return public_pages.serve("training", "articles/training.html", _training_context)
+    # Rendered once per stamp period (public_pages.PublicPageCache), and at
+    # once after a class is saved in this process (admin views).
+    return public_pages.serve("articles/training.html", _training_context)
 
 
 @bp.get(f"{TRAINING_PATH}/<public_id>.ics")
@@ -100,18 +98,15 @@ def article(slug: str):
     art = store().get(slug)
     if art is None:
         abort(404)
-    if request.method == "GET":  # a 304 is a view too; HEAD is not
-        current_app.extensions["view_counter"].count(art.slug, request.headers.get("User-Agent"))
     return public_pages.serve(
-        f"article:{art.slug}",
         "articles/article.html",
         lambda: {
             "article": art,
             "inline_form": new_signup_form("inline", art.slug),
             "end_form": new_signup_form("end", art.slug),
         },
-        version=art,
         last_modified=art.modified,
+        view_slug=art.slug,
     )
 
 

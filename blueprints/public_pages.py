@@ -1,62 +1,73 @@
 """Pages that are the same for every anonymous visitor: the article list,
 the articles, the training page and the signup page.
 
-Each is rendered with Jinja once per stamp period (services.signup_guard:
-the time trap's stamp is the only thing in them that moves) and again when
-its content version changes, then served as the same bytes to everyone, with
-an ETag, Last-Modified where known, and a Cache-Control that lets a shared
-cache keep it. Signed-in staff see their navigation: rendered per request,
-private, never stored.
+`serve` renders one with Jinja and marks the response cacheable: a weak
+ETag, Last-Modified where known, a Cache-Control that lets a shared cache keep
+it. `PublicPageCache` sits in front of the Flask app like a small reverse
+proxy: it keeps each such response until the time trap's stamp moves on
+(services.signup_guard, every 2 s), and answers anonymous GETs and HEADs from
+it, 304s included, without running the app's request hooks. Signed-in staff
+pass through to a private, per-request render with their navigation.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import Response, current_app, render_template, request
+from flask import Flask, Response, current_app, render_template, request
 from flask_login import current_user
+from werkzeug.datastructures import Headers
+from werkzeug.http import is_resource_modified, parse_cookie, remove_entity_headers
 
-from services import signup_guard
+from services import clock, signup_guard
+
+log = logging.getLogger("leads.public_pages")
 
 # Shared caches keep a page a minute, then may serve it stale for ten more
 # while they fetch it again. A stale page only carries an older time stamp,
 # which the time trap accepts (README: "How the public form is protected").
 PUBLIC_CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=600"
+# What serve() leaves in the WSGI environ for the cache in front.
+ENVIRON_KEY = "leads.public_page"
 
 
 @dataclass(frozen=True)
-class _Page:
-    key: tuple
+class _Entry:
+    headers: list[tuple[str, str]]
     body: bytes
     etag: str
     last_modified: datetime | None
+    expires: float  # clock seconds: the end of the stamp period
+    view_slug: str | None
+
+
+def _staff_cookies(app: Flask) -> tuple[str, str]:
+    cfg = app.config
+    return cfg["SESSION_COOKIE_NAME"], cfg.get("REMEMBER_COOKIE_NAME", "remember_token")
 
 
 def staff_signed_in() -> bool:
     # Staff have a session cookie (or a remember cookie): a visit with
     # neither is anonymous without asking Flask-Login to load anyone.
-    cfg = current_app.config
-    cookies = request.cookies
-    if cfg["SESSION_COOKIE_NAME"] not in cookies and (
-        cfg.get("REMEMBER_COOKIE_NAME", "remember_token") not in cookies
-    ):
+    if not any(name in request.cookies for name in _staff_cookies(current_app)):
         return False
     return current_user.is_authenticated
 
 
 def serve(
-    name: str,
     template: str,
     context: Callable[[], dict],
     *,
-    version: object = None,
     last_modified: datetime | None = None,
+    view_slug: str | None = None,
 ) -> Response:
-    """The page `name` rendered from `template` with `context()`; the cached
-    bytes while `version` and the stamp period stay the same."""
+    """The page from `template` with `context()`: public and cacheable for
+    anonymous visitors; private for staff. `view_slug` names the article
+    whose views the cache in front counts."""
     if staff_signed_in() or current_app.debug:
         response = Response(render_template(template, public=False, **context()))
         response.cache_control.private = True
@@ -64,31 +75,105 @@ def serve(
         response.vary.add("Cookie")
         return response
 
-    stamp = signup_guard.stamp()
-    key = (version, stamp)
-    pages: dict[str, _Page] = current_app.extensions.setdefault("public_pages", {})
-    page = pages.get(name)
-    if page is None or page.key != key:
-        body = render_template(template, public=True, **context()).encode()
-        # Weak: pages a stamp period apart differ only in the stamp, which
-        # means the same (an older stamp passes the trap as well).
-        etag = hashlib.sha256(body.replace(stamp.encode(), b"")).hexdigest()[:32]
-        page = pages[name] = _Page(key, body, etag, last_modified)
-
-    response = Response(page.body, mimetype="text/html")
-    response.set_etag(page.etag, weak=True)
-    if page.last_modified is not None:
-        response.last_modified = page.last_modified
+    if view_slug and request.method == "GET":  # a 304 is a view too; HEAD is not
+        count_view(current_app, view_slug, request.headers.get("User-Agent"))
+    before = signup_guard.stamp()
+    body = render_template(template, public=True, **context()).encode()
+    # Weak: pages a stamp period apart differ only in the stamp, which
+    # means the same (an older stamp passes the trap as well). A render
+    # may straddle two periods: both stamps are left out.
+    unstamped = body
+    for stamp in {before, signup_guard.stamp()}:
+        unstamped = unstamped.replace(stamp.encode(), b"")
+    response = Response(body, mimetype="text/html")
+    response.set_etag(hashlib.sha256(unstamped).hexdigest()[:32], weak=True)
+    if last_modified is not None:
+        response.last_modified = last_modified
     response.headers["Cache-Control"] = PUBLIC_CACHE_CONTROL
     response.vary.add("Cookie")  # staff get another page
+    request.environ[ENVIRON_KEY] = (signup_guard.stamp_expires(), view_slug)
     return response.make_conditional(request)
 
 
-def forget(name: str | None = None) -> None:
-    """Render again on the next visit (content saved in this process; other
-    processes follow within one stamp period, at their next render)."""
-    pages = current_app.extensions.setdefault("public_pages", {})
-    if name is None:
-        pages.clear()
-    else:
-        pages.pop(name, None)
+def count_view(app: Flask, slug: str, user_agent: str | None) -> None:
+    """Counted in memory; written every few seconds (services.analytics)."""
+    counter = app.extensions["view_counter"]
+    if counter.count(slug, user_agent):
+        try:
+            with app.app_context():
+                counter.flush()
+        except Exception:  # the counts are kept for the next flush; the page still shows
+            log.exception("page views not written")
+
+
+def forget() -> None:
+    """Serve every public page anew (a class was saved in this process; other
+    processes follow within one stamp period)."""
+    current_app.extensions["public_pages"].clear()
+
+
+class PublicPageCache:
+    """WSGI middleware answering anonymous GET/HEAD of public pages from the
+    responses `serve` produced, until their stamp period ends."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.wsgi_app = app.wsgi_app
+        self.entries: dict[str, _Entry] = {}
+        self.staff_cookies = _staff_cookies(app)
+        app.extensions["public_pages"] = self.entries
+
+    def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        if method not in ("GET", "HEAD") or self._from_staff(environ):
+            return self.wsgi_app(environ, start_response)
+        path = environ.get("PATH_INFO", "")
+        entry = self.entries.get(path)
+        if entry is not None and clock.now().timestamp() < entry.expires:
+            return self._answer(entry, environ, start_response)
+        return self._fill(path, environ, start_response)
+
+    def _from_staff(self, environ: dict) -> bool:
+        if "HTTP_COOKIE" not in environ:
+            return False
+        cookies = parse_cookie(environ)
+        return any(name in cookies for name in self.staff_cookies)
+
+    def _answer(self, entry: _Entry, environ: dict, start_response) -> Iterable[bytes]:
+        if entry.view_slug and environ["REQUEST_METHOD"] == "GET":
+            count_view(self.app, entry.view_slug, environ.get("HTTP_USER_AGENT"))
+        if not is_resource_modified(environ, etag=entry.etag, last_modified=entry.last_modified):
+            headers = Headers(entry.headers)
+            remove_entity_headers(headers)
+            start_response("304 NOT MODIFIED", headers.to_wsgi_list())
+            return []
+        start_response("200 OK", entry.headers)
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [entry.body]
+
+    def _fill(self, path: str, environ: dict, start_response) -> Iterable[bytes]:
+        seen: list = []
+
+        def keep(status, headers, exc_info=None):
+            seen[:] = [status, headers]
+            return start_response(status, headers, exc_info)
+
+        result = self.wsgi_app(environ, keep)
+        marked = environ.get(ENVIRON_KEY)
+        if marked is None or environ["REQUEST_METHOD"] != "GET" or not seen[0].startswith("200 "):
+            return result
+        try:
+            body = b"".join(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        headers = Headers(seen[1])
+        expires, view_slug = marked
+        self.entries[path] = _Entry(
+            headers=seen[1],
+            body=body,
+            etag=headers["ETag"],
+            last_modified=headers.get("Last-Modified"),
+            expires=expires,
+            view_slug=view_slug,
+        )
+        return [body]

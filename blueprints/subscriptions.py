@@ -84,7 +84,6 @@ def _consent_text_for(placement: str) -> str:
 @bp.get("/subscribe")
 def signup_page():
     return public_pages.serve(
-        "subscribe",
         "subscriptions/signup.html",
         lambda: {"form": new_signup_form("page"), "message": None},
     )

@@ -41,14 +41,14 @@ class ViewCounter:
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
 
-    def count(self, slug: str, user_agent: str | None) -> None:
+    def count(self, slug: str, user_agent: str | None) -> bool:
+        """Count a view in memory; True when the counts are due to be written
+        (the caller flushes, inside an app context)."""
         if is_bot(user_agent):
-            return
+            return False
         with self._lock:
             self._pending[(slug, clock.now().date())] += 1
-            due = time.monotonic() - self._last_flush >= self.flush_seconds
-        if due:
-            self.flush()
+            return time.monotonic() - self._last_flush >= self.flush_seconds
 
     def flush(self) -> None:
         with self._lock:

@@ -35,10 +35,19 @@ def _stamp_for(seconds: float) -> str:
     return tokens.make("form-time", int(seconds))
 
 
+def _period() -> int:
+    return int(clock.now().timestamp()) // STAMP_SECONDS * STAMP_SECONDS
+
+
+def stamp_expires() -> float:
+    """When the current stamp gives way to the next (clock seconds)."""
+    return float(_period() + STAMP_SECONDS)
+
+
 def stamp() -> str:
     """The signed time stamp for the forms of a page shown now: the same
     token for every page within STAMP_SECONDS (made once per period)."""
-    period = int(clock.now().timestamp()) // STAMP_SECONDS * STAMP_SECONDS
+    period = _period()
     key = (period, current_app.config["SECRET_KEY"])
     held = current_app.extensions.get("form_stamp")
     if held is None or held[0] != key:
