@@ -9,10 +9,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 
 from flask import current_app
-from sqlalchemy import Connection, bindparam, delete, or_, text, update
+from sqlalchemy import Connection, Row, bindparam, delete, or_, select, update
 from sqlalchemy.orm import lazyload
 from sqlalchemy.orm.util import identity_key
 
@@ -25,7 +24,6 @@ from models import (
     LeadTopic,
     MailKind,
     Suppression,
-    UTCDateTime,
     email_hash,
 )
 from models.base import new_public_id
@@ -121,6 +119,7 @@ def _set_topics(lead: Lead, wanted: list[str]) -> None:
 # The signup's first statement: insert the lead, or claim the mail window
 # of the lead already there (see _claim_mail_window), and return the row
 # either way it was written. A lead found but not claimed returns nothing.
+_LEAD = Lead.__table__
 _LEAD_COLUMNS = (
     "public_id",
     "email",
@@ -133,55 +132,41 @@ _LEAD_COLUMNS = (
     "last_confirmation_at",
     *UTM_KEYS,
 )
-_LEAD_ROW = (
-    "id",
-    "public_id",
-    "status",
-    "name",
-    "created_at",
-    "source_slug",
-    "source_placement",
-    "utm_source",
+_LEAD_ROW = tuple(
+    _LEAD.c[c]
+    for c in (
+        "id",
+        "public_id",
+        "status",
+        "name",
+        "created_at",
+        "source_slug",
+        "source_placement",
+        "utm_source",
+    )
 )
-_LEAD_RESULT = {"created_at": UTCDateTime()}
 
 
-def _lead_statements() -> tuple[upsert.Prepared, upsert.Prepared]:
-    table = Lead.__table__
-    row = ", ".join(f'"{c}"' for c in _LEAD_ROW)
-    types = {c: table.c[c].type for c in (*_LEAD_COLUMNS, "last_confirmation_at")}
-    columns = ", ".join(f'"{c}"' for c in _LEAD_COLUMNS)
-    params = ", ".join(f":{c}" for c in _LEAD_COLUMNS)
-    # Identifiers are the model's own; values only ever parameters.
-    upsert_sql = (
-        f'INSERT INTO "lead" ({columns}) VALUES ({params}) '  # noqa: S608
-        'ON CONFLICT ("email") DO UPDATE '
-        'SET "last_confirmation_at" = excluded."last_confirmation_at" '
-        'WHERE "lead"."last_confirmation_at" IS NULL '
-        'OR "lead"."last_confirmation_at" <= :window_start '
-        'OR "lead"."last_confirmation_at" < "lead"."unsubscribed_at" '
-        f"RETURNING {row}"
-    )
-    upsert_stmt = text(upsert_sql).bindparams(
-        *(bindparam(c, type_=types[c]) for c in _LEAD_COLUMNS),
-        bindparam("window_start", type_=UTCDateTime()),
-    )
-    select_stmt = text(f'SELECT {row} FROM "lead" WHERE "email" = :email').bindparams(  # noqa: S608
-        bindparam("email", type_=types["email"])
-    )
-    return (
-        upsert.Prepared(upsert_stmt, _LEAD_RESULT),
-        upsert.Prepared(select_stmt, _LEAD_RESULT),
-    )
+def _lead_upsert(insert: upsert.InsertFn):
+    stmt = insert(_LEAD).values({c: bindparam(c, type_=_LEAD.c[c].type) for c in _LEAD_COLUMNS})
+    mailed = _LEAD.c.last_confirmation_at
+    return stmt.on_conflict_do_update(
+        index_elements=[_LEAD.c.email],
+        set_={"last_confirmation_at": stmt.excluded.last_confirmation_at},
+        where=or_(
+            mailed.is_(None),
+            mailed <= bindparam("window_start", type_=mailed.type),
+            mailed < _LEAD.c.unsubscribed_at,
+        ),
+    ).returning(*_LEAD_ROW)
 
 
-_LEAD_UPSERT, _LEAD_SELECT = _lead_statements()
-_COME_BACK = upsert.Prepared(text('UPDATE "lead" SET "status" = :status WHERE "id" = :id'))
-_NAME = upsert.Prepared(text('UPDATE "lead" SET "name" = :name WHERE "id" = :id'))
-
-
-def _one(rows: list[dict]) -> SimpleNamespace | None:
-    return SimpleNamespace(**rows[0]) if rows else None
+_LEAD_UPSERT = upsert.Upsert(_lead_upsert)
+_LEAD_SELECT = select(*_LEAD_ROW).where(_LEAD.c.email == bindparam("email"))
+_COME_BACK = (
+    update(_LEAD).where(_LEAD.c.id == bindparam("lead_id")).values(status=bindparam("new_status"))
+)
+_NAME = update(_LEAD).where(_LEAD.c.id == bindparam("lead_id")).values(name=bindparam("new_name"))
 
 
 def _expire_loaded(lead_id: int) -> None:
@@ -198,10 +183,9 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     The visitor sees the same answer whatever the outcome, so nobody can learn
     from the form whether an address is on the list.
 
-    Written as five statements handed to the driver on the session's
-    connection (see services.upsert.Prepared), no ORM objects: this is the
-    busiest write of the product, and on SQLite every signup waits for the
-    one before to commit.
+    Written as five Core statements on the session's connection, no ORM
+    objects and no flush: this is the busiest write of the product, and on
+    SQLite every signup waits for the one before to commit.
     """
     now = clock.now()
     chosen = topics.clean(req.topics)
@@ -213,27 +197,25 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     # Insert first: on SQLite this takes the write lock before any read, so
     # concurrent signups queue on busy_timeout instead of failing; on
     # PostgreSQL a concurrent insert of the same address waits, then finds it.
-    lead = _one(
-        _LEAD_UPSERT.rows(
-            conn,
-            {
-                "public_id": public_id,
-                "email": req.email,
-                "name": req.name,
-                "status": LeadStatus.PENDING.value,
-                "source_slug": req.source_slug,
-                "source_placement": req.placement,
-                "referrer": req.referrer,
-                "created_at": now,
-                "last_confirmation_at": now,  # a new lead's window is claimed by its insert
-                **{k: req.utm.get(k) for k in UTM_KEYS},
-                "window_start": now - window,
-            },
-        )
-    )
+    lead = _LEAD_UPSERT.execute(
+        {
+            "public_id": public_id,
+            "email": req.email,
+            "name": req.name,
+            "status": LeadStatus.PENDING,
+            "source_slug": req.source_slug,
+            "source_placement": req.placement,
+            "referrer": req.referrer,
+            "created_at": now,
+            "last_confirmation_at": now,  # a new lead's window is claimed by its insert
+            **{k: req.utm.get(k) for k in UTM_KEYS},
+            "window_start": now - window,
+        },
+        conn,
+    ).first()
     claimed = lead is not None
     if lead is None:  # on the list already, and mailed within the window
-        lead = _one(_LEAD_SELECT.rows(conn, {"email": req.email}))
+        lead = conn.execute(_LEAD_SELECT, {"email": req.email}).one()
     created = lead.public_id == public_id
     # One rollup write: this form post, and the new lead when there is one
     # (a new lead's cohort is this very post).
@@ -271,7 +253,7 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
 def _after_signup(
     conn: Connection,
     req: SignupRequest,
-    lead: SimpleNamespace,
+    lead: Row,
     chosen: list[str],
     claimed: bool,
 ) -> SignupOutcome:
@@ -288,7 +270,7 @@ def _after_signup(
     if lead.status == LeadStatus.UNSUBSCRIBED:
         # Asking again: pending until it confirms, no longer counted among
         # the unsubscribed, and exactly the topics chosen now.
-        _COME_BACK.execute(conn, {"id": lead.id, "status": LeadStatus.PENDING.value})
+        conn.execute(_COME_BACK, {"lead_id": lead.id, "new_status": LeadStatus.PENDING})
         stats.bump(
             lead.created_at.date(),
             lead.source_slug,
@@ -309,7 +291,7 @@ def _after_signup(
         LeadTopic, [{"lead_id": lead.id, "topic": t} for t in chosen], ("lead_id", "topic"), conn
     )
     if req.name and not lead.name:
-        _NAME.execute(conn, {"id": lead.id, "name": req.name})
+        conn.execute(_NAME, {"lead_id": lead.id, "new_name": req.name})
     if claimed:
         sequences.confirmation_requested(lead.id, conn=conn)
         return SignupOutcome.CONFIRMATION_QUEUED

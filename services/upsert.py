@@ -1,9 +1,11 @@
-"""INSERT ... ON CONFLICT, written once for SQLite and PostgreSQL (the syntax
-is the same in both) as cacheable text statements.
+"""INSERT and INSERT ... ON CONFLICT through SQLAlchemy, on SQLite and PostgreSQL.
 
-SQLAlchemy's dialect-specific insert().on_conflict_...() constructs carry no
-cache key, so they are compiled again on every call: on the signup path that
-was a fifth of the request. These are compiled once per shape.
+The ON CONFLICT forms are the dialects' own constructs (`dialect_insert`).
+SQLAlchemy 2.0 gives those no cache key (their Insert sets inherit_cache =
+False), so it compiles them again on every execution: about 0.3 ms each,
+four times per signup (bench/RESULTS.md). `Upsert` builds each one once
+per dialect and runs it as a lambda statement, which SQLAlchemy caches under
+the lambda's code and `track_on` instead: compiled once.
 
 Each function runs on the session (which flushes pending ORM changes first)
 unless given `conn`: a caller on a hot path that flushed already passes
@@ -12,144 +14,113 @@ unless given `conn`: a caller on a hot path that flushed already passes
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from functools import lru_cache
 
-from sqlalchemy import Connection, bindparam, text
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy import (
+    Connection,
+    Executable,
+    StatementLambdaElement,
+    bindparam,
+    lambda_stmt,
+)
+from sqlalchemy import insert as plain_insert
+from sqlalchemy.dialects import postgresql, sqlite
 
 from extensions import db
 
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _row_params(table, columns: tuple[str, ...], rows: int) -> tuple[str, list]:
-    """VALUES (...), (...) with one named parameter per column and row, and
-    their bind parameters typed as the table's columns."""
-    groups, params = [], []
-    for i in range(rows):
-        names = [c if rows == 1 else f"{c}_{i}" for c in columns]
-        groups.append("(" + ", ".join(f":{n}" for n in names) + ")")
-        params.extend(
-            bindparam(n, type_=table.c[c].type) for n, c in zip(names, columns, strict=True)
-        )
-    return ", ".join(groups), params
+InsertFn = Callable  # sqlite.insert or postgresql.insert
 
 
-class Prepared:
-    """A text statement compiled once per dialect and run on the DBAPI cursor
-    of the caller's connection, its parameters converted by their types' own
-    bind processors, in the caller's transaction.
+def dialect_insert(dialect_name: str) -> InsertFn:
+    """The insert() whose statements have .on_conflict_do_nothing() and
+    .on_conflict_do_update(): the one way this code base writes an upsert."""
+    return _INSERTS[dialect_name]
 
-    Connection.execute costs about 35 µs a statement in SQLAlchemy (a cache
-    key, parameter processing, result set-up; for rows, their metadata, made
-    anew for text run through the driver): on the signup path, with five
-    statements, that was more than SQLite's own work. Only for statements
-    whose shape never changes. Errors are the driver's own, not wrapped by
-    SQLAlchemy; the session's rollback still ends the transaction.
+
+_serials = itertools.count()
+
+
+class Upsert:
+    """A statement made by `build(insert)` once per dialect, `insert` being
+    that dialect's insert(); its values are bindparams given at execution.
+
+    Its cache key is a number of its own, never reused in the process: two
+    Upserts never share compiled SQL, whatever they build.
     """
 
-    def __init__(self, stmt: TextClause, result_types: dict | None = None) -> None:
-        self.stmt = stmt
-        self.result_types = result_types or {}
-        self._compiled: dict = {}
+    def __init__(self, build: Callable[[InsertFn], Executable]) -> None:
+        self.build = build
+        self.serial = next(_serials)
+        self._by_dialect: dict[str, StatementLambdaElement] = {}
 
-    def _for(self, dialect) -> tuple:
-        key = (dialect.name, dialect.paramstyle)
-        found = self._compiled.get(key)
+    def on(self, dialect_name: str) -> StatementLambdaElement:
+        found = self._by_dialect.get(dialect_name)
         if found is None:
-            compiled = self.stmt.compile(dialect=dialect)
-            processors = {}
-            for bind in compiled.binds.values():
-                proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-                if proc is not None:
-                    processors[bind.key] = proc
-            results = {}
-            for name, type_ in self.result_types.items():
-                proc = type_.dialect_impl(dialect).result_processor(dialect, None)
-                if proc is not None:
-                    results[name] = proc
-            order = tuple(compiled.positiontup) if compiled.positional else None
-            found = self._compiled[key] = (compiled.string, order, processors, results)
+            stmt = self.build(dialect_insert(dialect_name))
+            # The lambda returns the statement built here; only track_on
+            # tells one Upsert (and dialect) from another.
+            found = lambda_stmt(lambda: stmt, track_on=[dialect_name, self.serial])
+            self._by_dialect[dialect_name] = found
         return found
 
-    def _cursor(self, conn: Connection, params: dict):
-        sql, order, processors, _ = self._for(conn.dialect)
-        if processors:
-            params = {k: (processors[k](v) if k in processors else v) for k, v in params.items()}
-        cursor = conn.connection.cursor()
-        cursor.execute(sql, tuple(params[name] for name in order) if order else params)
-        return cursor
+    def execute(self, params: dict, conn: Connection | None = None, **options):
+        """Run on `conn`, or on the session; the CursorResult."""
+        if conn is None:
+            stmt = self.on(db.session.get_bind().dialect.name)
+            return db.session.execute(stmt, params, execution_options=options)
+        return conn.execute(self.on(conn.dialect.name), params, execution_options=options)
 
-    def execute(self, conn: Connection, params: dict) -> int:
-        """Run it; the number of rows it wrote."""
-        cursor = self._cursor(conn, params)
-        try:
-            return cursor.rowcount
-        finally:
-            cursor.close()
 
-    def rows(self, conn: Connection, params: dict) -> list[dict]:
-        """Run it; the rows it returns, as dicts of converted values."""
-        results = self._for(conn.dialect)[3]
-        cursor = self._cursor(conn, params)
-        try:
-            names = [d[0] for d in cursor.description]
-            out = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
-        for row in out:
-            for name, proc in results.items():
-                row[name] = proc(row[name])
-        return out
+def _values(table, columns: tuple[str, ...], rows: int) -> list[dict] | dict:
+    """One bindparam per column (and row), typed as the table's column."""
+    if rows == 1:
+        return {c: bindparam(c, type_=table.c[c].type) for c in columns}
+    return [{c: bindparam(f"{c}_{i}", type_=table.c[c].type) for c in columns} for i in range(rows)]
 
 
 @lru_cache(maxsize=256)
 def _statement(
     model,
     columns: tuple[str, ...],
-    conflict: tuple[str, ...] | None,
+    conflict: tuple[str, ...],
     add: tuple[str, ...] = (),
     rows: int = 1,
-) -> Prepared:
+) -> Upsert:
     table = model.__table__
-    cols = ", ".join(_q(c) for c in columns)
-    values, params = _row_params(table, columns, rows)
-    # Identifiers come from the model's own table, values only as parameters.
-    sql = f"INSERT INTO {_q(table.name)} ({cols}) VALUES {values}"  # noqa: S608
-    if conflict is not None:
-        target = ", ".join(_q(c) for c in conflict)
-        if add:
-            action = "DO UPDATE SET " + ", ".join(
-                f"{_q(c)} = {_q(table.name)}.{_q(c)} + excluded.{_q(c)}" for c in add
-            )
-        else:
-            action = "DO NOTHING"
-        sql += f" ON CONFLICT ({target}) {action}"
-    return Prepared(text(sql).bindparams(*params))
+
+    def build(insert: InsertFn):
+        # inline(): no implicit RETURNING of the new key on PostgreSQL.
+        stmt = insert(table).values(_values(table, columns, rows)).inline()
+        if not add:
+            return stmt.on_conflict_do_nothing(index_elements=list(conflict))
+        return stmt.on_conflict_do_update(
+            index_elements=list(conflict),
+            set_={c: table.c[c] + stmt.excluded[c] for c in add},
+        )
+
+    return Upsert(build)
 
 
-def _run(prepared: Prepared, params: dict, conn: Connection | None) -> int:
-    """Run on the session, or on `conn` (see Prepared); the rows written."""
-    if conn is None:
-        stmt = prepared.stmt
-        return db.session.execute(stmt, params, execution_options=_ROWCOUNT).rowcount
-    return prepared.execute(conn, params)
+@lru_cache(maxsize=64)
+def _plain(model):
+    # Cacheable as it is: SQLAlchemy compiles it once per set of columns given.
+    return plain_insert(model.__table__).inline()
 
 
+# SQLAlchemy otherwise reports -1 for an INSERT's rowcount on psycopg.
 _ROWCOUNT = {"preserve_rowcount": True}
-
-
-def _flatten(rows: list[dict], columns: tuple[str, ...]) -> dict:
-    if len(rows) == 1:
-        return rows[0]
-    return {f"{c}_{i}": row[c] for i, row in enumerate(rows) for c in columns}
 
 
 def insert(model, values: dict, conn: Connection | None = None) -> None:
     """A plain INSERT of one row."""
-    _run(_statement(model, tuple(values), None), values, conn)
+    if conn is None:
+        db.session.execute(_plain(model), values)
+    else:
+        conn.execute(_plain(model), values)
 
 
 def insert_ignore(
@@ -158,7 +129,7 @@ def insert_ignore(
     """Insert a row unless one with the same conflict key exists; True when
     this call inserted it."""
     stmt = _statement(model, tuple(values), tuple(conflict))
-    return _run(stmt, values, conn) == 1
+    return stmt.execute(values, conn, **_ROWCOUNT).rowcount == 1
 
 
 def insert_ignore_many(
@@ -170,7 +141,11 @@ def insert_ignore_many(
         return
     columns = tuple(rows[0])
     stmt = _statement(model, columns, tuple(conflict), rows=len(rows))
-    _run(stmt, _flatten(rows, columns), conn)
+    if len(rows) == 1:
+        params = rows[0]
+    else:
+        params = {f"{c}_{i}": row[c] for i, row in enumerate(rows) for c in columns}
+    stmt.execute(params, conn)
 
 
 def insert_or_add(
@@ -178,5 +153,4 @@ def insert_or_add(
 ) -> None:
     """Insert the row, or add the counters to the row with the same key."""
     values = {**key, **counters}
-    stmt = _statement(model, tuple(values), tuple(key), tuple(counters))
-    _run(stmt, values, conn)
+    _statement(model, tuple(values), tuple(key), tuple(counters)).execute(values, conn)
