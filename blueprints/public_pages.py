@@ -68,6 +68,8 @@ def serve(
     """The page from `template` with `context()`: public and cacheable for
     anonymous visitors; private for staff. `view_slug` names the article
     whose views the cache in front counts."""
+    if view_slug and request.method == "GET":  # a 304 is a view too; HEAD is not
+        count_view(current_app, view_slug, request.headers.get("User-Agent"))
     if staff_signed_in() or current_app.debug:
         response = Response(render_template(template, public=False, **context()))
         response.cache_control.private = True
@@ -75,8 +77,6 @@ def serve(
         response.vary.add("Cookie")
         return response
 
-    if view_slug and request.method == "GET":  # a 304 is a view too; HEAD is not
-        count_view(current_app, view_slug, request.headers.get("User-Agent"))
     before = signup_guard.stamp()
     body = render_template(template, public=True, **context()).encode()
     # Weak: pages a stamp period apart differ only in the stamp, which

@@ -30,6 +30,7 @@ UTM_FIELDS = signup_guard.UTM_KEYS
 TRAINING_SLUG = TRAINING_PATH.lstrip("/")
 # A source label a marketer puts in the embed snippet (?source=partner-blog).
 _SOURCE_LABEL = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+UNREADABLE_MESSAGE = "We could not read what was sent. Please fill in the form again."
 STALE_MESSAGE = (
     "This page was open for more than a day, so we ask you to send the form "
     "once more. Please check your details below."
@@ -137,7 +138,9 @@ def subscribe():
     if not valid or email is None:
         if stamp is not signup_guard.Stamp.OK:
             form.started.data = signup_guard.stamp()
-        return _form_again(form)
+        # Werkzeug drops a body it cannot decode (bytes that are not UTF-8).
+        unread = bool(request.content_length) and not request.form
+        return _form_again(form, message=UNREADABLE_MESSAGE if unread else None)
     if form.nickname.data or stamp in (signup_guard.Stamp.INVALID, signup_guard.Stamp.TOO_SOON):
         # Answered like a real signup, so a bot learns nothing to adapt to.
         return _thanks(form)
@@ -250,11 +253,12 @@ def _confirm_link(token: str):
 def confirm_page(token: str):
     """Changes nothing: mail filters open every link in a mail, and must not
     confirm on the reader's behalf. One button posts to the same URL."""
-    lead, _, shown = _confirm_link(token)
+    lead, issued, shown = _confirm_link(token)
     if shown is not None:
         return shown
-    if lead.status == LeadStatus.CONFIRMED:
-        return _confirmed_page(lead, already=True)
+    outcome = subscriptions.confirm_outcome(lead, issued)
+    if outcome is not None:
+        return _confirm_answer(lead, outcome)
     return _private(
         render_template(
             "subscriptions/confirm.html",
@@ -272,6 +276,10 @@ def confirm(token: str):
         return shown
     result = subscriptions.confirm(lead, issued, evidence())
     db.session.commit()
+    return _confirm_answer(lead, result)
+
+
+def _confirm_answer(lead, result: subscriptions.ConfirmResult):
     if result == subscriptions.ConfirmResult.STALE:
         return render_template("subscriptions/stale.html", form=new_signup_form("page")), 409
     return _confirmed_page(lead, already=result == subscriptions.ConfirmResult.ALREADY)

@@ -307,9 +307,9 @@ class ConfirmResult(enum.StrEnum):
     STALE = "stale"  # the link predates an unsubscribe
 
 
-def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> ConfirmResult:
-    """Double opt-in. Idempotent: a second click changes nothing."""
-    now = clock.now()
+def confirm_outcome(lead: Lead, token_issued_at: datetime) -> ConfirmResult | None:
+    """What a confirmation link would do now, read only: ALREADY, STALE, or
+    None when it would confirm (the page before the button asks this)."""
     if lead.status == LeadStatus.CONFIRMED:
         return ConfirmResult.ALREADY
     # Tokens carry whole seconds: a link issued in the second of the
@@ -318,6 +318,15 @@ def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> Confir
         lead.unsubscribed_at and lead.unsubscribed_at.replace(microsecond=0) > token_issued_at
     ):
         return ConfirmResult.STALE
+    return None
+
+
+def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> ConfirmResult:
+    """Double opt-in. Idempotent: a second click changes nothing."""
+    now = clock.now()
+    known = confirm_outcome(lead, token_issued_at)
+    if known is not None:
+        return known
     first_confirmation = lead.confirmed_at is None
     result = db.session.execute(
         update(Lead)

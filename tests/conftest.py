@@ -139,12 +139,23 @@ def runner(app):
 
 _HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)"')
 _FORM = re.compile(r'<form class="signup".*?</form>', re.S)
+_FORM_TAG = re.compile(r"<form\b([^>]*)>")
+_ATTR = re.compile(r'(\w+)="([^"]*)"')
+# SITE_URL in the tests (base_config): the origin of every page the test client reads.
+ORIGIN = "http://localhost"
 
 
 def form_fields(html: str, index: int = 0) -> dict[str, str]:
     """The hidden fields of the index-th signup form on a page."""
     forms = _FORM.findall(html)
     return dict(_HIDDEN.findall(forms[index]))
+
+
+def browser_headers(path: str) -> dict[str, str]:
+    """What a browser sends with a form posted from one of our pages: its
+    Origin, and (Referrer-Policy strict-origin-when-cross-origin, same
+    origin) the page's whole URL, query string and all."""
+    return {"Origin": ORIGIN, "Referer": ORIGIN + path}
 
 
 def signup(
@@ -155,12 +166,36 @@ def signup(
     name: str = "",
     path: str = "/cspo-certification-benefits",
     index: int = 0,
+    headers: dict[str, str] | None = None,
     **extra,
 ):
+    """Read the page at `path` and send its index-th signup form, as a
+    browser does (no cookie or CSRF token: the page is the same for all)."""
     page = client.get(path)
     fields = form_fields(page.get_data(as_text=True), index)
     fields.update(email=email, name=name, topics=list(topics), **extra)
-    return client.post("/subscribe", data=fields)
+    return client.post(
+        "/subscribe", data=fields, headers={**browser_headers(path), **(headers or {})}
+    )
+
+
+def confirm(client, url_or_token: str, **kwargs):
+    """Open a confirmation link and click its button, as a person does.
+
+    GET /confirm/<token> changes nothing: it shows the address and one
+    button, a form that posts to the same URL. The POST's response is
+    returned; where the GET shows no button (a broken or expired link, an
+    address confirmed already), the GET's page is returned: all a person
+    could see. kwargs (headers, environ_base) go to both requests."""
+    path = url_or_token.removeprefix(ORIGIN)
+    if not path.startswith("/"):
+        path = f"/confirm/{path}"
+    page = client.get(path, **kwargs)
+    forms = [dict(_ATTR.findall(attrs)) for attrs in _FORM_TAG.findall(page.get_data(as_text=True))]
+    button = [f for f in forms if f.get("method") == "post" and f.get("action") == path]
+    if page.status_code != 200 or not button:
+        return page
+    return client.post(path, **kwargs)
 
 
 def mail_files(app) -> list[Path]:

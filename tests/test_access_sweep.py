@@ -3,7 +3,7 @@
 Every endpoint outside a short public allow-list sends an anonymous visitor to
 the login page and answers 403 to a signed-in user of the wrong role (admin
 pages for a marketer). Every route that changes state needs a CSRF token,
-except the RFC 8058 one-click unsubscribe.
+except the few public ones listed in CSRF_EXEMPT, each guarded otherwise.
 """
 
 from __future__ import annotations
@@ -29,7 +29,21 @@ PUBLIC_ENDPOINTS = {
     "auth.logout",
     "auth.logout_get",
 }
-CSRF_EXEMPT = {"subscriptions.unsubscribe"}
+# Routes that take a POST without a CSRF token (PRODUCT.md principle 7: no
+# session or token for anonymous readers), with how each answers a post that
+# has none: the view itself, never the "form had expired" page. Every other
+# state-changing route, staff or public (the preferences form), needs a token.
+CSRF_EXEMPT = {
+    # RFC 8058 one-click: mail providers post with no cookie and no token.
+    "subscriptions.unsubscribe": (200, "You are unsubscribed"),
+    # The public signup: Origin check, honeypot, time trap, rate limits and
+    # double opt-in. Posted empty, it shows the form with its errors.
+    "subscriptions.subscribe": (400, "Enter your email address."),
+    # The link's token is the capability (an unsubscribe token here: refused).
+    "subscriptions.confirm": (400, "This link does not work"),
+    # Carries the expired link's token, its capability (none here: refused).
+    "subscriptions.resend_confirmation": (400, "This link does not work"),
+}
 SKIP_METHODS = {"HEAD", "OPTIONS"}
 
 
@@ -178,25 +192,40 @@ def test_every_state_changing_route_needs_a_csrf_token(app, client):
         }
     sign_in_as(app, client, Role.ADMIN)
     routes = _state_changing(app)
-    assert {rule.endpoint for rule, _ in routes} >= {
+    endpoints = {rule.endpoint for rule, _ in routes}
+    assert endpoints >= {
         "subscriptions.subscribe",
+        "subscriptions.preferences",
         "auth.login",
         "auth.logout",
         "marketing.lead_erase",
-        "subscriptions.unsubscribe",
+        *CSRF_EXEMPT,
     }
+    # Only public routes go without a token: no staff form is ever exempt.
+    assert all(is_public(e) and not e.startswith("auth.") for e in CSRF_EXEMPT)
     for rule, method in routes:
         url = build(app, rule, **tokens)
         r = client.open(url, method=method, data={"confirm_email": "nobody@example.com"})
         where = f"{method} {url} ({rule.endpoint}) without a token"
+        page = r.get_data(as_text=True)
         if rule.endpoint in CSRF_EXEMPT:
-            assert r.status_code == 200, f"{where}: {r.status_code}"
+            status, text = CSRF_EXEMPT[rule.endpoint]
+            assert r.status_code == status, f"{where}: {r.status_code}"
+            assert text in page, where
+            assert "form had expired" not in page, where
             continue
         assert r.status_code == 400, f"{where}: {r.status_code}"
-        assert "form had expired" in r.get_data(as_text=True), where
+        assert "form had expired" in page, where
         # A wrong token is no better than none.
         r = client.open(url, method=method, data={"csrf_token": "forged"})
         assert r.status_code == 400, f"{method} {url} with a forged token: {r.status_code}"
+    # What guards the signup instead: a post from another site is refused.
+    r = client.post(
+        "/subscribe",
+        data={"email": "nobody@example.com", "topics": "newsletter"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert r.status_code == 403
     # The session survived all that: nothing was signed out or erased.
     assert client.get("/marketing/").status_code == 200
     with app.app_context():

@@ -14,14 +14,16 @@ from sqlalchemy import func, select
 from extensions import db
 from models import ConsentEvent, ConsentText, Lead, LeadStatus, OutboxMessage
 from services.subscriptions import preferences_token, unsubscribe_token
-from tests.conftest import form_fields, signup
+from tests.conftest import browser_headers, form_fields, signup
 
 ARTICLE = "/cspo-certification-benefits"
+BROWSER = browser_headers(ARTICLE)
 
 
 @pytest.fixture
 def app_config(app_config):
-    # Flask-WTF checks CSRF under TESTING too; say so rather than rely on it.
+    # Flask-WTF checks CSRF under TESTING too; say so rather than rely on it:
+    # the public forms must work without a token while it is on.
     return {**app_config, "WTF_CSRF_ENABLED": True}
 
 
@@ -90,12 +92,15 @@ def value_of(page: str, name: str) -> str:
     raise AssertionError(f"no input {name}")
 
 
-def post_signup(client, **overrides):
-    """A real form from the article, with some fields replaced."""
+def post_signup(client, headers=None, **overrides):
+    """A real form from the article, with some fields replaced, sent as a
+    browser sends it (Origin and Referer of the article)."""
     fields = form_fields(client.get(ARTICLE).get_data(as_text=True))
     fields.update(email="ann@example.com", topics=["newsletter"])
     fields.update(overrides)
-    return client.post("/subscribe", data=fields)
+    return client.post(
+        "/subscribe", data=fields, headers=headers if headers is not None else BROWSER
+    )
 
 
 def fresh_fields(client) -> str:
@@ -216,11 +221,24 @@ def test_raw_invalid_utf8_bytes(app, client):
         fresh_fields(client).encode()
         + b"&email=\xff\xfe@example.com&name=\xc3\x28&topics=newsletter"
     )
-    r = client.post("/subscribe", data=body, content_type="application/x-www-form-urlencoded")
+    r = client.post(
+        "/subscribe",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        headers=BROWSER,
+    )
+    # Werkzeug drops a body it cannot decode, hidden fields and all: the
+    # visitor is told so, gets the form and a fresh time stamp, and filling
+    # it in again works.
     page = assert_clear_4xx(r)
-    # Werkzeug drops a body it cannot decode, token included: say what happened.
+    assert_accessible_errors(page)
     assert "We could not read what was sent" in page
     assert stored(app) == NOTHING
+    again = form_fields(page)
+    assert again["placement"] == "page"
+    again.update(email="ann@example.com", topics=["newsletter"])
+    assert client.post("/subscribe", data=again, headers=BROWSER).status_code == 303
+    assert stored(app)["Lead"] == 1
 
 
 def test_invalid_utf8_in_a_multipart_form(app, client):
@@ -280,47 +298,67 @@ def test_a_100kb_multipart_body_is_refused_with_413(app, client):
     assert stored(app) == NOTHING
 
 
-# --- CSRF
+# --- No CSRF token: the Origin check guards the signup instead
 
 
-def test_missing_csrf_token_keeps_the_input_and_offers_a_fresh_form(app, client):
+def test_a_signup_needs_no_token_and_no_cookie_from_our_own_pages(app):
     assert app.config["WTF_CSRF_ENABLED"] is True
-    fields = form_fields(client.get(ARTICLE).get_data(as_text=True))
-    del fields["csrf_token"]
+    visitor = app.test_client(use_cookies=False)
+    page = visitor.get(ARTICLE)
+    assert "Set-Cookie" not in page.headers
+    fields = form_fields(page.get_data(as_text=True))
+    assert "csrf_token" not in fields
     fields.update(email="ann@example.com", name="Ann", topics=["newsletter"])
-    r = client.post("/subscribe", data=fields)
-    page = assert_clear_4xx(r)
-    assert 'role="alert"' in page
-    assert value_of(page, "email") == "ann@example.com"
-    assert value_of(page, "name") == "Ann"
-    boxes = [a for _, a in elements(page) if a.get("type") == "checkbox"]
-    ticked = [a["value"] for a in boxes if "checked" in a]
-    assert ticked == ["newsletter"]
-    assert stored(app) == NOTHING
+    r = visitor.post("/subscribe", data=fields, headers=BROWSER)
+    assert r.status_code == 303
+    assert "Set-Cookie" not in r.headers
+    assert stored(app)["Lead"] == 1
 
-    # The page it answers with carries a working token: sending it again works.
-    again = form_fields(page)
-    again.update(email=value_of(page, "email"), name=value_of(page, "name"), topics=["newsletter"])
-    assert client.post("/subscribe", data=again).status_code == 303
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://localhost"},
+        {"Referer": f"http://localhost{ARTICLE}?utm_source=x"},  # no Origin: the Referer
+        {},  # neither: no browser page sent it, the traps judge it
+        {"Origin": "http://LOCALHOST:80"},  # the same origin, spelled otherwise
+    ],
+    ids=["origin", "referer-only", "neither", "same-origin-spelled-otherwise"],
+)
+def test_a_post_from_our_own_origin_is_accepted(app, client, headers):
+    assert post_signup(client, headers=headers).status_code == 303
     assert stored(app)["Lead"] == 1
 
 
 @pytest.mark.parametrize("token", ["", "forged-token", "x" * 5000])
-def test_wrong_csrf_token(app, client, token):
+def test_a_stray_csrf_token_field_changes_nothing(app, client, token):
+    # Old pages in a cache, or a bot: the field is ignored, and a placement
+    # that is not ours falls back to the signup page's.
     r = post_signup(client, csrf_token=token, placement='"><script>x()</script>')
-    page = assert_clear_4xx(r)
-    assert "This form had expired" in page
+    assert r.status_code == 303
+    with app.app_context():
+        assert db.session.execute(select(Lead.source_placement)).scalar_one() == "page"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "http://localhost.evil.example"},
+        {"Origin": "https://localhost"},  # another scheme is another origin
+        {"Origin": "http://localhost:8080"},
+        {"Origin": "null"},  # a sandboxed frame, a file: page, a redirect
+        {"Referer": f"https://evil.example{ARTICLE}"},  # no Origin: the Referer
+        {"Origin": "https://evil.example", "Referer": f"http://localhost{ARTICLE}"},
+    ],
+    ids=["other-site", "lookalike", "https", "other-port", "null", "referer", "origin-wins"],
+)
+def test_a_post_from_another_origin_is_refused_and_stores_nothing(app, client, headers):
+    r = post_signup(client, headers=headers, placement='"><script>x()</script>')
+    page = assert_clear_4xx(r, 403)
+    assert "This form was sent from another site" in page
+    assert "Nothing was saved" in page
     assert "<script>" not in page
-    assert 'id="email-page"' in page
-    assert stored(app) == NOTHING
-
-
-def test_csrf_token_from_another_session(app, client):
-    other = app.test_client()
-    fields = form_fields(other.get(ARTICLE).get_data(as_text=True))
-    client.get(ARTICLE)  # this visitor has a session of their own
-    fields.update(email="ann@example.com", topics=["newsletter"])
-    assert_clear_4xx(client.post("/subscribe", data=fields))
     assert stored(app) == NOTHING
 
 
@@ -341,6 +379,7 @@ def _tampered_paths(token: str) -> list[str]:
     ("method", "prefix"),
     [
         ("get", "/confirm/"),
+        ("post", "/confirm/"),
         ("get", "/preferences/"),
         ("post", "/preferences/"),
         ("get", "/unsubscribe/"),
@@ -354,8 +393,11 @@ def test_tampered_tokens_get_a_friendly_400(app, client, method, prefix):
         lead = db.session.execute(select(Lead)).scalar_one()
         good = (preferences_token if "pref" in prefix else unsubscribe_token)(lead)
     before = stored(app)
-    # A valid CSRF token, so it is the link that is judged, not the form.
-    csrf = form_fields(client.get(ARTICLE).get_data(as_text=True))["csrf_token"]
+    # A valid CSRF token (the preferences form has one; the confirm and
+    # unsubscribe buttons need none), so it is the link that is judged.
+    with app.app_context():
+        page = client.get(f"/preferences/{preferences_token(lead)}").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token"[^>]*?value="([^"]+)"', page)[1]
     for bad in _tampered_paths(good):
         data = {"csrf_token": csrf, "save": "1", "List-Unsubscribe": "One-Click"}
         r = getattr(client, method)(prefix + bad, data=data)
@@ -367,10 +409,10 @@ def test_tampered_tokens_get_a_friendly_400(app, client, method, prefix):
 
 
 def test_resend_without_a_token(app, client):
-    page = client.get("/subscribe").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)[1]
-    r = client.post("/confirm/resend", data={"csrf_token": csrf})
-    assert_clear_4xx(r)
+    # No CSRF token either: the expired link's token is the capability.
+    r = client.post("/confirm/resend", data={})
+    page = assert_clear_4xx(r)
+    assert "This link does not work" in page
     assert stored(app) == NOTHING
 
 

@@ -165,17 +165,24 @@ def test_bots_are_answered_like_people_and_leave_nothing(app, client, settings):
     app.config.update(settings)
     page = client.get(ARTICLE).get_data(as_text=True)
     fresh = form_fields(page)
+    assert fresh["started"]
     with app.app_context():
-        old = tokens.make("form-time", ["inline", clock.now().timestamp() - 60])
-        wrong_purpose = tokens.make("confirm", ["inline", clock.now().timestamp() - 60])
-        not_a_time = tokens.make("form-time", ["inline", "yesterday"])
+        # The page's stamp: a signed time in whole seconds (services.signup_guard).
+        a_minute_ago = int(clock.now().timestamp()) - 60
+        old = tokens.make("form-time", a_minute_ago)
+        in_the_future = tokens.make("form-time", a_minute_ago + 3600)
+        wrong_purpose = tokens.make("confirm", a_minute_ago)
+        not_a_time = tokens.make("form-time", "yesterday")
+        other_shape = tokens.make("form-time", ["inline", a_minute_ago])
     bots = {
         "honeypot": {"started": old, "nickname": "Bot"},
         "honeypot-blank": {"started": old, "nickname": "  "},
         "too-fast": {},  # the form it was just shown, sent at once
+        "stamp-from-the-future": {"started": in_the_future},
         "no-started": {"started": ""},
         "wrong-purpose-token": {"started": wrong_purpose},
         "time-not-a-number": {"started": not_a_time},
+        "time-not-a-time": {"started": other_shape},
     }
     answers = set()
     for i, (label, overrides) in enumerate(bots.items()):

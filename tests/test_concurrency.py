@@ -43,8 +43,9 @@ class Visitor:
 
     def __init__(self, base_url: str):
         self.base_url = base_url
+        self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect()
+            urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect()
         )
         self.fields: dict[str, str] = {}
 
@@ -52,14 +53,20 @@ class Visitor:
         with self.opener.open(self.base_url + ARTICLE, timeout=30) as r:
             html = r.read().decode()
         self.fields = dict(_HIDDEN.findall(_FORM.findall(html)[0]))
-        assert self.fields.get("csrf_token")
+        # The same page for everyone: a time stamp, no CSRF token, no cookie.
+        assert self.fields.get("started")
+        assert "csrf_token" not in self.fields
+        assert not self.cookies
 
     def sign_up(self, email: str) -> int:
         data = urllib.parse.urlencode(
             {**self.fields, "email": email, "name": "", "topics": "cspo-classes"}
         ).encode()
+        # As a browser posts a form from the article: its Origin and its URL.
+        headers = {"Origin": self.base_url, "Referer": self.base_url + ARTICLE}
+        request = urllib.request.Request(self.base_url + "/subscribe", data=data, headers=headers)
         try:
-            with self.opener.open(self.base_url + "/subscribe", data=data, timeout=60) as r:
+            with self.opener.open(request, timeout=60) as r:
                 return r.status
         except urllib.error.HTTPError as exc:  # 303 lands here: redirects are not followed
             return exc.code

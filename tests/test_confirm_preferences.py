@@ -15,7 +15,7 @@ from models import ConsentEvent, ConsentKind, Lead, LeadStatus, MailKind, Outbox
 from services import clock, tokens
 from services.delivery import Worker
 from services.subscriptions import confirm_token, preferences_token, unsubscribe_token
-from tests.conftest import mail_files, signup
+from tests.conftest import confirm, mail_files, signup
 
 EMAIL = "ann@example.com"
 
@@ -103,7 +103,9 @@ def new_lead(client, app, email: str = EMAIL, topics=("cspo-classes",)) -> None:
 
 def confirmed_lead(client, app, email: str = EMAIL, topics=("cspo-classes",)) -> None:
     new_lead(client, app, email, topics)
-    assert client.get(f"/confirm/{token_for(app, 'confirm', email)}").status_code == 200
+    r = confirm(client, token_for(app, "confirm", email))
+    assert r.status_code == 200
+    assert "You're in" in r.get_data(as_text=True)
 
 
 def friendly(page: str) -> None:
@@ -125,9 +127,32 @@ def test_the_link_in_the_delivered_mail_confirms(app, client):
     html_body = msg.get_body(("html",)).get_content()
     assert f'href="http://localhost{link}"' in html_body
 
-    r = client.get(link, environ_base={"REMOTE_ADDR": "198.51.100.4"})
+    # Opening the link (a person, or a mail filter) changes nothing: it shows
+    # the address, the topics and one button, a form posting to the link.
+    for _ in range(2):
+        r = client.get(link, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+        assert r.status_code == 200
+        assert r.headers["Cache-Control"] == "private, no-store"
+        page = r.get_data(as_text=True)
+        friendly(page)
+        assert f"<strong>{EMAIL}</strong>" in page
+        assert "<li>CSPO class announcements</li>" in page and "<li>Newsletter</li>" in page
+        assert "You're in" not in page
+    assert client.head(link).status_code == 200
+    (form,) = forms_of(page)
+    assert form["action"] == link
+    assert form["fields"] == {}  # no CSRF token: the link's token is the capability
+    assert len(form["buttons"]) == 1
+    assert the_lead(app).status == LeadStatus.PENDING
+    assert events(app, ConsentKind.CONFIRMED) == []
+    assert mails(app, MailKind.WELCOME) == 0
+
+    # The button confirms, from a browser with no cookie of ours.
+    button = app.test_client(use_cookies=False)
+    r = button.post(form["action"], environ_base={"REMOTE_ADDR": "198.51.100.4"})
     assert r.status_code == 200
     assert "You're in" in r.get_data(as_text=True)
+    assert "Set-Cookie" not in r.headers
     lead = the_lead(app)
     assert lead.status == LeadStatus.CONFIRMED
     assert abs(lead.confirmed_at - datetime.now(UTC)) < timedelta(minutes=1)
@@ -141,11 +166,12 @@ def test_the_link_in_the_delivered_mail_confirms(app, client):
 def test_confirming_twice_changes_nothing(app, client):
     new_lead(client, app)
     link = f"/confirm/{token_for(app, 'confirm')}"
-    assert client.get(link).status_code == 200
+    assert "You're in" in confirm(client, link).get_data(as_text=True)
     first = the_lead(app).confirmed_at
-    r = client.get(link)
-    assert r.status_code == 200
-    assert "already confirmed" in r.get_data(as_text=True)
+    # A second click on the button (a page kept open), and the link opened again.
+    for r in (client.post(link), client.get(link)):
+        assert r.status_code == 200
+        assert "already confirmed" in r.get_data(as_text=True)
     assert the_lead(app).confirmed_at == first
     assert mails(app, MailKind.WELCOME) == 1
     assert len(events(app, ConsentKind.CONFIRMED)) == 1
@@ -153,7 +179,7 @@ def test_confirming_twice_changes_nothing(app, client):
 
 def test_the_confirmed_page_links_to_working_preferences(app, client):
     new_lead(client, app)
-    page = client.get(f"/confirm/{token_for(app, 'confirm')}").get_data(as_text=True)
+    page = confirm(client, token_for(app, "confirm")).get_data(as_text=True)
     prefs = re.search(r'href="(/preferences/[^"]+)"', page)[1]
     assert client.get(prefs).status_code == 200
 
@@ -163,6 +189,8 @@ def test_an_expired_link_offers_a_new_one_that_works(app, client, fake_clock):
     old = token_for(app, "confirm")
     fake_clock.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
 
+    # The same page whether the link is opened or its button posted.
+    assert client.post(f"/confirm/{old}").status_code == 410
     r = client.get(f"/confirm/{old}")
     assert r.status_code == 410
     page = r.get_data(as_text=True)
@@ -173,6 +201,7 @@ def test_an_expired_link_offers_a_new_one_that_works(app, client, fake_clock):
 
     (form,) = forms_of(page)
     assert form["action"] == "/confirm/resend"
+    assert set(form["fields"]) == {"token"}  # no CSRF token
     r = client.post(form["action"], data=form["fields"])
     assert r.status_code == 303
     assert r.headers["Location"].endswith("/subscribe/thanks")
@@ -180,6 +209,8 @@ def test_an_expired_link_offers_a_new_one_that_works(app, client, fake_clock):
 
     fresh = token_for(app, "confirm")
     assert client.get(f"/confirm/{fresh}").status_code == 200
+    assert the_lead(app).status == LeadStatus.PENDING
+    assert "You're in" in confirm(client, fresh).get_data(as_text=True)
     assert the_lead(app).status == LeadStatus.CONFIRMED
 
 
@@ -196,18 +227,16 @@ def test_resend_within_the_window_sends_nothing_more(app, client, fake_clock):
 def test_an_expired_link_of_a_confirmed_lead_says_it_is_confirmed(app, client, fake_clock):
     new_lead(client, app)
     old = token_for(app, "confirm")
-    assert client.get(f"/confirm/{old}").status_code == 200
+    assert "You're in" in confirm(client, old).get_data(as_text=True)
     fake_clock.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
-    r = client.get(f"/confirm/{old}")
-    assert r.status_code == 200
-    assert "already confirmed" in r.get_data(as_text=True)
+    for r in (client.get(f"/confirm/{old}"), client.post(f"/confirm/{old}")):
+        assert r.status_code == 200
+        assert "already confirmed" in r.get_data(as_text=True)
 
 
 def test_resend_with_a_tampered_token_is_refused(app, client):
     new_lead(client, app)
-    page = client.get("/subscribe").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)[1]
-    r = client.post("/confirm/resend", data={"csrf_token": csrf, "token": "x.y.z"})
+    r = client.post("/confirm/resend", data={"token": "x.y.z"})
     assert r.status_code == 400
     friendly(r.get_data(as_text=True))
     assert mails(app, MailKind.CONFIRMATION) == 1
@@ -230,12 +259,12 @@ def tampered(token: str) -> list[str]:
 def test_a_tampered_link_gets_a_friendly_400(app, client):
     new_lead(client, app)
     for bad in tampered(token_for(app, "confirm")):
-        r = client.get(f"/confirm/{bad}")
-        assert r.status_code == 400, bad
-        page = r.get_data(as_text=True)
-        friendly(page)
-        assert "This link does not work" in page
-        assert '<form class="signup"' in page
+        for r in (client.get(f"/confirm/{bad}"), client.post(f"/confirm/{bad}")):
+            assert r.status_code == 400, bad
+            page = r.get_data(as_text=True)
+            friendly(page)
+            assert "This link does not work" in page
+            assert '<form class="signup"' in page
     assert the_lead(app).status == LeadStatus.PENDING
     assert mails(app, MailKind.WELCOME) == 0
 
@@ -243,15 +272,16 @@ def test_a_tampered_link_gets_a_friendly_400(app, client):
 def test_a_token_for_another_purpose_is_refused(app, client):
     confirmed_lead(client, app, "other@example.com")
     new_lead(client, app)
-    prefs, confirm = token_for(app, "preferences"), token_for(app, "confirm")
-    assert client.get(f"/confirm/{prefs}").status_code == 400
-    assert client.get(f"/confirm/{token_for(app, 'unsubscribe')}").status_code == 400
+    prefs, pending_confirm = token_for(app, "preferences"), token_for(app, "confirm")
+    for wrong in (prefs, token_for(app, "unsubscribe")):
+        assert client.get(f"/confirm/{wrong}").status_code == 400
+        assert client.post(f"/confirm/{wrong}").status_code == 400
     assert the_lead(app).status == LeadStatus.PENDING
 
     other_confirm = token_for(app, "confirm", "other@example.com")
     assert client.get(f"/unsubscribe/{other_confirm}").status_code == 400
     assert client.post(f"/unsubscribe/{other_confirm}").status_code == 400
-    assert client.get(f"/preferences/{confirm}").status_code == 400
+    assert client.get(f"/preferences/{pending_confirm}").status_code == 400
     assert the_lead(app, "other@example.com").status == LeadStatus.CONFIRMED
     assert events(app, ConsentKind.WITHDRAWN) == []
 
@@ -279,10 +309,11 @@ def test_a_key_in_secret_key_fallbacks_still_opens_links(app, client):
 
     app.config["SECRET_KEY_FALLBACKS"] = []
     assert client.get(old_link).status_code == 400
+    assert client.post(old_link).status_code == 400
     assert the_lead(app).status == LeadStatus.PENDING
 
     app.config["SECRET_KEY_FALLBACKS"] = ["old-key"]
-    assert client.get(old_link).status_code == 200
+    assert "You're in" in confirm(client, old_link).get_data(as_text=True)
     assert the_lead(app).status == LeadStatus.CONFIRMED
     # New links are signed with the current key only.
     new_link = token_for(app, "unsubscribe")
@@ -439,7 +470,13 @@ def test_a_stale_confirm_link_does_not_resubscribe(app, client, fake_clock):
     assert client.post(f"/unsubscribe/{token_for(app, 'unsubscribe')}").status_code == 200
     fake_clock.advance(5)
 
-    r = client.get(stale)
+    # Opening it changes nothing and says at once that it no longer works.
+    opened = client.get(stale)
+    assert opened.status_code == 409
+    assert "no longer valid" in opened.get_data(as_text=True)
+    assert "Yes, confirm" not in opened.get_data(as_text=True)
+    assert the_lead(app).status == LeadStatus.UNSUBSCRIBED
+    r = client.post(stale)
     assert r.status_code == 409
     page = r.get_data(as_text=True)
     friendly(page)
@@ -451,8 +488,8 @@ def test_a_stale_confirm_link_does_not_resubscribe(app, client, fake_clock):
     fake_clock.advance(5)
     assert signup(client, EMAIL).status_code == 303
     assert the_lead(app).status == LeadStatus.PENDING
-    assert client.get(stale).status_code == 409
+    assert confirm(client, stale).status_code == 409
     assert the_lead(app).status == LeadStatus.PENDING
-    assert client.get(f"/confirm/{token_for(app, 'confirm')}").status_code == 200
+    assert "You're in" in confirm(client, token_for(app, "confirm")).get_data(as_text=True)
     assert the_lead(app).status == LeadStatus.CONFIRMED
     assert events(app, ConsentKind.CONFIRMED)[-1].at == fake_clock.now

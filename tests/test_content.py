@@ -191,7 +191,8 @@ def test_article_page_has_an_inline_and_an_end_form_with_distinct_ids(client):
     for form in forms:
         assert f'name="source" value="{SLUG}"' in form
         assert 'name="email"' in form
-        assert 'name="csrf_token"' in form
+        assert 'name="started"' in form  # the time trap's stamp
+        assert "csrf_token" not in form  # the same page for everyone: no token
         assert "checked" not in form  # consent by an affirmative act: nothing pre-ticked
     ids = re.findall(r'\bid="([^"]+)"', page)
     duplicates = [i for i, n in Counter(ids).items() if n > 1]

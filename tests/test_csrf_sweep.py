@@ -2,14 +2,16 @@
 
 The other half of the CSRF sweep, that every route taking a POST (or any
 other method that is not GET) refuses a request without a valid token except
-the RFC 8058 one-click unsubscribe, is
+the public ones it lists (one-click unsubscribe, signup, confirm, resend), is
 test_access_sweep.test_every_state_changing_route_needs_a_csrf_token; it is
 not repeated here.
 
 Here every GET route is called, signed in as an admin so staff pages answer
 too, with real ids and tokens, and every table is compared before and after.
-A GET may change nothing, with the documented exceptions below, each for a
-reason a browser or a mail client imposes.
+A GET may change nothing, with the documented exceptions below; a HEAD
+changes nothing (a staff download's audit record aside). Mail link scanners
+open every link in a mail (the confirmation link included: GET shows a
+button, the POST confirms).
 """
 
 from __future__ import annotations
@@ -26,21 +28,19 @@ from tests.test_rfc8058 import queue_every_kind
 ARTICLE_SLUG = "cspo-certification-benefits"
 # GET routes allowed to write, and what they may write.
 GET_WRITES = {
-    # Double opt-in: the link in the confirmation mail is followed by a GET
-    # (PRODUCT.md: GET /confirm/<token>). Idempotent; a stale link changes nothing.
-    "subscriptions.confirm": {
-        "lead",
-        "consent_event",
-        "outbox_message",
-        "signup_stats_daily",
-    },
-    # A tracked register link in mail and on the training page: counted, then
-    # redirected to the class's own registration page.
+    # The one exception among the visitor's links: a tracked register link
+    # in mail and on the training page counts the click (analytics only,
+    # nothing a visitor can see changes), then redirects to the class's own
+    # registration page. Not counted for known bots and mail link scanners
+    # (services.analytics.is_bot), nor on HEAD: see the test below.
     "articles.register": {"class_click", "signup_stats_daily"},
     # Downloads of personal data leave an audit record of who took them.
     "marketing.lead_data": {"audit_event"},
     "marketing.leads_csv": {"audit_event"},
 }
+# A HEAD writes nothing, but Flask answers it by running the GET view: a HEAD
+# of a personal-data download is audited like the GET (who asked, never less).
+HEAD_WRITES = {e: GET_WRITES[e] for e in ("marketing.lead_data", "marketing.leads_csv")}
 # Article views are counted on GET by design (buffered, no cookies).
 IGNORED = {"page_view_daily"}
 
@@ -71,7 +71,7 @@ def _values(app) -> dict[str, dict[str, object]]:
         ann = db.session.execute(db.select(announcements.Announcement)).scalar_one()
         row_id = db.session.execute(db.select(OutboxMessage.id).limit(1)).scalar_one()
         return {
-            "subscriptions.confirm": {"token": subscriptions.confirm_token(pending)},
+            "subscriptions.confirm_page": {"token": subscriptions.confirm_token(pending)},
             "subscriptions.preferences": {"token": subscriptions.preferences_token(lead)},
             "subscriptions.unsubscribe_page": {"token": subscriptions.unsubscribe_token(lead)},
             "articles.register": {"token": training.register_token(cls, lead, "page")},
@@ -103,11 +103,20 @@ def test_no_get_route_changes_data(app, client):
     sign_in_as(app, client, Role.ADMIN)
     rules = [r for r in app.url_map.iter_rules() if "GET" in r.methods]
     assert len(rules) >= 30
+    assert "subscriptions.confirm_page" in {r.endpoint for r in rules}
     writers = {}
     with app.app_context():
         for rule in sorted(rules, key=lambda r: r.rule):
             url = _url(app, rule, values)
             before = _snapshot()
+            r = client.head(url)
+            r.close()
+            assert r.status_code < 500, f"HEAD {url}: {r.status_code}"
+            after = _snapshot()
+            changed = {t for t in before if before[t] != after[t]}
+            allowed = HEAD_WRITES.get(rule.endpoint, set())
+            assert changed <= allowed, f"HEAD {url} ({rule.endpoint}) wrote to {changed - allowed}"
+            before = after
             r = client.get(url)
             r.get_data()  # a streamed body (the CSV export) runs to its end
             r.close()
@@ -122,18 +131,69 @@ def test_no_get_route_changes_data(app, client):
     assert set(writers) == set(GET_WRITES), writers
 
 
-def test_a_second_confirm_click_and_link_scanners_change_nothing(app, client):
-    """The GET that confirms is idempotent: a second click, or a mail
-    scanner that follows the link again, leaves every row as it was."""
+def _lead_status(email: str) -> str:
+    return db.session.execute(
+        text("SELECT status FROM lead WHERE email = :e"), {"e": email}
+    ).scalar_one()
+
+
+def test_link_scanners_and_a_second_click_never_change_a_confirmation(app, client):
+    """Opening the confirmation link (GET, HEAD, as often as a scanner
+    likes) leaves the lead pending; the button's POST confirms; a second
+    POST, and any GET or HEAD after it, leave every row as it was."""
     values = _values(app)
-    url = _url(app, app.url_map._rules_by_endpoint["subscriptions.confirm"][0], values)
-    assert client.get(url).status_code == 200
+    url = _url(app, app.url_map._rules_by_endpoint["subscriptions.confirm_page"][0], values)
+    scanner = app.test_client(use_cookies=False)
     with app.app_context():
         before = _snapshot()
         for method in ("GET", "HEAD", "GET"):
-            assert client.open(url, method=method).status_code == 200
+            for who in (client, scanner):
+                assert who.open(url, method=method).status_code == 200
         assert _snapshot() == before
-        status = db.session.execute(
-            text("SELECT status FROM lead WHERE email = 'pending@example.com'")
-        ).scalar_one()
-    assert status == "confirmed"
+        assert _lead_status("pending@example.com") == "pending"
+
+        assert "You're in" in client.post(url).get_data(as_text=True)
+        assert _lead_status("pending@example.com") == "confirmed"
+        before = _snapshot()
+        for method in ("POST", "GET", "HEAD", "GET"):
+            for who in (client, scanner):
+                assert who.open(url, method=method).status_code == 200
+        assert _snapshot() == before
+
+
+BOTS = [
+    "",  # no User-Agent at all
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "Barracuda Sentinel (EE)",
+    "Mozilla/5.0 (Windows NT 10.0) Mimecast-URL-Protect",
+    "Proofpoint URL Defense",
+    "Mozilla/5.0 (compatible; Microsoft SafeLinks)",
+    "curl/8.5.0",
+    "python-requests/2.32",
+]
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+
+
+def test_register_links_count_browsers_only_never_bots_or_head(app, client):
+    """The documented GET exception stays an analytics count of people: a
+    mail scanner or other bot, and any HEAD, is sent on to the class's page
+    and leaves every row as it was."""
+    url = _url(app, app.url_map._rules_by_endpoint["articles.register"][0], _values(app))
+    with app.app_context():
+        before = _snapshot()
+        landing = None
+        for agent in BOTS:
+            for method in ("GET", "HEAD"):
+                r = client.open(url, method=method, headers={"User-Agent": agent})
+                assert r.status_code == 302, (method, agent)
+                landing = landing or r.headers["Location"]
+                assert r.headers["Location"] == landing
+        r = client.head(url, headers={"User-Agent": BROWSER})
+        assert (r.status_code, r.headers["Location"]) == (302, landing)
+        assert _snapshot() == before
+
+        r = client.get(url, headers={"User-Agent": BROWSER})
+        assert (r.status_code, r.headers["Location"]) == (302, landing)
+        after = _snapshot()
+        changed = {t for t in before if before[t] != after[t]}
+        assert changed == GET_WRITES["articles.register"]

@@ -26,8 +26,8 @@ from models import (
 )
 from services import clock, subscriptions
 from services.delivery import Worker
+from tests import conftest, procs
 from tests import delivery_procs as dp
-from tests import procs
 from tests.conftest import signup
 
 # --- Reply rules, against a real worker process.
@@ -294,9 +294,12 @@ def rows_of(app, address: str, kind: str) -> list[OutboxMessage]:
 
 
 def confirm(app, client, address: str) -> None:
+    """Open the confirmation link and click its button."""
     with app.app_context():
         token = subscriptions.confirm_token(subscriptions.lead_by_email(address))
-    assert client.get(f"/confirm/{token}").status_code == 200
+    r = conftest.confirm(client, token)
+    assert r.status_code == 200
+    assert "You're in" in r.get_data(as_text=True)
 
 
 def test_confirm_reminder_goes_once_and_only_to_pending_leads(

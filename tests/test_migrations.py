@@ -73,6 +73,8 @@ def migrated_app(empty_db, tmp_path):
         {
             "TESTING": True,
             "SECRET_KEY": "test",
+            # Where the test client's pages come from: the signup's Origin check.
+            "SITE_URL": "http://localhost",
             "SQLALCHEMY_DATABASE_URI": empty_db,
             "MAIL_FILE_DIR": str(tmp_path / "mail"),
         }

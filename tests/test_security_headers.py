@@ -1,11 +1,16 @@
-"""Security headers on every response, errors included; cookie flags; SECRET_KEY."""
+"""Security headers on every response, errors included; no cookie for
+anonymous visitors, cookie flags where there is one; SECRET_KEY."""
 
 from __future__ import annotations
 
 import pytest
 
 from app import create_app
-from tests.conftest import signup
+from extensions import db
+from services import subscriptions
+from services.content import TRAINING_PATH
+from services.subscriptions import Evidence, SignupRequest
+from tests.conftest import browser_headers, form_fields, signup
 
 ARTICLE = "/cspo-certification-benefits"
 
@@ -93,6 +98,45 @@ def test_the_500_page_is_logged_and_friendly(app_with_boom, caplog):
     assert any("a bug in a view" in str(rec.exc_info) for rec in caplog.records)
 
 
+def test_anonymous_visitors_get_no_cookie_anywhere_on_the_public_side(app, client):
+    """PRODUCT.md principle 7: no session cookie, CSRF token or per-visit
+    value for readers, from the first page to the confirmed subscription."""
+    with app.app_context():
+        subscriptions.subscribe(
+            SignupRequest(email="lead@example.com", topics=["newsletter"], placement="page"),
+            Evidence(),
+        )
+        db.session.commit()
+        lead = subscriptions.lead_by_email("lead@example.com")
+        confirm_link = f"/confirm/{subscriptions.confirm_token(lead)}"
+        unsubscribe_link = f"/unsubscribe/{subscriptions.unsubscribe_token(lead)}"
+    fields = form_fields(client.get(ARTICLE).get_data(as_text=True))
+    fields.update(email="ann@example.com", topics=["newsletter"])
+    got = {
+        "GET /": client.get("/"),
+        "GET article": client.get(ARTICLE + "?utm_source=x"),
+        "HEAD article": client.head(ARTICLE),
+        "GET training": client.get(TRAINING_PATH),
+        "GET /subscribe": client.get("/subscribe"),
+        "GET /embed/signup": client.get("/embed/signup"),
+        "POST /subscribe": client.post("/subscribe", data=fields, headers=browser_headers(ARTICLE)),
+        "POST /subscribe, invalid": client.post("/subscribe", data={**fields, "email": "x"}),
+        "GET thanks": client.get("/subscribe/thanks"),
+        "GET confirm": client.get(confirm_link),
+        "POST confirm": client.post(confirm_link),
+        "GET confirmed": client.get(confirm_link),
+        "GET unsubscribe": client.get(unsubscribe_link),
+        "GET 404": client.get("/no-such-page"),
+    }
+    for label, r in got.items():
+        assert r.status_code < 500, label
+        assert "Set-Cookie" not in r.headers, (label, r.headers.getlist("Set-Cookie"))
+        assert "csrf_token" not in r.get_data(as_text=True), label
+    assert "You're in" in got["POST confirm"].get_data(as_text=True)
+    # Cached public pages name the cookie they vary on (staff see another page).
+    assert "Cookie" in got["GET article"].headers["Vary"]
+
+
 def session_cookie(response) -> str:
     cookies = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
     assert len(cookies) == 1, response.headers.getlist("Set-Cookie")
@@ -100,7 +144,7 @@ def session_cookie(response) -> str:
 
 
 def test_session_cookie_is_httponly_and_samesite_lax(client):
-    cookie = session_cookie(client.get(ARTICLE))  # the CSRF token lives in the session
+    cookie = session_cookie(client.get("/login"))  # the login form's CSRF token
     attrs = {a.strip().split("=")[0].lower(): a for a in cookie.split(";")[1:]}
     assert "httponly" in attrs
     assert attrs["samesite"].strip() == "SameSite=Lax"
@@ -116,13 +160,14 @@ def https_site(monkeypatch):
 
 @pytest.mark.parametrize("settings", [{"SITE_URL": "https://www.scrum-academy.example"}])
 def test_https_site_gets_secure_cookie_and_hsts(https_site, app, client):
-    r = client.get(ARTICLE)
+    r = client.get("/login")
     cookie = session_cookie(r)
     assert "Secure" in [a.strip() for a in cookie.split(";")]
     assert "HttpOnly" in cookie
     hsts = r.headers["Strict-Transport-Security"]
     assert "max-age=31536000" in hsts
     assert client.get("/nope").headers["Strict-Transport-Security"] == hsts
+    assert client.get(ARTICLE).headers["Strict-Transport-Security"] == hsts
 
 
 def test_secret_key_is_required_outside_debug_and_testing(monkeypatch, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from models import ConsentEvent, Lead, LeadStatus, OutboxMessage
 from services.delivery import Worker
 from services.mailer import SmtpTransport
-from tests.conftest import signup
+from tests.conftest import confirm, signup
 
 
 @pytest.fixture
@@ -42,8 +42,13 @@ def test_signup_confirm_welcome_unsubscribe(app, client, smtp_server):
     assert "List-Unsubscribe" not in confirmation
     assert confirmation.get_body(("html",)) is not None
 
-    r = client.get(link_in(confirmation, "confirm"))
+    # Opening the link shows a button and sends nothing; the button confirms.
+    link = link_in(confirmation, "confirm")
+    assert client.get(link).status_code == 200
+    assert drain(app).sent == 0
+    r = confirm(client, link)
     assert r.status_code == 200
+    assert "You're in" in r.get_data(as_text=True)
     assert drain(app).sent == 1
     _, _, welcome = smtp_server.messages[1]
     assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

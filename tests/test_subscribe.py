@@ -25,7 +25,15 @@ from models import (
 from services import clock, consent
 from services.content import TRAINING_PATH
 from services.subscriptions import confirm_token, unsubscribe_token
-from tests.conftest import REDIS_URL, _port_open, form_fields, require_service, signup
+from tests import conftest
+from tests.conftest import (
+    REDIS_URL,
+    _port_open,
+    browser_headers,
+    form_fields,
+    require_service,
+    signup,
+)
 
 ARTICLE = "/cspo-certification-benefits"
 SLUG = "cspo-certification-benefits"
@@ -94,9 +102,12 @@ def consent_text_shown(page: str, placement: str) -> str:
 
 
 def confirm(client, app, email: str) -> None:
+    """Open the confirmation link and click its button."""
     with app.app_context():
         token = confirm_token(the_lead(app, email))
-    assert client.get(f"/confirm/{token}").status_code == 200
+    r = conftest.confirm(client, token)
+    assert r.status_code == 200
+    assert "You're in" in r.get_data(as_text=True)
 
 
 def unsubscribe(client, app, email: str) -> None:
@@ -116,6 +127,21 @@ def assert_thanks(response) -> None:
 # --- What a signup stores
 
 
+UTM_QUERY = (
+    "?utm_source=linkedin&utm_medium=social&utm_campaign=cspo-q3"
+    "&utm_term=product+owner&utm_content=banner"
+)
+UTM = {
+    "utm_source": "linkedin",
+    "utm_medium": "social",
+    "utm_campaign": "cspo-q3",
+    "utm_term": "product owner",
+    "utm_content": "banner",
+}
+OUTSIDE = "https://www.google.com/search?q=cspo"
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
 @pytest.mark.parametrize(
     ("path", "index", "placement", "source", "chosen"),
     [
@@ -126,20 +152,28 @@ def assert_thanks(response) -> None:
     ids=["inline", "end", "training"],
 )
 def test_signup_records_the_lead_and_the_consent_evidence(
-    app, client, path, index, placement, source, chosen
+    app, client, path, index, placement, source, chosen, javascript
 ):
-    page = client.get(
-        f"{path}?utm_source=linkedin&utm_medium=social&utm_campaign=cspo-q3"
-        "&utm_term=product+owner&utm_content=banner",
-        headers={"Referer": "https://www.google.com/search?q=cspo"},
-    ).get_data(as_text=True)
+    # The visitor arrives from a search, on a campaign link. The page is the
+    # same for everyone: neither the UTM values nor the referrer are in it.
+    r = client.get(path + UTM_QUERY, headers={"Referer": OUTSIDE})
+    page = r.get_data(as_text=True)
+    assert "Set-Cookie" not in r.headers
+    assert "linkedin" not in page and "google" not in page
+    # (The time trap's stamp moves every STAMP_SECONDS, for everyone alike.)
+    unstamped = re.compile(r'name="started" value="[^"]*"')
+    assert unstamped.sub("", page) == unstamped.sub("", client.get(path).get_data(as_text=True))
     fields = form_fields(page, index)
     assert fields["placement"] == placement
+    assert fields["ref"] == "" and all(fields[k] == "" for k in UTM)
+    if javascript:  # static/js/signup.js: document.referrer and the page's UTM values
+        fields.update(ref=OUTSIDE, **UTM)
     fields.update(email="  Ann.Smith@Example.COM ", name="Ann", topics=chosen)
+    # A browser posts the page's Origin, and its whole URL as the Referer.
     r = client.post(
         "/subscribe",
         data=fields,
-        headers={"User-Agent": "Mozilla/5.0 (TestBrowser)"},
+        headers={"User-Agent": "Mozilla/5.0 (TestBrowser)", **browser_headers(path + UTM_QUERY)},
         environ_base={"REMOTE_ADDR": "203.0.113.7"},
     )
     assert_thanks(r)
@@ -154,13 +188,15 @@ def test_signup_records_the_lead_and_the_consent_evidence(
         assert lead.topic_slugs == set(chosen)
         assert lead.source_slug == source
         assert lead.source_placement == placement
+        # From the hidden fields, or without JavaScript from the Referer.
         assert (lead.utm_source, lead.utm_medium, lead.utm_campaign) == (
             "linkedin",
             "social",
             "cspo-q3",
         )
         assert (lead.utm_term, lead.utm_content) == ("product owner", "banner")
-        assert lead.referrer == "https://www.google.com/search?q=cspo"
+        # The outside referrer is only known to the page's script.
+        assert lead.referrer == (OUTSIDE if javascript else None)
         assert lead.created_at.tzinfo is not None
         assert len(lead.public_id) >= 16
 
@@ -188,6 +224,16 @@ def test_signup_records_the_lead_and_the_consent_evidence(
         assert all(m.lead_id == lead.id for m in outbox)
 
 
+def test_utm_fields_filled_by_the_script_win_over_the_referer(app, client):
+    fields = form_fields(client.get(ARTICLE).get_data(as_text=True))
+    fields.update(email="a@example.com", topics=["newsletter"], utm_source="from-script")
+    headers = browser_headers(f"{ARTICLE}?utm_source=from-url&utm_medium=email")
+    assert_thanks(client.post("/subscribe", data=fields, headers=headers))
+    lead = the_lead(app, "a@example.com")
+    # Each value on its own: the script's where it filled one, else the URL's.
+    assert (lead.utm_source, lead.utm_medium, lead.utm_campaign) == ("from-script", "email", None)
+
+
 def test_consent_text_is_stored_once_however_many_signups(app, client):
     for i in range(3):
         assert_thanks(signup(client, f"p{i}@example.com"))
@@ -195,12 +241,16 @@ def test_consent_text_is_stored_once_however_many_signups(app, client):
     assert count(app, ConsentEvent) == 3
 
 
-def test_internal_referrer_and_unknown_source_are_not_recorded(app, client):
+@pytest.mark.parametrize(
+    "ref", [f"http://localhost{TRAINING_PATH}", "", "javascript:alert(1)", "not a url"]
+)
+def test_internal_referrer_and_unknown_source_are_not_recorded(app, client, ref):
+    # The script copies document.referrer: here one of our own pages, or junk.
     page = client.get(ARTICLE, headers={"Referer": f"http://localhost{TRAINING_PATH}"})
     fields = form_fields(page.get_data(as_text=True))
     assert fields["ref"] == ""
-    fields.update(email="a@example.com", topics=["newsletter"], source="no-such-article")
-    assert_thanks(client.post("/subscribe", data=fields))
+    fields.update(email="a@example.com", topics=["newsletter"], source="no-such-article", ref=ref)
+    assert_thanks(client.post("/subscribe", data=fields, headers=browser_headers(ARTICLE)))
     lead = the_lead(app, "a@example.com")
     assert lead.referrer is None
     assert lead.source_slug is None

@@ -8,8 +8,9 @@ context bypasses it so the injected script can run.
 
 Pages: the home page, the article, the training page without and with
 classes, the signup error state (inline form and signup page), the thanks
-page, the preferences page (and after saving), the unsubscribe page, the
-login page and its error state, the 404 page.
+page, the confirmation link's page and the page after its button, the
+preferences page (and after saving), the unsubscribe page, the login page
+and its error state, the 404 page.
 """
 
 from __future__ import annotations
@@ -98,9 +99,15 @@ def site(tmp_path_factory) -> Iterator[dict]:
             status=LeadStatus.CONFIRMED,
             topics=[LeadTopic(topic="newsletter")],
         )
-        db.session.add(lead)
+        pending = Lead(
+            email="cleo@example.com",
+            status=LeadStatus.PENDING,
+            topics=[LeadTopic(topic="newsletter"), LeadTopic(topic="cspo-classes")],
+        )
+        db.session.add_all([lead, pending])
         db.session.commit()
         tokens = {
+            "confirm": subscriptions.confirm_token(pending),
             "preferences": subscriptions.preferences_token(lead),
             "unsubscribe": subscriptions.unsubscribe_token(lead),
         }
@@ -202,6 +209,13 @@ def test_visitor_pages_have_no_serious_or_critical_violations(site, page, axe_js
     form.locator("button[type=submit]").click()
     page.wait_for_url("**/subscribe/thanks")
     check("thanks")
+
+    # The confirmation link: one button, then the page it leads to.
+    check("confirm", f"/confirm/{site['tokens']['confirm']}")
+    page.get_by_role("button", name="Yes, confirm my subscription").click()
+    page.wait_for_load_state("load")
+    assert page.get_by_role("heading", name="You're in — thank you!").is_visible()
+    check("confirmed")
 
     prefs = f"/preferences/{site['tokens']['preferences']}"
     check("preferences", prefs)

@@ -1,9 +1,11 @@
 """The visitor's journey in Chromium against gunicorn, mail written as files.
 
-Read the article, sign up with the inline form, run the worker, confirm from
-the delivered mail, change topics from the welcome mail, unsubscribe with the
-button; and the same signup with JavaScript off. Screenshots of every step go
-to test-artifacts/e2e/.
+Read the article (from a search, on a campaign link), sign up with the
+inline form, run the worker, open the link in the delivered mail (that alone
+leaves the lead pending) and confirm with its button, change topics from the
+welcome mail, unsubscribe with the button; and the same signup with
+JavaScript off (UTM values from the post's Referer). Screenshots of every
+step go to test-artifacts/e2e/.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from tests.e2e.chromium import launch_chromium
 pytestmark = pytest.mark.e2e
 
 ARTICLE = "/cspo-certification-benefits"
+CAMPAIGN = "?utm_source=newsletter-e2e&utm_medium=email&utm_campaign=cspo-autumn"
+SEARCH = "https://www.google.com/"
 ARTIFACTS = procs.ROOT / "test-artifacts" / "e2e"
 # Real visitors read for a while; the time trap drops faster posts silently.
 FORM_MIN_SECONDS = 1
@@ -116,6 +120,24 @@ def lead_row(site: dict, address: str) -> dict:
     return {**lead, "topics": topics, "events": [tuple(e) for e in events]}
 
 
+def confirm_with_the_button(page, site: dict, address: str, confirmation, shots) -> None:
+    """Open the link in the mail: a page with the address and one button,
+    and nothing changed yet (mail filters open links too). Then click it."""
+    page.goto(link(confirmation, site, "confirm"))
+    expect(page.get_by_role("heading", name="Confirm your subscription")).to_be_visible()
+    expect(page.locator("main")).to_contain_text(address)
+    button = page.locator("main").get_by_role("button")
+    assert button.count() == 1
+    assert lead_row(site, address)["status"] == "pending", "opening the link must not confirm"
+    page.reload()  # opened again: still nothing
+    assert lead_row(site, address)["status"] == "pending"
+    shots(page, "confirm-button")
+    page.get_by_role("button", name="Yes, confirm my subscription").click()
+    page.wait_for_load_state()
+    expect(page.get_by_role("heading", name="You're in — thank you!")).to_be_visible()
+    assert lead_row(site, address)["status"] == "confirmed"
+
+
 def sign_up(page, form_id: str, email: str, name: str) -> None:
     """Fill the form at #form_id's container like a person, after reading a while."""
     shown = time.monotonic()
@@ -123,7 +145,7 @@ def sign_up(page, form_id: str, email: str, name: str) -> None:
     form.get_by_label("Email address").fill(email)
     form.get_by_label("First name (optional)").fill(name)
     form.get_by_label("CSPO class announcements").check()
-    # The form's timestamp is signed in whole seconds, rounded down: the app
+    # The page's time stamp is rounded down (services.signup_guard): the app
     # never sees the form as younger than it is, so a little past is enough.
     time.sleep(max(0.0, FORM_MIN_SECONDS + 0.3 - (time.monotonic() - shown)))
     form.get_by_role("button", name="Subscribe").click()
@@ -138,9 +160,15 @@ def test_read_sign_up_confirm_choose_topics_unsubscribe(browser, site, shots):
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     page = context.new_page()
     try:
-        # Read the article.
-        response = page.goto(site["url"] + ARTICLE)
+        # Read the article, arriving from a search on a campaign link.
+        response = page.goto(site["url"] + ARTICLE + CAMPAIGN, referer=SEARCH)
         assert response.status == 200
+        assert "set-cookie" not in response.headers
+        # The page is the same for all; its script fills in this visit's values.
+        assert "newsletter-e2e" not in response.text()
+        inline_fields = page.locator("article form.signup")
+        expect(inline_fields.locator("input[name=utm_source]")).to_have_value("newsletter-e2e")
+        expect(inline_fields.locator("input[name=ref]")).to_have_value(SEARCH)
         assert page.title().startswith("CSPO Certification Benefits")
         assert page.get_by_role("heading", level=1).inner_text() == "CSPO Certification Benefits"
         expect(
@@ -157,14 +185,22 @@ def test_read_sign_up_confirm_choose_topics_unsubscribe(browser, site, shots):
         expect(page.get_by_role("heading", name="Check your inbox")).to_be_visible()
         shots(page, "check-your-inbox")
 
-        # The worker delivers the confirmation; its link confirms.
+        # The script recorded where the visitor came from.
+        lead = lead_row(site, address)
+        assert lead["status"] == "pending"
+        assert (lead["utm_source"], lead["utm_medium"], lead["utm_campaign"]) == (
+            "newsletter-e2e",
+            "email",
+            "cspo-autumn",
+        )
+        assert lead["referrer"] == SEARCH
+
+        # The worker delivers the confirmation; its link shows the button.
         assert procs.worker_once(site["env"])["sent"] >= 1
         confirmation = one_mail(site, address, "confirmation")
         assert "List-Unsubscribe" not in confirmation
-        page.goto(link(confirmation, site, "confirm"))
-        expect(page.get_by_role("heading", name="You're in — thank you!")).to_be_visible()
+        confirm_with_the_button(page, site, address, confirmation, shots)
         shots(page, "confirmed")
-        assert lead_row(site, address)["status"] == "confirmed"
 
         # The welcome mail: preferences link, then tick Newsletter and save.
         assert procs.worker_once(site["env"])["sent"] >= 1
@@ -215,7 +251,7 @@ def test_sign_up_with_javascript_off(browser, site, shots):
     )
     page = context.new_page()
     try:
-        page.goto(site["url"] + ARTICLE)
+        page.goto(site["url"] + ARTICLE + CAMPAIGN, referer=SEARCH)
         end = page.locator("section.end form.signup")
         end.scroll_into_view_if_needed()
         sign_up(page, "end", address, "")
@@ -223,8 +259,8 @@ def test_sign_up_with_javascript_off(browser, site, shots):
         shots(page, "check-your-inbox")
 
         procs.worker_once(site["env"])
-        page.goto(link(one_mail(site, address, "confirmation"), site, "confirm"))
-        expect(page.get_by_role("heading", name="You're in — thank you!")).to_be_visible()
+        confirmation = one_mail(site, address, "confirmation")
+        confirm_with_the_button(page, site, address, confirmation, shots)
         shots(page, "confirmed")
     finally:
         context.close()
@@ -233,3 +269,7 @@ def test_sign_up_with_javascript_off(browser, site, shots):
     assert lead["status"] == "confirmed"
     assert lead["source_placement"] == "end"
     assert lead["topics"] == ["cspo-classes"]
+    # Without the script, the UTM values come from the post's Referer (the
+    # page's whole URL); the outside referrer is not known.
+    assert (lead["utm_source"], lead["utm_campaign"]) == ("newsletter-e2e", "cspo-autumn")
+    assert lead["referrer"] is None
