@@ -191,7 +191,7 @@ def _announcement_parts(
     if lead is None and not preview:
         rendered.subject = f"[Test] {rendered.subject}"
     ctx["body_text"] = rendered.text
-    ctx["body_html"] = Markup(rendered.html)  # noqa: S704 (markdown-it with html off)
+    ctx["body_html"] = Markup(rendered.html)  # noqa: S704 (markdown-it, html off; values autoescaped)
     ctx["topic_label"] = topics.label(ann.topic)
     return rendered.subject
 
