@@ -710,7 +710,6 @@ def _drain_baseline(ctx: Context, n: int, samples: Path, rnd: int) -> dict:
 DELIVERY_SETUPS = (
     ("1 process, 1 connection", {}),
     ("1 process, 4 connections", {"WORKER_CONNECTIONS": 4}),
-    ("2 processes, 1 connection each", {"WORKER_PROCESSES": 2}),
 )
 
 
