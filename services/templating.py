@@ -218,7 +218,7 @@ def _unwrap_tag_paragraphs(tokens: list[Token], tags: list[str]) -> None:
             opening.hidden = closing.hidden = True
 
 
-def markdown_template(source: str) -> str:
+def _markdown_template(source: str) -> str:
     """The HTML part's Jinja source: the admin's Markdown rendered, each merge
     tag left as written, link targets made by tags checked when rendered."""
     tags: list[str] = []
@@ -279,7 +279,7 @@ def compile_announcement(subject: str, body: str, names: frozenset[str]) -> Comp
     return Compiled(
         subject=_compile(_text_env, subject, names),
         text=_compile(_text_env, body, names),
-        html=_html_env.from_string(markdown_template(body)),  # the same tags as text
+        html=_html_env.from_string(_markdown_template(body)),  # the same tags as text
     )
 
 
