@@ -19,7 +19,10 @@ def worker_command(once: bool) -> None:
     """Run the delivery worker (forever, or --once)."""
     from services.delivery import Worker
 
-    app = current_app._get_current_object()
+    # The app itself, not the proxy: the worker's sender threads push their
+    # own app contexts. LocalProxy._get_current_object is public API, as
+    # Werkzeug's docs (werkzeug.local) describe it.
+    app = current_app._get_current_object()  # noqa: SLF001
     worker = Worker(app)
     worker.install_signal_handlers()
     if not once:

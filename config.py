@@ -98,7 +98,6 @@ class Config:
             "WORKER_POLL_SECONDS": _float("WORKER_POLL_SECONDS", 1.0),
             "WORKER_BACKOFF_BASE_SECONDS": _float("WORKER_BACKOFF_BASE_SECONDS", 60.0),
             "WORKER_CONNECTIONS": _int("WORKER_CONNECTIONS", 1),
-            "WORKER_PROCESSES": _int("WORKER_PROCESSES", 1),
             "WORKER_RATE_PER_SECOND": _float("WORKER_RATE_PER_SECOND", 0.0),
             # Follow-up sequence
             "CONFIRM_REMINDER_HOURS": _float("CONFIRM_REMINDER_HOURS", 24.0),

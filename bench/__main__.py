@@ -71,12 +71,17 @@ METHOD = """\
 - **delivery**: `flask worker --once` with `MAIL_BACKEND=smtp` drains N
   queued rows (half welcome, half announcement: claim, send-time checks,
   render, SMTP, bookkeeping) into a local aiosmtpd server in its own
-  process, vs `bench/baselines/smtp_loop.py`, a raw smtplib loop on one
-  connection sending messages our app composed, serialised before its clock
-  starts. Rate: mails received by the server, first to last. Latency: time
-  between consecutive mails on one connection. Worker RSS is sampled every
-  0.1 s; the values at 1/4, 1/2 and the end of the drain are read at the
-  moments the server had received those shares.
+  process. Two baselines in the same rounds: the previous release's worker
+  (`bench/releases.py` checks its commit out as a git worktree for the run,
+  and runs its `flask worker --once` from there with the same venv,
+  database and settings), which the bar is against, and
+  `bench/baselines/smtp_loop.py`, a raw smtplib loop on one connection
+  sending messages our app composed, serialised before its clock starts.
+  "2 worker processes" is two `flask worker --once` commands at once, as a
+  process manager runs them. Rate: mails received by the server, first to
+  last. Latency: time between consecutive mails on one connection. Worker
+  RSS is sampled every 0.1 s; the values at 1/4, 1/2 and the end of the
+  drain are read at the moments the server had received those shares.
 - **generate**: `flask leads generate 1000000` on a freshly migrated
   database, timed as a user runs it. Data is cached in `bench/.data/` keyed
   by a hash of the code that shapes it; a cached figure is the one measured

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import common, data
+from bench import common, data, releases
 from bench.common import Browser, Database, Figure, log, median, percentile
 from tests import procs
 
@@ -784,18 +784,33 @@ def _drain_baseline(ctx: Context, n: int, samples: Path, rnd: int) -> dict:
     return r
 
 
-# Worker settings measured: (label, settings).
+@dataclass(frozen=True)
+class WorkerSide:
+    """Worker commands measured in a delivery drain: whose code, how many
+    processes, which settings."""
+
+    label: str
+    settings: dict = field(default_factory=dict)
+    processes: int = 1
+    previous_release: bool = False
+
+
+# Ours in each setup; the previous release as it runs by default.
 DELIVERY_SETUPS = (
-    ("1 process, 1 connection", {}),
-    ("1 process, 4 connections", {"WORKER_CONNECTIONS": 4}),
-    ("2 processes, 1 connection each", {"WORKER_PROCESSES": 2}),
+    WorkerSide("1 process, 1 connection"),
+    WorkerSide("1 process, 4 connections", {"WORKER_CONNECTIONS": 4}),
+    WorkerSide("2 worker processes, 1 connection each", processes=2),
 )
+PREVIOUS = WorkerSide("previous release, 1 process, 1 connection", previous_release=True)
 
 
-def _drain_ours(ctx: Context, db: Database, n: int, setup: int, rnd: int) -> dict:
-    label, settings = DELIVERY_SETUPS[setup]
+def _drain_worker(
+    ctx: Context, db: Database, n: int, side: WorkerSide, tag: str, rnd: int, root: Path
+) -> dict:
+    """`flask worker --once` (side.processes of them at once, from the tree at
+    root) draining the n queued rows into a fresh SMTP sink."""
     _reset_queue(db)
-    with _sink(ctx, f"ours{setup}") as (port, sink):
+    with _sink(ctx, tag) as (port, sink):
         env = common.env_for(
             ctx.scratch,
             db,
@@ -803,16 +818,15 @@ def _drain_ours(ctx: Context, db: Database, n: int, setup: int, rnd: int) -> dic
             MAIL_SERVER="127.0.0.1",
             MAIL_PORT=port,
             SITE_URL="http://127.0.0.1:5000",
-            **settings,
+            **side.settings,
         )
-        proc = procs.Proc(
-            [common.PYTHON, "-m", "flask", "--app", "app", "worker", "--once"],
-            env,
-            ctx.scratch / f"worker-{setup}.log",
-        ).start()
-        with common.RssSampler(lambda: [proc.pid] if proc.alive() else [], 0.1) as rss:
-            proc.popen.wait(timeout=1800)
-        worker_log = proc.log(tail=100_000)
+        logs = [ctx.scratch / f"worker-{tag}-{i}.log" for i in range(side.processes)]
+        workers = [releases.start_worker(root, env, log_path) for log_path in logs]
+        first = workers[0]
+        with common.RssSampler(lambda: [first.pid] if first.poll() is None else [], 0.1) as rss:
+            for worker in workers:
+                worker.wait(timeout=1800)
+        worker_log = "".join(log_path.read_text(errors="replace") for log_path in logs)
     sent = common.scalar(db, "SELECT count(*) FROM outbox_message WHERE status = 'sent'")
     times = sink["times"]
 
@@ -836,53 +850,91 @@ def _drain_ours(ctx: Context, db: Database, n: int, setup: int, rnd: int) -> dic
         ],
     }
     log(
-        f"  delivery ours ({label}) round {rnd}: {r['rate'] or 0:.0f} mails/s,"
+        f"  delivery {side.label} round {rnd}: {r['rate'] or 0:.0f} mails/s,"
         f" {sink['count']:,} received, {sent:,} marked sent, RSS {r['rss']}"
     )
     return r
 
 
+def _delivery_figure(name: str, runs: list[dict], base: list[dict], base_name: str, bar):
+    """Ours against one baseline: min_ratio with no bar shows the ratio
+    without a verdict."""
+    return Figure(
+        name,
+        "mails/s",
+        median([r["rate"] for r in runs]),
+        median([r["rate"] for r in base]),
+        baseline_name=base_name,
+        kind="min_ratio",
+        bar=bar,
+        p50_ms=median([r["p50_ms"] for r in runs]),
+        p99_ms=median([r["p99_ms"] for r in runs]),
+        base_p50_ms=median([r["p50_ms"] for r in base]),
+        base_p99_ms=median([r["p99_ms"] for r in base]),
+        errors=sum(r["errors"] for r in runs),
+        base_errors=sum(r["errors"] for r in base),
+        note="latency: time between mails on one SMTP connection",
+        rounds=[
+            (round(b["rate"] or 0), round(o["rate"] or 0)) for b, o in zip(base, runs, strict=True)
+        ],
+    )
+
+
 def delivery(ctx: Context) -> list[Figure]:
+    """Ours against the previous release (the bar: at most 10% below it, per
+    worker process) and against the smtplib loop (no bar), interleaved round
+    by round: smtplib, previous release, then each of our setups."""
     n = ctx.mails
     db = _delivery_template(ctx, n)
     samples = ctx.scratch / "mail-samples"
     try:
         _samples(db, samples)
-        base: list[dict] = []
+        smtplib_runs: list[dict] = []
+        previous: list[dict] = []
         ours: dict[int, list[dict]] = {i: [] for i in range(len(DELIVERY_SETUPS))}
-        for rnd in range(ctx.rounds):
-            base.append(_drain_baseline(ctx, n, samples, rnd))
-            for setup in ours:
-                ours[setup].append(_drain_ours(ctx, db, n, setup, rnd))
-        figures = []
-        for setup, runs in ours.items():
+        with releases.worktree() as (tree, commit):
+            log(f"  previous release: {commit} checked out in {tree}")
+            for rnd in range(ctx.rounds):
+                smtplib_runs.append(_drain_baseline(ctx, n, samples, rnd))
+                previous.append(_drain_worker(ctx, db, n, PREVIOUS, "previous", rnd, tree))
+                for i, side in enumerate(DELIVERY_SETUPS):
+                    ours[i].append(_drain_worker(ctx, db, n, side, f"ours{i}", rnd, common.ROOT))
+        smtplib_name = "smtplib loop, 1 connection"
+        figures = [
+            _delivery_figure(
+                f"delivery, {n:,} mails, {DELIVERY_SETUPS[0].label}",
+                ours[0],
+                previous,
+                f"previous release ({commit}), 1 process, 1 connection",
+                0.9,
+            )
+        ]
+        for i, side in enumerate(DELIVERY_SETUPS):
             figures.append(
-                Figure(
-                    f"delivery, {n:,} mails, {DELIVERY_SETUPS[setup][0]}",
-                    "mails/s",
-                    median([r["rate"] for r in runs]),
-                    median([r["rate"] for r in base]),
-                    baseline_name="smtplib loop, 1 connection",
-                    kind="min_ratio",
-                    bar=1.0,
-                    p50_ms=median([r["p50_ms"] for r in runs]),
-                    p99_ms=median([r["p99_ms"] for r in runs]),
-                    base_p50_ms=median([r["p50_ms"] for r in base]),
-                    base_p99_ms=median([r["p99_ms"] for r in base]),
-                    errors=sum(r["errors"] for r in runs),
-                    base_errors=sum(r["errors"] for r in base),
-                    note="latency: time between mails on one SMTP connection",
-                    rounds=[
-                        (round(b["rate"]), round(o["rate"] or 0))
-                        for b, o in zip(base, runs, strict=True)
-                    ],
+                _delivery_figure(
+                    f"delivery, {n:,} mails, {side.label}",
+                    ours[i],
+                    smtplib_runs,
+                    smtplib_name,
+                    None,
                 )
             )
+        figures.append(
+            _delivery_figure(
+                f"delivery, {n:,} mails, previous release ({commit}), 1 process, 1 connection",
+                previous,
+                smtplib_runs,
+                smtplib_name,
+                None,
+            )
+        )
         rss_runs = ours[0]
         if ctx.rss_mails and ctx.rss_mails != n:
             common.drop_database(db)
             db = _delivery_template(ctx, ctx.rss_mails)
-            rss_runs = [_drain_ours(ctx, db, ctx.rss_mails, 0, 0)]
+            rss_runs = [
+                _drain_worker(ctx, db, ctx.rss_mails, DELIVERY_SETUPS[0], "rss", 0, common.ROOT)
+            ]
         rss = rss_runs[len(rss_runs) // 2]["rss"]
         growth = rss[2] - rss[0] if None not in rss else None
         count = ctx.rss_mails or n

@@ -191,7 +191,7 @@ def _announcement_parts(
     if lead is None and not preview:
         rendered.subject = f"[Test] {rendered.subject}"
     ctx["body_text"] = rendered.text
-    ctx["body_html"] = Markup(rendered.html)  # noqa: S704 (markdown-it with html off)
+    ctx["body_html"] = Markup(rendered.html)  # noqa: S704 (markdown-it, html off; values autoescaped)
     ctx["topic_label"] = topics.label(ann.topic)
     return rendered.subject
 
@@ -235,16 +235,16 @@ def compose(row: MailRow, lead: MailLead | None, refs: Refs | None = None) -> Co
     # Only the validated address reaches a header: a visitor's name never does.
     recipient = mime.addr_spec(lead.email if lead else row.to_email)
     msg_id = message_id(row)
-    # Headers up to RFC 5322's 998 characters stay on one line: folded at 78,
-    # a long List-Unsubscribe URL went out as RFC 2047 encoded words that
-    # mail providers do not decode there, and one-click never showed.
+    # Headers up to RFC 5322's 998 characters stay on one line (mime.POLICY):
+    # folded at 78, a long List-Unsubscribe URL went out as RFC 2047 encoded
+    # words that mail providers do not decode there, and one-click never showed.
     headers = [
-        mime.header("Subject", subject),
-        from_header,
-        f"To: {recipient}",
-        mime.header("Date", format_datetime(clock.now())),
-        mime.header("Message-ID", msg_id),
-        mime.header("X-Mail-Kind", kind.value),
+        ("Subject", mime.header("Subject", subject)),
+        ("From", from_header),
+        ("To", mime.mailbox(recipient)),
+        ("Date", format_datetime(clock.now())),
+        ("Message-ID", mime.header("Message-ID", msg_id)),
+        ("X-Mail-Kind", kind.value),
     ]
     if not kind.transactional:
         # The link the body shows: signed once per mail, not twice.
@@ -252,13 +252,16 @@ def compose(row: MailRow, lead: MailLead | None, refs: Refs | None = None) -> Co
         if cfg.get("MAIL_UNSUBSCRIBE_MAILTO"):
             unsubscribe.append(f"<mailto:{cfg['MAIL_UNSUBSCRIBE_MAILTO']}?subject=unsubscribe>")
         headers += [
-            mime.header("List-Unsubscribe", ", ".join(unsubscribe)),
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-            mime.address_header("List-Id", cfg["SITE_NAME"], f"updates.{sender_domain()}"),
-            "Precedence: bulk",
+            ("List-Unsubscribe", mime.header("List-Unsubscribe", ", ".join(unsubscribe))),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            (
+                "List-Id",
+                mime.address_header("List-Id", cfg["SITE_NAME"], f"updates.{sender_domain()}"),
+            ),
+            ("Precedence", "bulk"),
         ]
     else:
-        headers.append("Auto-Submitted: auto-generated")
+        headers.append(("Auto-Submitted", "auto-generated"))
     mail = OutgoingMail(
         sender=envelope_from,
         recipient=recipient,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import multiprocessing
 import os
 import random
 import signal
@@ -608,9 +607,6 @@ class Worker:
                 setattr(self.total, name, getattr(self.total, name) + getattr(stats, name))
 
     def run(self, once: bool = False) -> BatchStats:
-        processes = max(1, int(self.app.config["WORKER_PROCESSES"]))
-        if processes > 1 and self.transport is None:
-            return self._run_processes(processes, once)
         connections = max(1, int(self.app.config["WORKER_CONNECTIONS"]))
         if self.transport is not None or connections == 1:
             transport = self.transport or transport_from_config(self.app.config)
@@ -632,60 +628,3 @@ class Worker:
             while t.is_alive():
                 t.join(0.5)
         return self.total
-
-    def _run_processes(self, count: int, once: bool) -> BatchStats:
-        """WORKER_PROCESSES copies of this worker, forked: rendering and
-        bookkeeping are Python work that threads cannot spread over CPUs.
-        This process only watches them: it passes SIGTERM on, restarts one
-        that died (unless --once), and adds up what they report."""
-        context = multiprocessing.get_context("fork")
-        reports = context.SimpleQueue()
-        with self.app.app_context():
-            db.engine.dispose()  # no pooled connection may be shared with a child
-
-        def start(n: int):
-            child = context.Process(
-                target=_child_worker, args=(self.app, count, once, reports), name=f"worker-{n}"
-            )
-            child.start()
-            return child
-
-        children = [start(n) for n in range(count)]
-        forwarded = False
-        while any(child.is_alive() for child in children):
-            if self._stop.is_set() and not forwarded:
-                for child in children:
-                    if child.is_alive():
-                        os.kill(child.pid, signal.SIGTERM)
-                forwarded = True
-            for n, child in enumerate(children):
-                child.join(0.2)
-                if not child.is_alive() and child.exitcode != 0 and not once and not forwarded:
-                    log.error("worker process %s exited with %s: restarting it", child.pid,
-                              child.exitcode)  # fmt: skip
-                    self._stop.wait(1.0)
-                    children[n] = start(n)
-        while not reports.empty():
-            report = reports.get()
-            with self._total_lock:
-                for name, value in report.items():
-                    setattr(self.total, name, getattr(self.total, name) + value)
-        failed = [c.exitcode for c in children if c.exitcode not in (0, None)]
-        if failed and once:
-            raise RuntimeError(f"worker processes exited with {failed}")
-        return self.total
-
-
-def _child_worker(app, count: int, once: bool, reports) -> None:
-    # This copy's own config: no grandchildren, and its share of the rate.
-    app.config["WORKER_PROCESSES"] = 1
-    app.config["WORKER_RATE_PER_SECOND"] = app.config["WORKER_RATE_PER_SECOND"] / count
-    worker = Worker(app)
-    worker.install_signal_handlers()
-    total = worker.run(once=once)
-    reports.put(
-        {
-            name: getattr(total, name)
-            for name in ("claimed", "sent", "retried", "failed", "skipped", "lost", "released")
-        }
-    )

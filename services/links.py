@@ -8,12 +8,11 @@ from flask import current_app
 
 
 def external_url(endpoint: str, **values) -> str:
-    app = current_app._get_current_object()
-    adapter = app.extensions.get("external_url_adapter")
+    adapter = current_app.extensions.get("external_url_adapter")
     if adapter is None:
-        parts = urlsplit(app.config["SITE_URL"])
-        adapter = app.url_map.bind(
+        parts = urlsplit(current_app.config["SITE_URL"])
+        adapter = current_app.url_map.bind(
             parts.netloc, script_name=parts.path or "/", url_scheme=parts.scheme or "https"
         )
-        app.extensions["external_url_adapter"] = adapter
+        current_app.extensions["external_url_adapter"] = adapter
     return adapter.build(endpoint, values, force_external=True)

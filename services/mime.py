@@ -1,25 +1,40 @@
-"""Our mails as bytes: headers we write, then a text and an HTML part.
+"""Our mails as bytes, built by the standard library's email package.
 
-The stdlib's EmailMessage parses every header it is given through its header
-registry, and folds each one again when it is serialised: about 2 ms of a
-5 ms mail in the worker's profile (bench/RESULTS.md, finding 5). Every mail
-we send has this one shape, so it is written out directly, to the same
-result: CRLF line ends, lines of at most 998 octets, 7bit or 8bit parts (or
-quoted-printable where a line would be longer), RFC 2047 encoded words for
-any header text that is not ASCII. The tests read each kind back with the
-stdlib parser.
+The `email.mime` classes under the compat32 policy, as Django and Flask-Mail
+use them: a multipart/alternative of a text and an HTML part, each 7bit or
+8bit as written, or quoted-printable where a line is over 998 octets.
+EmailMessage with a policy was measured and is about 4x slower per mail
+(bench/RESULTS.md, "Session 3"); its header registry also folds a long
+List-Unsubscribe URL into encoded words that mail providers do not decode.
+
+What we check before the library sees a value: a header holds no line break
+or control character, an address is one plain addr-spec, and non-ASCII text
+becomes RFC 2047 words (email.header) of at most 75 characters.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from binascii import b2a_qp
+from collections.abc import Iterable
+from email import policy
+from email.charset import QP, Charset
 from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import formataddr
 
 CRLF = "\r\n"
 MAX_LINE = 998  # RFC 5322 2.1.1, without the CRLF
+# SMTP's line ends. Lines fold only where our values already hold a fold (the
+# encoded words below): an ASCII header up to 998 characters stays one line.
+POLICY = policy.compat32.clone(linesep=CRLF, max_line_length=MAX_LINE)
+# UTF-8 bodies as they are (7bit or 8bit), and quoted-printable for a body
+# with a line too long for SMTP: Django's two charsets.
+_UTF8 = Charset("utf-8")
+_UTF8.body_encoding = None
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
 # Nothing that could end a header line or hide one: C0 and C1 controls, DEL,
 # and the Unicode line and paragraph separators.
 _NOT_IN_HEADER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -28,6 +43,7 @@ _NOT_IN_HEADER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # not offered by our signup form (email-validator refuses them).
 _ATOMS = r"[^\s<>()\[\]\\,;:@\"\x00-\x1f\x7f-\x9f]+"
 _ADDR_SPEC = re.compile(f"{_ATOMS}@{_ATOMS}")
+_LIST_NAME = re.compile(_ATOMS)
 
 
 class HeaderError(ValueError):
@@ -46,67 +62,61 @@ def one_line(value: str) -> str:
     return " ".join(_NOT_IN_HEADER.sub(" ", value).split())
 
 
-_LIST_NAME = re.compile(r"[^\s<>()\[\]\\,;:@\"\x00-\x1f\x7f-\x9f]+")
+def _words(name: str, value: str) -> str:
+    """Non-ASCII text as RFC 2047 encoded words, folded between them."""
+    return Header(value, "utf-8", header_name=name).encode(linesep=CRLF)
+
+
+def header(name: str, value: str) -> str:
+    """A header's value, refused if it could end the line or break SMTP's."""
+    if _NOT_IN_HEADER.search(value):
+        raise HeaderError(f"{name}: line breaks and control characters cannot go in a header")
+    if value.isascii():
+        if len(name) + 2 + len(value) > MAX_LINE:
+            raise HeaderError(f"{name}: longer than {MAX_LINE} characters")
+        return value
+    return _words(name, value)
 
 
 def address_header(name: str, display_name: str, address: str) -> str:
-    """`Name: Display <address>`: the display name quoted as it needs, or,
-    when not ASCII, RFC 2047 words of at most 75 characters folded between
-    them. `address` is a mail address, or a list name (RFC 2919) for List-Id."""
+    """`Display <address>`: the display name quoted as it needs, or RFC 2047
+    words when not ASCII. `address` is a mail address, or a list name
+    (RFC 2919) for List-Id."""
     if not (_ADDR_SPEC.fullmatch(address) or _LIST_NAME.fullmatch(address)):
         raise HeaderError(f"{name}: not an address: {address!r}")
     display_name = one_line(display_name)
     if display_name.isascii():
         return header(name, formataddr((display_name, address)))
-    words = Header(display_name, "utf-8", header_name=name).encode(linesep=CRLF)
-    return f"{name}: {words} <{address}>"
+    return f"{_words(name, display_name)} <{address}>"
 
 
-def header(name: str, value: str) -> str:
-    """One header line (folded only when encoded words need it)."""
-    if _NOT_IN_HEADER.search(value):
-        raise HeaderError(f"{name}: line breaks and control characters cannot go in a header")
-    if value.isascii():
-        line = f"{name}: {value}"
-        if len(line) > MAX_LINE:
-            raise HeaderError(f"{name}: longer than {MAX_LINE} characters")
-        return line
-    encoded = Header(value, "utf-8", header_name=name).encode(linesep=CRLF)
-    return f"{name}: {encoded}"
+def mailbox(address: str) -> str:
+    """A recipient's addr-spec as a header value. One that is not ASCII goes
+    with SMTPUTF8 and is written as UTF-8 (RFC 6532): compat32 writes a
+    header holding 8-bit data as it is, and the email package holds such
+    data as surrogate escapes."""
+    addr_spec(address)
+    return address if address.isascii() else address.encode().decode("ascii", "surrogateescape")
 
 
-def _part(subtype: str, body: str) -> tuple[str, str]:
-    """(headers, payload) of one text part, encoded as little as it allows."""
+def _part(body: str, subtype: str) -> MIMEText:
     if not body.endswith("\n"):
         body += "\n"
-    lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    if body.isascii() and all(len(line) <= MAX_LINE for line in lines):
-        cte, payload = "7bit", CRLF.join(lines)
-    elif all(len(line.encode()) <= MAX_LINE for line in lines):
-        cte, payload = "8bit", CRLF.join(lines)
-    else:
-        # binascii works on the UTF-8 octets and breaks lines only at \n:
-        # quoprimime.body_encode takes code points for octets and splits on
-        # U+2028 and U+0085 too, which garbles what is not Latin-1 or ASCII.
-        encoded = b2a_qp("\n".join(lines).encode(), istext=True).decode("ascii")
-        cte, payload = "quoted-printable", encoded.replace("\n", CRLF)
-    head = f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}Content-Transfer-Encoding: {cte}'
-    return head, payload
+    longest = max(map(len, body.encode().splitlines()))
+    part = MIMEText(body, subtype, _UTF8_QP if longest > MAX_LINE else _UTF8, policy=POLICY)
+    del part["MIME-Version"]  # the message says it once, at the top
+    return part
 
 
-def build(headers: list[str], text: str, html: str) -> bytes:
-    """A multipart/alternative mail: `headers` are lines made by header()."""
-    parts = [_part("plain", text), _part("html", html)]
-    boundary = f"=_{secrets.token_hex(16)}"
-    while any(boundary in payload for _, payload in parts):  # pragma: no cover
-        boundary = f"=_{secrets.token_hex(16)}"
-    out = [
-        *headers,
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
-        "",
-    ]
-    for head, payload in parts:
-        out += [f"--{boundary}", head, "", payload]
-    out += [f"--{boundary}--", ""]
-    return CRLF.join(out).encode()
+def build(headers: Iterable[tuple[str, str]], text: str, html: str) -> bytes:
+    """A multipart/alternative mail. `headers` are (name, value) pairs whose
+    values were made by header(), address_header() or mailbox()."""
+    # A fresh 128-bit random boundary cannot be in a body written before it
+    # was drawn (the generator's own boundary is checked with a regular
+    # expression compiled anew for every mail).
+    msg = MIMEMultipart("alternative", boundary=f"=_{secrets.token_hex(16)}", policy=POLICY)
+    for name, value in headers:
+        msg[name] = value
+    msg.attach(_part(text, "plain"))
+    msg.attach(_part(html, "html"))
+    return msg.as_bytes()

@@ -4,18 +4,30 @@ Admins write `{{ first_name }}`, `{{ class.title }}`, `{{ unsubscribe_url }}`.
 The sandbox keeps their text from reaching Python objects
 (`{{ ''.__class__.__mro__ }}` raises), and StrictUndefined turns any name we
 did not hand in (`{{ config }}`) into a clear error instead of an empty string.
+
+One text goes to many leads, so it is compiled once: the subject and the
+text part are Jinja templates of the admin's text as written, and the HTML
+part is a Jinja template made by rendering the admin's Markdown once, with
+the merge tags kept out of Markdown's way. Each recipient's values are then
+filled in with autoescape on: the HTML's structure comes from the admin's
+text only, and a value (a lead's name such as `[Win](//evil.example)` or
+`<b>`) is always text. A `{% if %}` or `{% for %}` around whole Markdown
+blocks belongs on lines of its own, with blank lines around it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
+from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 MERGE_TAGS = {
     "first_name": "the lead's first name (empty when unknown): {{ first_name or 'there' }}",
@@ -40,9 +52,7 @@ class MergeTagError(ValueError):
     """An admin's template that cannot be rendered, with a readable reason."""
 
 
-# Text a lead typed (their name) and their address: escaped for Markdown in
-# the HTML version, so "[Win](//evil.example)" in a name stays text and never
-# becomes a link, a heading or emphasis.
+# Text a lead typed (their name) and their address: never in the subject.
 LEAD_TYPED = ("first_name", "email")
 # The longest string or list one `*` may build, and the largest exponent of
 # `**`: an admin's typo must not take the web worker's memory or CPU.
@@ -80,20 +90,21 @@ class _MergeTagEnvironment(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
-_env = _MergeTagEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-# No globals at all (Jinja's default lipsum, cycler, range...): admins get
-# the merge tags and nothing else.
-_env.globals.clear()
+def _environment(autoescape: bool) -> _MergeTagEnvironment:
+    env = _MergeTagEnvironment(
+        undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=True
+    )
+    # No globals at all (Jinja's default lipsum, cycler, range...): admins get
+    # the merge tags and nothing else.
+    env.globals.clear()
+    return env
+
+
+_text_env = _environment(autoescape=False)  # the subject and the text part
+_html_env = _environment(autoescape=True)  # the HTML part: values escaped
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": True}).enable(
     ["table", "strikethrough"]
 )
-_MD_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
-
-
-def _md_escape(value: object) -> object:
-    """A backslash before every ASCII punctuation character: CommonMark then
-    shows each one as itself."""
-    return _MD_PUNCTUATION.sub(r"\\\1", value) if isinstance(value, str) else value
 
 
 def _check_names(parsed: nodes.Template, context: dict | frozenset[str]) -> None:
@@ -116,27 +127,12 @@ def _check_names(parsed: nodes.Template, context: dict | frozenset[str]) -> None
             )
 
 
-# An announcement goes to many leads with one text: it is parsed, checked
-# and compiled once, not once per mail (a compile costs more than a render).
-@functools.lru_cache(maxsize=64)
-def _names_in(source: str) -> frozenset[str]:
-    from jinja2 import meta
-
+@contextlib.contextmanager
+def _readable_errors(context: dict) -> Iterator[None]:
+    """Whatever compiling or rendering an admin's text raises, as a
+    MergeTagError the admin can act on."""
     try:
-        return frozenset(meta.find_undeclared_variables(_env.parse(source)))
-    except TemplateError:
-        return frozenset()  # _render reports the syntax error
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(source: str, names: frozenset[str]):
-    _check_names(_env.parse(source), names)
-    return _env.from_string(source)
-
-
-def _render(source: str, context: dict) -> str:
-    try:
-        return _compiled(source, frozenset(context)).render(**context)
+        yield
     except MergeTagError:
         raise
     except _TooBig as exc:
@@ -160,6 +156,133 @@ def _render(source: str, context: dict) -> str:
         raise MergeTagError(f"The merge tags cannot be rendered: {exc}") from exc
 
 
+# --- The HTML part: the admin's Markdown rendered once into a template.
+
+# A Jinja tag as written: `{{ ... }}`, `{% ... %}` or `{# ... #}`, strings in
+# it read whole (a "}}" in a string does not end it), a raw block as one.
+_STRING = r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\""""
+_TAG = re.compile(
+    r"\{%-?\s*raw\s*-?%\}.*?\{%-?\s*endraw\s*-?%\}"
+    rf"|\{{\{{(?:{_STRING}|[^'\"}}]|\}}(?!\}}))*\}}\}}"
+    rf"|\{{%(?:{_STRING}|[^'\"%]|%(?!\}}))*%\}}"
+    r"|\{#.*?#\}",
+    re.S,
+)
+# What stands for a tag while Markdown runs: lowercase letters and digits,
+# which no Markdown rule changes or escapes (in text, code, link targets and
+# titles alike), ending in a colon, so `<{{ unsubscribe_url }}>` still reads
+# as an autolink. The random part is in no admin's text.
+_MARK = f"mt{secrets.token_hex(5)}"
+_HOLDER = re.compile(rf"{_MARK}(?:n(\d+)|(o)|c)x:")
+_LINK_OPEN, _LINK_CLOSE = f"{_MARK}ox:", f"{_MARK}cx:"
+_LINK_FILTER = "{% filter link_target %}", "{% endfilter %}"
+_SAFE_LINK = re.compile(r"https?://|mailto:", re.I)
+
+
+def _link_target(value: str) -> str:
+    """A link whose target is made by merge tags: Markdown vetted the text
+    around the tags, this vets what they make of it."""
+    if not _SAFE_LINK.match(value):
+        raise MergeTagError(
+            "A link made with merge tags must lead to an https://, http:// or mailto: "
+            "address: what a visitor typed (a name) never becomes a link."
+        )
+    return value
+
+
+_html_env.filters["link_target"] = _link_target
+
+
+def _guard_links(tokens: list[Token]) -> None:
+    """Link and image targets that hold a tag go through _link_target."""
+    for token in tokens:
+        for child in token.children or ():
+            attr = {"link_open": "href", "image": "src"}.get(child.type)
+            target = child.attrGet(attr) if attr else None
+            if isinstance(target, str) and _MARK in target:
+                child.attrSet(attr, f"{_LINK_OPEN}{target}{_LINK_CLOSE}")
+
+
+def _unwrap_tag_paragraphs(tokens: list[Token], tags: list[str]) -> None:
+    """A paragraph of nothing but `{% %}` tags (an {% if %} on its own
+    line) is those tags alone, not an empty paragraph in every mail."""
+    for opening, inline, closing in zip(tokens, tokens[1:], tokens[2:], strict=False):
+        if opening.type != "paragraph_open" or closing.type != "paragraph_close":
+            continue
+        held = [int(n) for n, _ in _HOLDER.findall(inline.content)]
+        if (
+            held
+            and not _HOLDER.sub("", inline.content).strip()
+            and all(tags[n].startswith(("{%", "{#")) for n in held)
+        ):
+            opening.hidden = closing.hidden = True
+
+
+def _markdown_template(source: str) -> str:
+    """The HTML part's Jinja source: the admin's Markdown rendered, each merge
+    tag left as written, link targets made by tags checked when rendered."""
+    tags: list[str] = []
+
+    def hold(match: re.Match) -> str:
+        tags.append(match.group())
+        return f"{_MARK}n{len(tags) - 1}x:"
+
+    tokens = _md.parse(_TAG.sub(hold, source))
+    _guard_links(tokens)
+    _unwrap_tag_paragraphs(tokens, tags)
+    html = _md.renderer.render(tokens, _md.options, {})
+
+    def put_back(match: re.Match) -> str:
+        number, opening = match.groups()
+        if number is not None:
+            return tags[int(number)]
+        return _LINK_FILTER[0] if opening else _LINK_FILTER[1]
+
+    return _HOLDER.sub(put_back, html)
+
+
+# --- Compiled once per text, rendered per recipient.
+
+
+@dataclass(frozen=True)
+class Compiled:
+    subject: Template
+    text: Template
+    html: Template
+
+
+def _names_in(source: str) -> frozenset[str]:
+    try:
+        return frozenset(meta.find_undeclared_variables(_text_env.parse(source)))
+    except TemplateError:
+        return frozenset()  # compiling reports the syntax error
+
+
+def _compile(env: _MergeTagEnvironment, source: str, names: frozenset[str]) -> Template:
+    _check_names(env.parse(source), names)
+    return env.from_string(source)
+
+
+# An announcement goes to many leads with one text: parsed, checked and
+# compiled once, not once per mail (a compile costs more than a render).
+@functools.lru_cache(maxsize=64)
+def compile_announcement(subject: str, body: str, names: frozenset[str]) -> Compiled:
+    """The subject, text and HTML templates of an admin's text, for a context
+    of `names`. The subject becomes a header, so text a visitor typed (name,
+    address) may not appear in it."""
+    used = {name for name in LEAD_TYPED if name in _names_in(subject)}
+    if used:
+        raise MergeTagError(
+            f"The subject cannot use {', '.join(sorted(used))}: what a visitor typed never goes "
+            "into a mail header. Put it in the body instead."
+        )
+    return Compiled(
+        subject=_compile(_text_env, subject, names),
+        text=_compile(_text_env, body, names),
+        html=_html_env.from_string(_markdown_template(body)),  # the same tags as text
+    )
+
+
 @dataclass
 class RenderedBody:
     subject: str
@@ -168,90 +291,15 @@ class RenderedBody:
 
 
 def render(subject: str, body: str, context: dict) -> RenderedBody:
-    """Subject and body for one recipient. The subject becomes a header, so
-    text a visitor typed (name, address) may not appear in it, and it is kept
-    to one line whatever the class fields produce."""
-    used = {name for name in LEAD_TYPED if name in _names_in(subject)}
-    if used:
-        raise MergeTagError(
-            f"The subject cannot use {', '.join(sorted(used))}: what a visitor typed never goes "
-            "into a mail header. Put it in the body instead."
+    """Subject and body for one recipient; the subject is kept to one line
+    whatever the class fields produce."""
+    with _readable_errors(context):
+        compiled = compile_announcement(subject, body, frozenset(context))
+        return RenderedBody(
+            subject=" ".join(compiled.subject.render(context).split())[:200],
+            text=compiled.text.render(context),
+            html=compiled.html.render(context),
         )
-    subject_out = " ".join(_render(subject, context).split())[:200]
-    text = _render(body, context)
-    markdown_context = {k: _md_escape(v) if k in LEAD_TYPED else v for k, v in context.items()}
-    html = _markdown_with(_render(body, markdown_context), _stand_ins(context))
-    return RenderedBody(subject=subject_out, text=text, html=html)
-
-
-# One announcement, many recipients: their Markdown differs only in merge
-# values (name, their own links), and parsing it was most of a mail's
-# rendering time. Values that Markdown and HTML leave as they are (letters
-# and digits; URLs of characters that are never escaped, all ASCII) are swapped for
-# stand-ins of the same shape before parsing, so the HTML is parsed once
-# per text and cached, then each recipient's values are put back. Such a
-# value is an atom: Markdown never reads it as markup (a `--` in a link
-# token does not become a dash). Other values stay in the text and are
-# parsed with it.
-_INERT = re.compile(r"[A-Za-z0-9._~:/?=@+-]+")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,31}:")
-_STAND_IN = f"mergevalue{secrets.token_hex(6)}x"
-
-
-def _stand_ins(context: dict) -> list[str]:
-    """Values that may be stood in for, as they appear in the Markdown."""
-    found = set()
-    for key, value in context.items():
-        for v in value.values() if isinstance(value, dict) else (value,):
-            # What a lead typed is escaped for Markdown: only a value the
-            # escaping leaves alone (a name of letters) is the same in both.
-            if (
-                isinstance(v, str)
-                and v
-                and _INERT.fullmatch(v)
-                and (key not in LEAD_TYPED or _md_escape(v) == v)
-            ):
-                found.add(v)
-    return sorted(found, key=len, reverse=True)  # longest first: no partial matches
-
-
-@functools.lru_cache(maxsize=512)
-def _markdown(source: str) -> str:
-    return _md.render(source)
-
-
-def _markdown_with(source: str, values: list[str]) -> str:
-    present = [v for v in values if v in source]
-    if not present:
-        return _markdown(source)
-    names = {}
-    for i, v in enumerate(present):
-        scheme = _SCHEME.match(v)  # a URL's stand-in is a URL: autolinks stay autolinks
-        names[v] = f"{scheme.group() if scheme else ''}{_STAND_IN}{i}z"
-    # Where each value occurs, longest first, never overlapping: a shorter
-    # value is not looked for inside a longer one's stand-in. (A regular
-    # expression would do it in one pass, but each mail's values differ and
-    # compiling it cost more than the parse it saves.)
-    spans: list[tuple[int, int, str]] = []
-    for v in present:
-        start = source.find(v)
-        while start != -1:
-            end = start + len(v)
-            if not any(s < end and start < e for s, e, _ in spans):
-                spans.append((start, end, names[v]))
-            start = source.find(v, start + 1)
-    spans.sort()
-    shaped, pos = [], 0
-    for start, end, name in spans:
-        shaped += [source[pos:start], name]
-        pos = end
-    shaped.append(source[pos:])
-    html = _markdown("".join(shaped))
-    # Stand-ins hold a random part no value or text has, and none is part
-    # of another ("...1z" is not in "...10z"): put back one by one.
-    for v, name in names.items():
-        html = html.replace(name, v)
-    return html
 
 
 def check(subject: str, body: str, context: dict) -> None:

@@ -10,6 +10,8 @@ from email.message import EmailMessage
 from html import unescape
 
 import pytest
+from markdown_it import MarkdownIt
+from markupsafe import escape
 from sqlalchemy import select
 
 from extensions import db
@@ -138,38 +140,64 @@ def test_admin_markdown_cannot_inject_html_or_script_links():
     assert "&lt;script&gt;" in html
 
 
-# --- Markdown parsed once per text: the stand-ins for merge values.
+# --- Markdown rendered once per text into a template; values filled in as text.
 
-STAND_IN_BODIES = [
+BODIES = [
     "Hello {{ first_name }},\n\n[Unsubscribe]({{ unsubscribe_url }}) or <{{ unsubscribe_url }}>",
     "**{{ first_name }}**, *{{ first_name }}* and `{{ first_name }}`: {{ unsubscribe_url }}",
     '- {{ first_name }}\n- [prefs]({{ preferences_url }} "{{ first_name }}")\n\n> {{ email }}',
     "# {{ first_name }}{{ first_name }}\n\n![x]({{ unsubscribe_url }}) {{ class.title }}",
     "{% if first_name %}Hi {{ first_name|upper }}{% endif %} on{{ first_name }}line",
+    "| who | link |\n|---|---|\n| {{ first_name|upper }} | [go]({{ class.register_url }}) |",
 ]
-STAND_IN_NAMES = ["Ann", "A", "ann", "Chloé", "O'Brien", "Ann_Lee", "x", "merge", "<b>Ann</b>", ""]
+PLAIN_NAMES = ["Ann", "A", "ann", "Chloé", "x", "merge", "Ann Lee"]
+# The reference: Markdown parsed afresh for each recipient's merged text.
+FRESH = MarkdownIt("commonmark", {"html": False, "typographer": True}).enable(
+    ["table", "strikethrough"]
+)
 
 
-def _uncached_html(body: str, context: dict) -> str:
-    escaped = {
-        k: templating._md_escape(v) if k in templating.LEAD_TYPED else v for k, v in context.items()
+def _context(i: int, name: str) -> dict:
+    return {
+        **CONTEXT,
+        "first_name": name,
+        "unsubscribe_url": f"https://example.com/unsubscribe/tok{i}.AbC9-x",
+        "preferences_url": f"https://example.com/preferences/tok{i}.Zz",
+        "class": {"title": "CSPO Online", "register_url": f"https://example.com/r/{i}"},
     }
-    return templating._md.render(templating._render(body, escaped))
 
 
-@pytest.mark.parametrize("body", STAND_IN_BODIES)
-def test_markdown_rendered_once_per_text_gives_the_html_a_fresh_parse_gives(body):
-    """Values swapped for stand-ins and put back give the very HTML that
-    parsing each recipient's own Markdown gives (links without `--` or `_`)."""
-    for i, name in enumerate(STAND_IN_NAMES):
-        context = {
-            **CONTEXT,
-            "first_name": name,
-            "unsubscribe_url": f"https://example.com/unsubscribe/tok{i}.AbC9-x",
-            "preferences_url": f"https://example.com/preferences/tok{i}.Zz",
-            "class": {"title": "CSPO Online", "register_url": f"https://example.com/r/{i}"},
-        }
-        assert templating.render("s", body, context).html == _uncached_html(body, context), name
+@pytest.mark.parametrize("body", BODIES)
+def test_markdown_rendered_once_gives_the_html_a_fresh_parse_gives(body):
+    """For values Markdown would leave alone, the template filled in is the
+    HTML that parsing each recipient's own merged Markdown gives."""
+    for i, name in enumerate(PLAIN_NAMES):
+        out = templating.render("s", body, _context(i, name))
+        assert out.html == FRESH.render(out.text), name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "[Win](//evil.example/prize)",
+        "<b>Ann</b>",
+        "**Ann**",
+        "O'Brien",
+        "Ann_Lee_",
+        "# Ann",
+        "<https://evil.example>",
+        '"><script>x</script>',
+        "a--b...",
+        "",
+    ],
+)
+def test_a_merge_value_is_text_in_the_html_never_markup(name):
+    body = "Hello {{ first_name }}, [unsubscribe]({{ unsubscribe_url }})."
+    out = templating.render("s", body, {**CONTEXT, "first_name": name})
+    assert out.html == (
+        f'<p>Hello {escape(name)}, <a href="https://example.com/unsubscribe/t">unsubscribe</a>.</p>\n'
+    )
+    assert out.text == f"Hello {name}, [unsubscribe](https://example.com/unsubscribe/t)."
 
 
 def test_a_link_merge_value_is_never_read_as_markdown():
@@ -182,14 +210,58 @@ def test_a_link_merge_value_is_never_read_as_markdown():
     assert "–" not in html and "±" not in html and "<em>" not in html
 
 
-def test_the_markdown_cache_is_keyed_by_the_text_not_by_the_recipient():
-    templating._markdown.cache_clear()
+def test_link_targets_keep_the_url_as_it_is_and_autolinks_stay_links():
+    url = "https://example.com/unsubscribe/a~b.c%41?x=1&y=2"
+    body = "[a]({{ unsubscribe_url }}) <{{ unsubscribe_url }}> [b](mailto:{{ email }})"
+    html = templating.render("s", body, {**CONTEXT, "unsubscribe_url": url}).html
+    href = url.replace("&", "&amp;")
+    assert html == (
+        f'<p><a href="{href}">a</a> <a href="{href}">{href}</a>'
+        ' <a href="mailto:ann@example.com">b</a></p>\n'
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[x]({{ first_name }})",
+        "![x]({{ first_name }})",
+        "<{{ email }}>",
+        "[x]({{ first_name }}.example)",
+        "[x]({% if first_name %}//evil.example{% endif %})",
+    ],
+)
+def test_a_link_target_made_by_tags_must_be_a_web_or_mail_address(body):
+    with pytest.raises(MergeTagError, match="never becomes a link"):
+        templating.check("s", body, CONTEXT)
+    # Nor when a lead's value looks like one.
+    for name in ("//evil.example", "javascript:alert(1)", "[Win](//evil.example)"):
+        with pytest.raises(MergeTagError):
+            templating.render("s", body, {**CONTEXT, "first_name": name})
+
+
+def test_block_tags_on_lines_of_their_own_leave_no_empty_paragraphs():
+    body = "{% if first_name %}\n\nHello {{ first_name }}.\n\n{% endif %}\n\nBye."
+    html = templating.render("s", body, CONTEXT).html
+    assert html.split() == ["<p>Hello", "Ann.</p>", "<p>Bye.</p>"]
+    nameless = templating.render("s", body, {**CONTEXT, "first_name": ""})
+    assert nameless.html.split() == ["<p>Bye.</p>"]
+
+
+def test_tags_are_found_whole_with_strings_and_raw_blocks_inside():
+    body = '{{ "}} **not bold**" ~ first_name }} **bold** {% raw %}{{ kept }}{% endraw %}'
+    html = templating.render("s", body, CONTEXT).html
+    assert html == "<p>}} **not bold**Ann <strong>bold</strong> {{ kept }}</p>\n"
+
+
+def test_each_text_is_compiled_once_not_per_recipient():
+    templating.compile_announcement.cache_clear()
     body = "Hi {{ first_name }}: [unsubscribe]({{ unsubscribe_url }})"
     for i in range(50):
         context = {**CONTEXT, "unsubscribe_url": f"https://example.com/u/{i}"}
         html = templating.render("s", body, context).html
         assert f'href="https://example.com/u/{i}"' in html
-    info = templating._markdown.cache_info()
+    info = templating.compile_announcement.cache_info()
     assert (info.misses, info.hits) == (1, 49)
 
 
