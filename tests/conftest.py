@@ -8,6 +8,7 @@ import re
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,19 @@ def _truncate_all() -> None:
     tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
     db.session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     db.session.commit()
+
+
+# The moment `frozen` holds the clock at.
+T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def frozen():
+    """services.clock held at T0; a test moves it with frozen[0] = ..."""
+    now = [T0]
+    clock.set_clock(lambda: now[0])
+    yield now
+    clock.set_clock(None)
 
 
 @pytest.fixture

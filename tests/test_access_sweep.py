@@ -18,7 +18,7 @@ from extensions import db
 from models import Role
 from services import subscriptions
 from services.subscriptions import Evidence, SignupRequest
-from tests.test_auth import csrf_token, sign_in_as
+from tests.helpers import csrf_token, sign_in_as
 
 # Endpoints anyone may reach. Keep this short: anything else is staff only.
 PUBLIC_PREFIXES = ("articles.", "subscriptions.", "health.")

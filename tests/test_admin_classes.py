@@ -28,7 +28,7 @@ from models import (
     TrainingClass,
 )
 from services import clock, training
-from tests.test_auth import csrf_token, sign_in_as
+from tests.helpers import csrf_token, sign_in_as
 
 ADMIN_EMAIL = "admin@example.com"
 # Before the autumn DST change of 2026, so its classes are still upcoming.

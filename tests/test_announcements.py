@@ -26,6 +26,7 @@ from models import (
 )
 from services import announcements, delivery
 from services.delivery import Worker
+from tests.helpers import csrf_token
 from tests.test_admin_classes import (
     ADMIN_EMAIL,
     SEPT_2026,
@@ -37,7 +38,6 @@ from tests.test_admin_classes import (
     page_text,
     sign_in_admin,
 )
-from tests.test_auth import csrf_token
 
 S = AnnouncementStatus
 

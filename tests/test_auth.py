@@ -1,15 +1,12 @@
 """Staff sign-in: passwords, sessions, next=, sign-out, disabled accounts,
 argon2id parameters and their upgrade, `flask users create`.
 
-The helpers at the top (sign_in_as, csrf_token) are shared by the other
-marketer-workspace test modules.
+The staff helpers (sign_in_as, csrf_token) are in tests/helpers.py.
 """
 
 from __future__ import annotations
 
-import functools
 import re
-from html import unescape
 from urllib.parse import quote, urljoin, urlsplit
 
 import pytest
@@ -18,50 +15,10 @@ from argon2 import PasswordHasher
 from extensions import db
 from models import AuditEvent, Role, User
 from services import auth
+from tests.helpers import CSRF_FIELD, PASSWORD, add_user, csrf_token, sign_in, sign_in_as
 
-PASSWORD = "correct horse battery staple"
 STRONG_PARAMS = "m=65536,t=3,p=4"
 WRONG_CREDENTIALS = "That email and password do not match an active account."
-_CSRF = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
-
-
-# --- Shared helpers.
-
-
-@functools.cache
-def _password_hash() -> str:
-    # argon2id is slow on purpose: hash the test password once per run.
-    return auth.hash_password(PASSWORD)
-
-
-def add_user(app, email: str = "marketer@example.com", role: Role = Role.MARKETER) -> str:
-    """A staff user with PASSWORD (same row create_user makes, hashed once);
-    returns the id Flask-Login keeps in the session."""
-    with app.app_context():
-        user = User(email=email, password_hash=_password_hash(), role=Role(role))
-        db.session.add(user)
-        db.session.commit()
-        return user.get_id()
-
-
-def sign_in(client, user_id: str) -> None:
-    """Put the user in the client's session without an argon2 round trip."""
-    with client.session_transaction() as session:
-        session["_user_id"] = user_id
-        session["_fresh"] = True
-
-
-def sign_in_as(app, client, role: Role = Role.MARKETER, email: str | None = None) -> str:
-    user_id = add_user(app, email or f"{role.value}@example.com", role)
-    sign_in(client, user_id)
-    return user_id
-
-
-def csrf_token(client, path: str = "/login") -> str:
-    html = client.get(path).get_data(as_text=True)
-    match = _CSRF.search(html)
-    assert match, f"no csrf_token on {path}"
-    return unescape(match.group(1))
 
 
 def login(client, email: str, password: str, next_: str | None = None):
@@ -142,7 +99,7 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(client, marketer):
 
     def normalised(r, email):
         html = r.get_data(as_text=True)
-        html = _CSRF.sub("csrf", html)
+        html = CSRF_FIELD.sub("csrf", html)
         return html.replace(f'value="{email}"', 'value="EMAIL"')
 
     assert normalised(wrong, marketer) == normalised(unknown, "nobody@example.com")

@@ -22,7 +22,7 @@ from extensions import db
 from models import OutboxMessage, Role
 from services import announcements, subscriptions, training
 from services.subscriptions import Evidence, SignupRequest
-from tests.test_auth import sign_in_as
+from tests.helpers import sign_in_as
 from tests.test_rfc8058 import queue_every_kind
 
 ARTICLE_SLUG = "cspo-certification-benefits"

@@ -15,7 +15,7 @@ from extensions import db
 from models import PageViewDaily, SignupStatsDaily
 from services import clock, dashboard, stats, subscriptions
 from services.subscriptions import Evidence, SignupRequest
-from tests.test_auth import sign_in_as
+from tests.helpers import sign_in_as
 
 NOW = datetime(2026, 4, 15, 10, 0, tzinfo=UTC)
 ARTICLE = "cspo-certification-benefits"

@@ -4,32 +4,22 @@ its URL, thanks shown inside the frame, and the embedding page recorded."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from extensions import db
-from models import Lead, Role, User
-from services import clock
-from services.auth import hash_password
-from tests.conftest import form_fields
+from models import Lead, Role
+from tests.conftest import T0, form_fields
+from tests.helpers import sign_in_as
 
 PARTNER = "https://partner.example"
 PARTNER_PAGE = f"{PARTNER}/blog/why-cspo"
-T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def app_config(app_config):
     return {**app_config, "EMBED_ALLOWED_ORIGINS": [PARTNER, "https://other.example"]}
-
-
-@pytest.fixture
-def frozen():
-    now = [T0]
-    clock.set_clock(lambda: now[0])
-    yield now
-    clock.set_clock(None)
 
 
 def _frame_ancestors(response) -> str:
@@ -107,45 +97,17 @@ def test_a_referer_from_a_site_not_allowed_is_not_recorded(client):
 
 
 def test_marketers_find_the_snippet_with_instructions(app, client):
-    with app.app_context():
-        db.session.add(
-            User(
-                email="m@example.com",
-                password_hash=hash_password("pw-123456789"),
-                role=Role.MARKETER,
-            )
-        )
-        db.session.commit()
-    page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token"[^>]*?value="([^"]+)"', page)[1]
-    client.post(
-        "/login",
-        data={"email": "m@example.com", "password": "pw-123456789", "csrf_token": token},
-    )
+    sign_in_as(app, client, Role.MARKETER)
     r = client.get("/marketing/embed")
     assert r.status_code == 200
-    assert "&lt;iframe src=&#34;http://localhost/embed/signup?topics=cspo-classes" in r.text or (
-        '&lt;iframe src="http://localhost/embed/signup?topics=cspo-classes' in r.text
-    )
+    assert '&lt;iframe src="http://localhost/embed/signup?topics=cspo-classes' in r.text
     assert PARTNER in r.text
     assert "referrerpolicy" in r.text
 
 
 def test_the_snippet_page_says_when_no_site_is_allowed(app, client):
     app.config["EMBED_ALLOWED_ORIGINS"] = []
-    with app.app_context():
-        db.session.add(
-            User(
-                email="a@example.com", password_hash=hash_password("pw-123456789"), role=Role.ADMIN
-            )
-        )
-        db.session.commit()
-    page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token"[^>]*?value="([^"]+)"', page)[1]
-    client.post(
-        "/login",
-        data={"email": "a@example.com", "password": "pw-123456789", "csrf_token": token},
-    )
+    sign_in_as(app, client, Role.ADMIN)
     r = client.get("/marketing/embed")
     assert "No other site may embed the form yet" in r.text
     assert _frame_ancestors(client.get("/embed/signup")) == "'self'"

@@ -23,7 +23,7 @@ from models import MailKind, OutboxMessage, OutboxStatus, Role
 from services import auth, privacy, subscriptions
 from services.subscriptions import Evidence, SignupRequest
 from tests.conftest import browser_headers, form_fields
-from tests.test_auth import PASSWORD, add_user, csrf_token
+from tests.helpers import PASSWORD, add_user, csrf_token
 
 ARTICLE = "/cspo-certification-benefits"
 SAMPLES = 30

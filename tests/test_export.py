@@ -22,7 +22,7 @@ from services.export import BOM, HEADER, ROWS_PER_CHUNK, neutralise
 from services.fake_data import generate_leads
 from services.lead_query import LeadFilters, count
 from tests.conftest import base_config
-from tests.test_auth import add_user, sign_in, sign_in_as
+from tests.helpers import add_user, sign_in, sign_in_as
 from tests.test_lead_browser import BASE, CASES, Seeded, make_leads, store, walk
 
 DANGEROUS = ["=1+1", "+1", "-1", "@SUM(A1:A2)", "\tx", "\rx", "\nx", '=HYPERLINK("http://x")']

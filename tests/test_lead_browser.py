@@ -19,7 +19,7 @@ from extensions import db
 from models import Lead, LeadStatus, LeadTopic, MailKind, OutboxMessage, OutboxStatus
 from services import consent, outbox, subscriptions
 from services.subscriptions import Evidence, SignupRequest
-from tests.test_auth import sign_in_as
+from tests.helpers import sign_in_as
 
 BASE = datetime(2026, 3, 20, 23, 30, tzinfo=UTC)
 ARTICLE = "cspo-certification-benefits"

@@ -23,7 +23,7 @@ from models import (
 from services import consent, subscriptions
 from services.delivery import Worker
 from services.subscriptions import Evidence, SignupRequest
-from tests.test_auth import csrf_token, sign_in_as
+from tests.helpers import csrf_token, sign_in_as
 
 EMAIL = "zoe@example.com"
 

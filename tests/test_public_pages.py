@@ -10,38 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from extensions import db
-from models import PageViewDaily, Role, TrainingClass, User
+from models import PageViewDaily, Role, TrainingClass
 from services import clock, signup_guard
-from services.auth import hash_password
+from tests.conftest import T0
+from tests.helpers import csrf_token, sign_in_as
 
 ARTICLE = "/cspo-certification-benefits"
 TRAINING = "/certified-scrum-product-owner-cspo-training"
 PUBLIC = ["/", ARTICLE, TRAINING, "/subscribe"]
-T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def frozen():
-    """A clock the test moves by hand."""
-    now = [T0]
-    clock.set_clock(lambda: now[0])
-    yield now
-    clock.set_clock(None)
-
-
-def _sign_in(app, client, role=Role.ADMIN) -> None:
-    with app.app_context():
-        db.session.add(
-            User(email="staff@example.com", password_hash=hash_password("pw-123456789"), role=role)
-        )
-        db.session.commit()
-    page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token"[^>]*?value="([^"]+)"', page)[1]
-    r = client.post(
-        "/login",
-        data={"email": "staff@example.com", "password": "pw-123456789", "csrf_token": token},
-    )
-    assert r.status_code in (302, 303), r.get_data(as_text=True)[:300]
 
 
 @pytest.mark.parametrize("path", PUBLIC)
@@ -107,9 +83,8 @@ def test_the_stamp_changes_at_most_every_few_seconds(client, frozen):
 def test_a_saved_class_shows_on_the_training_page_at_once(app, client):
     before = client.get(TRAINING)
     assert "Upcoming classes" not in before.text
-    _sign_in(app, client)
-    page = client.get("/admin/classes/new").get_data(as_text=True)
-    token = re.search(r'name="csrf_token"[^>]*?value="([^"]+)"', page)[1]
+    sign_in_as(app, client, Role.ADMIN)
+    token = csrf_token(client, "/admin/classes/new")
     start = (datetime.now(UTC) + timedelta(days=40)).date()
     r = client.post(
         "/admin/classes/new",
@@ -140,7 +115,7 @@ def test_a_saved_class_shows_on_the_training_page_at_once(app, client):
 
 @pytest.mark.parametrize("path", PUBLIC)
 def test_staff_see_their_navigation_on_a_private_page(app, client, path):
-    _sign_in(app, client)
+    sign_in_as(app, client, Role.ADMIN)
     r = client.get(path)
     assert r.status_code == 200
     assert "Sign out" in r.text
@@ -152,15 +127,8 @@ def test_staff_see_their_navigation_on_a_private_page(app, client, path):
 
 
 def test_flashed_messages_never_reach_the_shared_page(app, client):
-    _sign_in(app, client)
-    client.post(
-        "/logout",
-        data={
-            "csrf_token": re.search(
-                r'name="csrf_token"[^>]*?value="([^"]+)"', client.get("/marketing/").text
-            )[1]
-        },
-    )
+    sign_in_as(app, client, Role.ADMIN)
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/marketing/")})
     # The session now holds "You are signed out." for this visitor's next page.
     page = client.get(ARTICLE)
     assert "You are signed out" not in page.text
@@ -220,7 +188,7 @@ def test_the_cache_in_front_answers_with_the_same_headers(client, frozen):
 
 def test_staff_cookies_pass_the_cache_by(app, client, frozen):
     client.get(ARTICLE)  # in the cache now
-    _sign_in(app, client)
+    sign_in_as(app, client, Role.ADMIN)
     assert "Sign out" in client.get(ARTICLE).text
 
 

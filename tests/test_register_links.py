@@ -18,6 +18,7 @@ from extensions import db
 from models import ClassClick, ClassStatus, Lead, SignupStatsDaily
 from services import dashboard, tokens, training
 from tests.conftest import mail_files
+from tests.helpers import csrf_token
 from tests.test_admin_classes import (
     SEPT_2026,
     TRAINING,
@@ -30,7 +31,6 @@ from tests.test_admin_classes import (
     sign_in_admin,
 )
 from tests.test_announcements import create_announcement, drain
-from tests.test_auth import csrf_token
 
 URL = "https://tickets.example.org/cspo-october?ref=site&lang=en#seats"
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15"

@@ -4,18 +4,17 @@ visitor came from read at post time (Referer, and the fields the script fills)."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from extensions import db
 from models import Lead
-from services import clock, signup_guard
-from tests.conftest import form_fields
+from services import signup_guard
+from tests.conftest import T0, form_fields
 
 ARTICLE = "/cspo-certification-benefits"
 SITE = "http://localhost"
-T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -25,14 +24,6 @@ def app_config(app_config):
         "FORM_MIN_SECONDS": 3,
         "EMBED_ALLOWED_ORIGINS": ["https://partner.example"],
     }
-
-
-@pytest.fixture
-def frozen():
-    now = [T0]
-    clock.set_clock(lambda: now[0])
-    yield now
-    clock.set_clock(None)
 
 
 def _fields(client, path=ARTICLE, **typed):

@@ -18,6 +18,7 @@ from extensions import db
 from models import Announcement, MailKind, OutboxMessage
 from services import announcements, compose, templating
 from services.templating import MergeTagError
+from tests.helpers import csrf_token
 from tests.test_admin_classes import (
     SEPT_2026,
     count,
@@ -28,7 +29,6 @@ from tests.test_admin_classes import (
     sign_in_admin,
 )
 from tests.test_announcements import announcement_form, create_announcement, drain, received
-from tests.test_auth import csrf_token
 
 CONTEXT = {
     "first_name": "Ann",
