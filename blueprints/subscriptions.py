@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -22,14 +20,9 @@ from extensions import csrf, db, limiter
 from models import LeadStatus
 from services import consent, signup_guard, subscriptions, tokens, topics
 from services.addresses import InvalidAddress, normalise
-from services.content import TRAINING_PATH
 
 bp = Blueprint("subscriptions", __name__)
 
-UTM_FIELDS = signup_guard.UTM_KEYS
-TRAINING_SLUG = TRAINING_PATH.lstrip("/")
-# A source label a marketer puts in the embed snippet (?source=partner-blog).
-_SOURCE_LABEL = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 UNREADABLE_MESSAGE = "We could not read what was sent. Please fill in the form again."
 STALE_MESSAGE = (
     "This page was open for more than a day, so we ask you to send the form "
@@ -53,13 +46,6 @@ def evidence() -> subscriptions.Evidence:
     if not agent.isprintable():  # nearly always is: no need to look at each character
         agent = "".join(ch for ch in agent if ch.isprintable())
     return subscriptions.Evidence(ip=_client_ip(), user_agent=agent[:500] or None)
-
-
-def _clean(value: str | None, limit: int) -> str | None:
-    if not value:
-        return None
-    value = "".join(ch for ch in value if ch.isprintable())[:limit].strip()
-    return value or None
 
 
 def new_signup_form(placement: str, source: str | None = None) -> SignupForm:
@@ -92,18 +78,6 @@ def signup_page():
 
 def _placement(value: str | None) -> str:
     return value if value in consent.PLACEMENTS else "page"
-
-
-def _source(form: SignupForm) -> str | None:
-    if form.placement.data == "training":
-        return TRAINING_SLUG
-    if form.placement.data == "embed":
-        # The marketer's label from the snippet, else the embedding site.
-        if _SOURCE_LABEL.fullmatch(form.source.data or ""):
-            return form.source.data
-        return urlsplit(form.ref.data or "").hostname
-    source = form.source.data or ""
-    return source if current_app.extensions["articles"].get(source) else None
 
 
 def _cross_site_refusal():
@@ -148,23 +122,24 @@ def subscribe():
         form.started.data = signup_guard.resume_stamp()
         return _form_again(form, message=STALE_MESSAGE)
 
-    # UTM values: copied by static/js/signup.js, else read from the page the
-    # post came from (a same-origin Referer is the page's whole URL).
-    from_page = signup_guard.utm_from_url(request.referrer)
-    utm = {
-        k: v for k in UTM_FIELDS if (v := _clean(getattr(form, k).data or from_page.get(k), 200))
-    }
+    came_from = signup_guard.attribution(
+        form.placement.data,
+        form.source.data,
+        form.ref.data,
+        {k: getattr(form, k).data for k in signup_guard.UTM_KEYS},
+        request.referrer,
+    )
     training = form.placement.data == "training"
     subscriptions.subscribe(
         subscriptions.SignupRequest(
             email=email,
-            name=_clean(form.name.data, 100),
+            name=signup_guard.clean(form.name.data, 100),
             # The training form's consent text promises class dates, nothing else.
             topics=[topics.CSPO_CLASSES] if training else form.topics.data,
             placement=form.placement.data,
-            source_slug=_clean(_source(form), 200),
-            utm=utm,
-            referrer=_clean(signup_guard.outside_referrer(form.ref.data), 500),
+            source_slug=came_from.source_slug,
+            utm=came_from.utm,
+            referrer=came_from.referrer,
         ),
         evidence(),
     )

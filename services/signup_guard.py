@@ -9,11 +9,14 @@ No request objects here: the views pass in the header and field values.
 from __future__ import annotations
 
 import enum
+import re
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 from flask import current_app
 
 from services import clock, tokens
+from services.content import TRAINING_PATH
 from services.subscriptions import UTM_KEYS
 
 # The page's stamp is rounded down to this many seconds, so a page stays the
@@ -127,3 +130,47 @@ def outside_referrer(url: str | None) -> str | None:
     if origin is None or origin == origin_of(current_app.config["SITE_URL"]):
         return None
     return url
+
+
+# --- What a signup records of where it came from
+
+TRAINING_SLUG = TRAINING_PATH.lstrip("/")
+# A source label a marketer puts in the embed snippet (?source=partner-blog).
+_SOURCE_LABEL = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+
+
+def clean(value: str | None, limit: int) -> str | None:
+    """Visitor text made fit to keep: printable, trimmed, at most `limit`."""
+    if not value:
+        return None
+    value = "".join(ch for ch in value if ch.isprintable())[:limit].strip()
+    return value or None
+
+
+@dataclass
+class Attribution:
+    source_slug: str | None = None
+    utm: dict[str, str] = field(default_factory=dict)
+    referrer: str | None = None
+
+
+def attribution(
+    placement: str,
+    source: str | None,
+    ref: str | None,
+    utm_fields: dict[str, str | None],
+    referer: str | None,
+) -> Attribution:
+    """The lead's source, UTM values and outside referrer, from the form's
+    hidden fields (`ref` and the UTM fields are filled by static/js/signup.js)
+    and, for the UTM values, the page the post came from (its Referer)."""
+    from_page = utm_from_url(referer)
+    utm = {k: v for k in UTM_KEYS if (v := clean(utm_fields.get(k) or from_page.get(k), 200))}
+    if placement == "training":
+        slug = TRAINING_SLUG
+    elif placement == "embed":
+        # The marketer's label from the snippet, else the embedding site.
+        slug = source if _SOURCE_LABEL.fullmatch(source or "") else urlsplit(ref or "").hostname
+    else:
+        slug = source if current_app.extensions["articles"].get(source or "") else None
+    return Attribution(clean(slug, 200), utm, clean(outside_referrer(ref), 500))
