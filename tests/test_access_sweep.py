@@ -29,7 +29,7 @@ PUBLIC_ENDPOINTS = {
     "auth.logout",
     "auth.logout_get",
 }
-# Routes that take a POST without a CSRF token (PRODUCT.md principle 7: no
+# Routes that take a POST without a CSRF token (README, "How the public form is protected": no
 # session or token for anonymous readers), with how each answers a post that
 # has none: the view itself, never the "form had expired" page. Every other
 # state-changing route, staff or public (the preferences form), needs a token.

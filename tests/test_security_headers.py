@@ -99,8 +99,9 @@ def test_the_500_page_is_logged_and_friendly(app_with_boom, caplog):
 
 
 def test_anonymous_visitors_get_no_cookie_anywhere_on_the_public_side(app, client):
-    """PRODUCT.md principle 7: no session cookie, CSRF token or per-visit
-    value for readers, from the first page to the confirmed subscription."""
+    """No session cookie, CSRF token or per-visit value for readers, from the
+    first page to the confirmed subscription (README, "How the public pages
+    and the signup form work")."""
     with app.app_context():
         subscriptions.subscribe(
             SignupRequest(email="lead@example.com", topics=["newsletter"], placement="page"),
