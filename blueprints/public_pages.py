@@ -33,6 +33,7 @@ log = logging.getLogger("leads.public_pages")
 PUBLIC_CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=600"
 # What serve() leaves in the WSGI environ for the cache in front.
 ENVIRON_KEY = "leads.public_page"
+_CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,11 @@ class PublicPageCache:
             return self.wsgi_app(environ, start_response)
         path = environ.get("PATH_INFO", "")
         entry = self.entries.get(path)
-        if entry is not None and clock.now().timestamp() < entry.expires:
+        if entry is None:
+            return self._fill(path, environ, start_response)
+        if clock.now().timestamp() < entry.expires:
             return self._answer(entry, environ, start_response)
-        return self._fill(path, environ, start_response)
+        return self._refresh(path, environ, start_response)
 
     def _from_staff(self, environ: dict) -> bool:
         if "HTTP_COOKIE" not in environ:
@@ -139,8 +142,10 @@ class PublicPageCache:
         cookies = parse_cookie(environ)
         return any(name in cookies for name in self.staff_cookies)
 
-    def _answer(self, entry: _Entry, environ: dict, start_response) -> Iterable[bytes]:
-        if entry.view_slug and environ["REQUEST_METHOD"] == "GET":
+    def _answer(
+        self, entry: _Entry, environ: dict, start_response, counted: bool = False
+    ) -> Iterable[bytes]:
+        if entry.view_slug and environ["REQUEST_METHOD"] == "GET" and not counted:
             count_view(self.app, entry.view_slug, environ.get("HTTP_USER_AGENT"))
         if not is_resource_modified(environ, etag=entry.etag, last_modified=entry.last_modified):
             headers = Headers(entry.headers)
@@ -150,6 +155,46 @@ class PublicPageCache:
         start_response("200 OK", entry.headers)
         return [] if environ["REQUEST_METHOD"] == "HEAD" else [entry.body]
 
+    def _refresh(self, path: str, environ: dict, start_response) -> Iterable[bytes]:
+        """A page kept before, whose period ended: rendered again in full
+        (without the request's conditions, or a run of conditional GETs
+        would never refill the cache), then answered as a hit would be."""
+        plain = {k: v for k, v in environ.items() if k not in _CONDITIONS}
+        seen: list = []
+
+        def keep(status, headers, exc_info=None):
+            seen[:] = [status, headers]
+            return lambda data: None  # the body comes back as the result
+
+        result = self.wsgi_app(plain, keep)
+        try:
+            body = b"".join(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        entry = self._keep(path, plain, seen, body)
+        if entry is None:  # no longer a public page (an article removed): as the app said
+            self.entries.pop(path, None)
+            start_response(*seen)
+            return [body]
+        return self._answer(entry, environ, start_response, counted=True)
+
+    def _keep(self, path: str, environ: dict, seen: list, body: bytes) -> _Entry | None:
+        marked = environ.get(ENVIRON_KEY)
+        if marked is None or environ["REQUEST_METHOD"] != "GET" or not seen[0].startswith("200 "):
+            return None
+        expires, view_slug = marked
+        headers = Headers(seen[1])
+        entry = self.entries[path] = _Entry(
+            headers=seen[1],
+            body=body,
+            etag=headers["ETag"],
+            last_modified=headers.get("Last-Modified"),
+            expires=expires,
+            view_slug=view_slug,
+        )
+        return entry
+
     def _fill(self, path: str, environ: dict, start_response) -> Iterable[bytes]:
         seen: list = []
 
@@ -158,22 +203,12 @@ class PublicPageCache:
             return start_response(status, headers, exc_info)
 
         result = self.wsgi_app(environ, keep)
-        marked = environ.get(ENVIRON_KEY)
-        if marked is None or environ["REQUEST_METHOD"] != "GET" or not seen[0].startswith("200 "):
-            return result
+        if environ.get(ENVIRON_KEY) is None or not seen[0].startswith("200 "):
+            return result  # not a public page, or a 304: passed on as it is
         try:
             body = b"".join(result)
         finally:
             if hasattr(result, "close"):
                 result.close()
-        headers = Headers(seen[1])
-        expires, view_slug = marked
-        self.entries[path] = _Entry(
-            headers=seen[1],
-            body=body,
-            etag=headers["ETag"],
-            last_modified=headers.get("Last-Modified"),
-            expires=expires,
-            view_slug=view_slug,
-        )
+        self._keep(path, environ, seen, body)
         return [body]

@@ -214,3 +214,20 @@ def test_a_render_across_two_stamp_periods_keeps_the_etag(app, client, frozen):
         straddled += len(set(re.findall(r'name="started" value="([^"]+)"', page.text))) > 1
         assert page.headers["ETag"] == etag
     assert straddled  # the case this test is about did happen
+
+
+def test_conditional_gets_alone_keep_the_cache_filled(app, client, frozen):
+    """After a page's period ends, a conditional GET renders it again in full
+    for the cache and is still answered 304 (it used to pass through to the
+    app, uncached, for as long as only conditional GETs came)."""
+    browser = {"User-Agent": "Mozilla/5.0 Firefox/140.0"}
+    etag = client.get(ARTICLE, headers=browser).headers["ETag"]
+    cache = app.extensions["public_pages"]
+    for period in range(1, 4):
+        frozen[0] = T0 + timedelta(seconds=period * signup_guard.STAMP_SECONDS)
+        r = client.get(ARTICLE, headers={**browser, "If-None-Match": etag})
+        assert r.status_code == 304
+        assert cache[ARTICLE].expires > frozen[0].timestamp()
+    with app.app_context():
+        app.extensions["view_counter"].flush()
+        assert db.session.execute(db.select(PageViewDaily.views)).scalar_one() == 4
