@@ -250,7 +250,7 @@ def leads_export(output: str, excel: bool, **raw) -> None:
 @with_appcontext
 def leads_generate(count: int, days: int, seed: int) -> None:
     """Make COUNT fake leads (for trying the workspace at scale, and benchmarks)."""
-    from services.fake_data import generate_leads
+    from devtools.fake_data import generate_leads
 
     with click.progressbar(
         length=count, label=f"Generating {count:,} leads", file=sys.stderr
