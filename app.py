@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from dotenv import load_dotenv
@@ -91,7 +90,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     if not app.debug and not app.testing:
         logging.basicConfig(
-            level=os.environ.get("LOG_LEVEL", "INFO"),
+            level=app.config["LOG_LEVEL"],
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
     return app

@@ -98,7 +98,9 @@ def outbox_status() -> None:
 
 
 @click.command("serve")
-@click.option("--port", default=lambda: int(os.environ.get("PORT", 5000)), show_default="5000")
+@click.option(
+    "--port", type=int, default=lambda: current_app.config["PORT"], show_default="PORT or 5000"
+)
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")
 def serve_command(port: int, workers: int) -> None:
     """Web server and delivery worker in one command (what `make run` runs)."""
@@ -110,7 +112,7 @@ def serve_command(port: int, workers: int) -> None:
             f"Rate limits: kept in memory, so each of the {workers} web processes counts on "
             "its own. Set RATELIMIT_STORAGE_URI=redis://127.0.0.1:6379 to share them."
         )
-    _first_admin_hint()
+    _first_admin_hint(port)
     worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], env=env)
     click.echo(f"Serving on http://127.0.0.1:{port}/  (Ctrl-C stops web and worker)")
     web = subprocess.Popen(
@@ -153,7 +155,7 @@ def serve_command(port: int, workers: int) -> None:
         worker.wait(timeout=60)
 
 
-def _first_admin_hint() -> None:
+def _first_admin_hint(port: int) -> None:
     from services.auth import any_user_exists
 
     if not any_user_exists():
@@ -161,7 +163,7 @@ def _first_admin_hint() -> None:
             "No staff account yet. Create the first admin (it asks for a password):\n"
             "  SECRET_KEY=$(cat instance/secret_key) .venv/bin/flask --app app "
             "users create you@example.com --role admin\n"
-            "then sign in at http://127.0.0.1:{}/login".format(os.environ.get("PORT", "5000")),
+            f"then sign in at http://127.0.0.1:{port}/login",
             fg="yellow",
         )
 
@@ -248,7 +250,7 @@ def leads_export(output: str, excel: bool, **raw) -> None:
 @with_appcontext
 def leads_generate(count: int, days: int, seed: int) -> None:
     """Make COUNT fake leads (for trying the workspace at scale, and benchmarks)."""
-    from services.fake_data import generate_leads
+    from devtools.fake_data import generate_leads
 
     with click.progressbar(
         length=count, label=f"Generating {count:,} leads", file=sys.stderr

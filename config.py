@@ -2,45 +2,165 @@
 
 The defaults are the embedded mode: SQLite in the instance folder, mail written
 as .eml files, in-memory rate limits. Every setting is an environment variable
-of the same name (a `.env` file is read when present).
+of the same name (a `.env` file is read when present). Each is parsed and
+checked here, at start-up: a bad value stops the app with a ConfigError that
+names the setting and the value, rather than failing later in a request or in
+the worker.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import click
+from limits import parse_many
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-def _bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
-
-
-def _float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value not in (None, "") else default
+BASE_DIR = Path(__file__).resolve().parent
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAIL_BACKENDS = ("file", "smtp", "console")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
-def _origins(name: str) -> list[str]:
-    """Comma-separated origins (scheme://host[:port]), checked at start-up."""
-    out = []
-    for item in os.environ.get(name, "").split(","):
-        item = item.strip().rstrip("/").lower()
-        if not item:
-            continue
-        parts = urlsplit(item)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-            raise ValueError(f"{name}: {item!r} is not an origin such as https://partner.example")
-        out.append(item)
-    return out
+class ConfigError(click.ClickException, ValueError):
+    """A setting with a bad value. Being a ClickException, the flask CLI
+    (`flask db upgrade`, `flask serve`, so `make run`) prints it as one line,
+    `Error: ...`, and exits 1 instead of showing a traceback."""
+
+
+class _Environment:
+    """Typed reads of settings from a mapping of strings (os.environ)."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        return self.environ.get(name, default)
+
+    def _value(self, name: str) -> str | None:
+        """The stripped value, or None when unset or blank (the default applies)."""
+        value = self.environ.get(name, "").strip()
+        return value or None
+
+    def integer(
+        self, name: str, default: int, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        raw = self._value(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        too_low = value is not None and minimum is not None and value < minimum
+        too_high = value is not None and maximum is not None and value > maximum
+        if value is None or too_low or too_high:
+            if minimum is not None and maximum is not None:
+                expected = f"a whole number from {minimum} to {maximum}"
+            elif minimum is not None:
+                expected = f"a whole number of at least {minimum}"
+            else:
+                expected = f"a whole number such as {default}"
+            raise ConfigError(f'{name}: "{raw}" is not {expected}')
+        return value
+
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
+        raw = self._value(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum:
+            raise ConfigError(
+                f'{name}: "{raw}" is not a number of at least {minimum:g} such as {default:g}'
+            )
+        return value
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        raw = self._value(name)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(f'{name}: "{raw}" is not one of true, false, yes, no, on, off, 1, 0')
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
+        raw = self._value(name)
+        if raw is None:
+            return default
+        value = raw.upper() if upper else raw.lower()
+        if value not in choices:
+            raise ConfigError(f'{name}: "{raw}" is not one of {", ".join(choices)}')
+        return value
+
+    def days(self, name: str, default: str) -> list[int]:
+        """Comma-separated whole days, 1 or more: largest first, each once.
+        Blank means none."""
+        raw = self.environ.get(name, default)
+        items = [item.strip() for item in raw.split(",") if item.strip()]
+        if not all(item.isdigit() and int(item) >= 1 for item in items):
+            raise ConfigError(f'{name}: "{raw}" is not a list of whole days such as {default}')
+        return sorted({int(item) for item in items}, reverse=True)
+
+    def items(self, name: str) -> list[str]:
+        return [item.strip() for item in self.environ.get(name, "").split(",") if item.strip()]
+
+    def origins(self, name: str) -> list[str]:
+        """Comma-separated origins (scheme://host[:port]), lower-cased."""
+        out = []
+        for item in self.items(name):
+            origin = item.rstrip("/").lower()
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise ConfigError(
+                    f'{name}: "{item}" is not an origin such as https://partner.example'
+                )
+            out.append(origin)
+        return out
+
+    def site_url(self, name: str, default: str) -> str:
+        value = (self._value(name) or default).rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(
+                f'{name}: "{value}" is not an absolute URL such as https://www.example.com'
+            )
+        return value
+
+    def rate_limit(self, name: str, default: str) -> str:
+        value = self._value(name) or default
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ConfigError(f'{name}: "{value}" is not a rate limit such as {default}') from None
+        return value
+
+    def directory(self, name: str, default: Path) -> str:
+        value = self._value(name) or str(default)
+        if not Path(value).is_dir():
+            raise ConfigError(f'{name}: "{value}" is not a directory')
+        return value
+
+    def database_url(self, name: str, default: str) -> str:
+        url = self._value(name) or default
+        try:
+            make_url(url)
+        except (ArgumentError, ValueError):
+            # The value is left out: it may hold a password.
+            raise ConfigError(
+                f"{name} is not a database URL such as postgresql://user:password@host/dbname"
+            ) from None
+        return _normalise_database_url(url)
 
 
 def _normalise_database_url(url: str) -> str:
@@ -53,73 +173,84 @@ def _normalise_database_url(url: str) -> str:
 
 
 class Config:
-    """Settings with their defaults; `from_env` reads the environment."""
+    """Settings with their defaults; `from_env` reads and checks the environment."""
 
     @classmethod
-    def from_env(cls, instance_path: str) -> dict:
+    def from_env(cls, instance_path: str, environ: Mapping[str, str] | None = None) -> dict:
+        """The settings as a dict for app.config; ConfigError on a bad value."""
+        env = _Environment(os.environ if environ is None else environ)
         instance = Path(instance_path)
-        database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{instance / 'leads.sqlite3'}"
-        # Links in mail point at this server unless told otherwise (PORT included).
-        default_site = f"http://127.0.0.1:{os.environ.get('PORT') or 5000}"
-        site_url = (os.environ.get("SITE_URL") or default_site).rstrip("/")
+        port = env.integer("PORT", 5000, minimum=1, maximum=65535)
+        mail_use_tls, mail_use_ssl = env.flag("MAIL_USE_TLS"), env.flag("MAIL_USE_SSL")
+        if mail_use_tls and mail_use_ssl:
+            raise ConfigError(
+                "MAIL_USE_TLS and MAIL_USE_SSL are both on: set one (STARTTLS, or TLS "
+                "from the first byte), not both"
+            )
         return {
-            "SECRET_KEY": os.environ.get("SECRET_KEY"),
-            "SECRET_KEY_FALLBACKS": [
-                k for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k
-            ],
-            "SQLALCHEMY_DATABASE_URI": _normalise_database_url(database_url),
-            "SITE_URL": site_url,
-            "SITE_NAME": os.environ.get("SITE_NAME", "Scrum Academy"),
-            "COMPANY_POSTAL_ADDRESS": os.environ.get(
+            "SECRET_KEY": env.text("SECRET_KEY"),
+            "SECRET_KEY_FALLBACKS": env.items("SECRET_KEY_FALLBACKS"),
+            "SQLALCHEMY_DATABASE_URI": env.database_url(
+                "DATABASE_URL", f"sqlite:///{instance / 'leads.sqlite3'}"
+            ),
+            # Links in mail point at this server unless told otherwise.
+            "SITE_URL": env.site_url("SITE_URL", f"http://127.0.0.1:{port}"),
+            "SITE_NAME": env.text("SITE_NAME", "Scrum Academy"),
+            "COMPANY_POSTAL_ADDRESS": env.text(
                 "COMPANY_POSTAL_ADDRESS", "Scrum Academy, 1 Example Street, 10115 Berlin, Germany"
             ),
-            "CONTENT_DIR": os.environ.get(
-                "CONTENT_DIR", str(Path(__file__).resolve().parent / "content")
-            ),
+            "CONTENT_DIR": env.directory("CONTENT_DIR", BASE_DIR / "content"),
+            "PORT": port,
+            "LOG_LEVEL": env.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
             # Mail
-            "MAIL_BACKEND": os.environ.get("MAIL_BACKEND", "file"),
-            "MAIL_FILE_DIR": os.environ.get("MAIL_FILE_DIR", str(instance / "mail")),
-            "MAIL_SERVER": os.environ.get("MAIL_SERVER", "localhost"),
-            "MAIL_PORT": _int("MAIL_PORT", 25),
-            "MAIL_USE_TLS": _bool("MAIL_USE_TLS"),
-            "MAIL_USE_SSL": _bool("MAIL_USE_SSL"),
-            "MAIL_USERNAME": os.environ.get("MAIL_USERNAME"),
-            "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD"),
-            "MAIL_DEFAULT_SENDER": os.environ.get(
+            "MAIL_BACKEND": env.choice("MAIL_BACKEND", "file", MAIL_BACKENDS),
+            "MAIL_FILE_DIR": env.text("MAIL_FILE_DIR", str(instance / "mail")),
+            "MAIL_SERVER": env.text("MAIL_SERVER", "localhost"),
+            "MAIL_PORT": env.integer("MAIL_PORT", 25, minimum=1, maximum=65535),
+            "MAIL_USE_TLS": mail_use_tls,
+            "MAIL_USE_SSL": mail_use_ssl,
+            "MAIL_USERNAME": env.text("MAIL_USERNAME"),
+            "MAIL_PASSWORD": env.text("MAIL_PASSWORD"),
+            "MAIL_DEFAULT_SENDER": env.text(
                 "MAIL_DEFAULT_SENDER", "Scrum Academy <hello@scrum-academy.example>"
             ),
-            "MAIL_TIMEOUT": _float("MAIL_TIMEOUT", 30.0),
-            "MAIL_MAX_ATTEMPTS": _int("MAIL_MAX_ATTEMPTS", 8),
-            "MAIL_UNSUBSCRIBE_MAILTO": os.environ.get("MAIL_UNSUBSCRIBE_MAILTO"),
-            "MAIL_CHECK_DELIVERABILITY": _bool("MAIL_CHECK_DELIVERABILITY"),
+            "MAIL_TIMEOUT": env.number("MAIL_TIMEOUT", 30.0, minimum=0.1),
+            "MAIL_MAX_ATTEMPTS": env.integer("MAIL_MAX_ATTEMPTS", 8, minimum=1),
+            "MAIL_UNSUBSCRIBE_MAILTO": env.text("MAIL_UNSUBSCRIBE_MAILTO"),
+            "MAIL_CHECK_DELIVERABILITY": env.flag("MAIL_CHECK_DELIVERABILITY"),
             # Worker
-            "WORKER_BATCH_SIZE": _int("WORKER_BATCH_SIZE", 50),
-            "WORKER_LEASE_SECONDS": _int("WORKER_LEASE_SECONDS", 120),
-            "WORKER_POLL_SECONDS": _float("WORKER_POLL_SECONDS", 1.0),
-            "WORKER_BACKOFF_BASE_SECONDS": _float("WORKER_BACKOFF_BASE_SECONDS", 60.0),
-            "WORKER_CONNECTIONS": _int("WORKER_CONNECTIONS", 1),
-            "WORKER_RATE_PER_SECOND": _float("WORKER_RATE_PER_SECOND", 0.0),
+            "WORKER_BATCH_SIZE": env.integer("WORKER_BATCH_SIZE", 50, minimum=1),
+            "WORKER_LEASE_SECONDS": env.integer("WORKER_LEASE_SECONDS", 120, minimum=1),
+            "WORKER_POLL_SECONDS": env.number("WORKER_POLL_SECONDS", 1.0),
+            "WORKER_BACKOFF_BASE_SECONDS": env.number("WORKER_BACKOFF_BASE_SECONDS", 60.0),
+            "WORKER_CONNECTIONS": env.integer("WORKER_CONNECTIONS", 1, minimum=1),
+            "WORKER_RATE_PER_SECOND": env.number("WORKER_RATE_PER_SECOND", 0.0),
+            "WORKER_PLAN_SECONDS": env.number("WORKER_PLAN_SECONDS", 15.0),
             # Follow-up sequence
-            "CONFIRM_REMINDER_HOURS": _float("CONFIRM_REMINDER_HOURS", 24.0),
-            "CLASSES_FOLLOWUP_DAYS": _int("CLASSES_FOLLOWUP_DAYS", 3),
-            "CLASS_REMINDER_DAYS": os.environ.get("CLASS_REMINDER_DAYS", "21,7"),
-            "FREQUENCY_CAP_DAYS": _float("FREQUENCY_CAP_DAYS", 2.0),
-            "WORKER_PLAN_SECONDS": _float("WORKER_PLAN_SECONDS", 15.0),
-            "VIEW_FLUSH_SECONDS": _float("VIEW_FLUSH_SECONDS", 5.0),
+            "CONFIRM_REMINDER_HOURS": env.number("CONFIRM_REMINDER_HOURS", 24.0),
+            "CLASSES_FOLLOWUP_DAYS": env.integer("CLASSES_FOLLOWUP_DAYS", 3, minimum=-1),
+            "CLASS_REMINDER_DAYS": env.days("CLASS_REMINDER_DAYS", "21,7"),
+            "FREQUENCY_CAP_DAYS": env.number("FREQUENCY_CAP_DAYS", 2.0),
+            # Article views are counted in memory and written this often.
+            "VIEW_FLUSH_SECONDS": env.number("VIEW_FLUSH_SECONDS", 5.0),
             # Signup
-            "CONFIRMATION_WINDOW_SECONDS": _int("CONFIRMATION_WINDOW_SECONDS", 3600),
-            "CONFIRMATION_MAX_AGE_SECONDS": _int("CONFIRMATION_MAX_AGE_SECONDS", 7 * 24 * 3600),
-            "FORM_MIN_SECONDS": _float("FORM_MIN_SECONDS", 2.0),
+            "CONFIRMATION_WINDOW_SECONDS": env.integer(
+                "CONFIRMATION_WINDOW_SECONDS", 3600, minimum=0
+            ),
+            "CONFIRMATION_MAX_AGE_SECONDS": env.integer(
+                "CONFIRMATION_MAX_AGE_SECONDS", 7 * 24 * 3600, minimum=1
+            ),
+            "FORM_MIN_SECONDS": env.number("FORM_MIN_SECONDS", 2.0),
             # Sites that may embed the signup form (iframe) and post to it.
-            "EMBED_ALLOWED_ORIGINS": _origins("EMBED_ALLOWED_ORIGINS"),
-            "SIGNUP_RATE_LIMIT": os.environ.get("SIGNUP_RATE_LIMIT", "10 per minute"),
-            "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "5 per minute"),
-            "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+            "EMBED_ALLOWED_ORIGINS": env.origins("EMBED_ALLOWED_ORIGINS"),
+            "SIGNUP_RATE_LIMIT": env.rate_limit("SIGNUP_RATE_LIMIT", "10 per minute"),
+            "LOGIN_RATE_LIMIT": env.rate_limit("LOGIN_RATE_LIMIT", "5 per minute"),
+            "RATELIMIT_STORAGE_URI": env.text("RATELIMIT_STORAGE_URI", "memory://"),
             "RATELIMIT_HEADERS_ENABLED": True,
-            "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 0),
+            "TRUSTED_PROXY_COUNT": env.integer("TRUSTED_PROXY_COUNT", 0, minimum=0),
             # Forms stay valid while someone reads a long article.
-            "WTF_CSRF_TIME_LIMIT": _int("WTF_CSRF_TIME_LIMIT", 24 * 3600),
-            "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 64 * 1024),
+            "WTF_CSRF_TIME_LIMIT": env.integer("WTF_CSRF_TIME_LIMIT", 24 * 3600, minimum=1),
+            "MAX_CONTENT_LENGTH": env.integer("MAX_CONTENT_LENGTH", 64 * 1024, minimum=1),
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
         }

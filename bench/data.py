@@ -28,7 +28,7 @@ FANOUT_LEADS = 250_000
 
 def key() -> str:
     return common.code_key(
-        "services/fake_data.py",
+        "devtools/fake_data.py",
         "services/stats.py",
         "models/*.py",
         "migrations/versions/*.py",

@@ -3,28 +3,11 @@ users of the wrong role get 403."""
 
 from __future__ import annotations
 
-from functools import wraps
-
 from flask import abort
 from flask_login import current_user
 
 from extensions import login_manager
 from models import Role
-
-
-def role_required(role: Role):
-    def decorator(view):
-        @wraps(view)
-        def wrapped(*args, **kwargs):
-            if not current_user.is_authenticated:
-                return login_manager.unauthorized()
-            if not current_user.can(role):
-                abort(403)
-            return view(*args, **kwargs)
-
-        return wrapped
-
-    return decorator
 
 
 def protect_blueprint(bp, role: Role) -> None:

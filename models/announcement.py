@@ -8,8 +8,7 @@ from datetime import date, datetime
 from sqlalchemy import Date, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, UTCDateTime, new_public_id, utcnow
-from models.lead import _enum
+from models.base import Base, UTCDateTime, new_public_id, string_enum, utcnow
 from models.training import TrainingClass
 from models.user import User
 
@@ -40,7 +39,7 @@ class Announcement(Base):
     signed_up_until: Mapped[date | None] = mapped_column(Date)
     ignore_frequency_cap: Mapped[bool] = mapped_column(default=False)
     status: Mapped[AnnouncementStatus] = mapped_column(
-        _enum(AnnouncementStatus, "announcement_status"), default=AnnouncementStatus.DRAFT
+        string_enum(AnnouncementStatus, "announcement_status"), default=AnnouncementStatus.DRAFT
     )
     send_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     send_timezone: Mapped[str] = mapped_column(String(64), default="UTC")

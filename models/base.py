@@ -1,11 +1,13 @@
-"""Declarative base, naming convention and the UTC datetime column type."""
+"""Declarative base, naming convention, and the column types the models share:
+UTC datetimes and enums stored as strings."""
 
 from __future__ import annotations
 
+import enum
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import DateTime, Enum, MetaData
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -20,6 +22,19 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def string_enum(cls: type[enum.Enum], name: str) -> Enum:
+    """The column type of a status or kind: stored as plain strings (the
+    members' values) with a CHECK constraint, portable and readable in SQL."""
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=20,
+        values_callable=lambda e: [m.value for m in e],
+    )
 
 
 def utcnow() -> datetime:

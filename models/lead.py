@@ -5,28 +5,16 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, String, Text, func
+from sqlalchemy import ForeignKey, Index, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, UTCDateTime, new_public_id, utcnow
+from models.base import Base, UTCDateTime, new_public_id, string_enum, utcnow
 
 
 class LeadStatus(enum.StrEnum):
     PENDING = "pending"
     CONFIRMED = "confirmed"
     UNSUBSCRIBED = "unsubscribed"
-
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    # Stored as plain strings with a CHECK constraint: portable and readable in SQL.
-    return Enum(
-        cls,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=20,
-        values_callable=lambda e: [m.value for m in e],
-    )
 
 
 class Lead(Base):
@@ -37,7 +25,7 @@ class Lead(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[LeadStatus] = mapped_column(
-        _enum(LeadStatus, "lead_status"), default=LeadStatus.PENDING
+        string_enum(LeadStatus, "lead_status"), default=LeadStatus.PENDING
     )
     # First touch: where the person first signed up. Each later signup is a
     # ConsentEvent with its own source.
@@ -125,7 +113,7 @@ class ConsentEvent(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("lead.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[ConsentKind] = mapped_column(_enum(ConsentKind, "consent_kind"))
+    kind: Mapped[ConsentKind] = mapped_column(string_enum(ConsentKind, "consent_kind"))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # form, link, one-click, preferences
     channel: Mapped[str] = mapped_column(String(20))

@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, UTCDateTime, utcnow
-from models.lead import Lead, _enum
+from models.base import Base, UTCDateTime, string_enum, utcnow
+from models.lead import Lead
 
 
 class OutboxStatus(enum.StrEnum):
@@ -47,13 +47,13 @@ class OutboxMessage(Base):
     __tablename__ = "outbox_message"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[MailKind] = mapped_column(_enum(MailKind, "mail_kind"))
+    kind: Mapped[MailKind] = mapped_column(string_enum(MailKind, "mail_kind"))
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("lead.id", ondelete="CASCADE"))
     # Rows that must exist once at most (one welcome per confirmation, one
     # announcement per lead) carry a key; the unique index enforces it.
     dedupe_key: Mapped[str | None] = mapped_column(String(120), unique=True)
     status: Mapped[OutboxStatus] = mapped_column(
-        _enum(OutboxStatus, "outbox_status"), default=OutboxStatus.QUEUED
+        string_enum(OutboxStatus, "outbox_status"), default=OutboxStatus.QUEUED
     )
     send_after: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -9,8 +9,7 @@ from decimal import Decimal
 from sqlalchemy import ForeignKey, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, UTCDateTime, new_public_id, utcnow
-from models.lead import _enum
+from models.base import Base, UTCDateTime, new_public_id, string_enum, utcnow
 
 
 class ClassStatus(enum.StrEnum):
@@ -39,7 +38,7 @@ class TrainingClass(Base):
     seats_taken: Mapped[int] = mapped_column(default=0)
     registration_url: Mapped[str | None] = mapped_column(String(500))
     status: Mapped[ClassStatus] = mapped_column(
-        _enum(ClassStatus, "class_status"), default=ClassStatus.SCHEDULED
+        string_enum(ClassStatus, "class_status"), default=ClassStatus.SCHEDULED
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

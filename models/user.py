@@ -10,8 +10,7 @@ from flask_login import UserMixin
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, UTCDateTime, utcnow
-from models.lead import _enum
+from models.base import Base, UTCDateTime, string_enum, utcnow
 
 
 class Role(enum.StrEnum):
@@ -29,7 +28,7 @@ class User(UserMixin, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300))
-    role: Mapped[Role] = mapped_column(_enum(Role, "user_role"), default=Role.MARKETER)
+    role: Mapped[Role] = mapped_column(string_enum(Role, "user_role"), default=Role.MARKETER)
     active: Mapped[bool] = mapped_column(default=True)
     # Part of the id Flask-Login keeps in the session: changing it (password
     # change, disable, role change) signs the user out everywhere.

@@ -13,11 +13,6 @@ from models import ClassClick, ClassReminderRun, Lead, MailKind, OutboxMessage, 
 from services import announcements, clock, topics, training
 
 
-def reminder_days() -> list[int]:
-    raw = current_app.config["CLASS_REMINDER_DAYS"]
-    return sorted({int(d) for d in str(raw).split(",") if d.strip()}, reverse=True)
-
-
 def _insert():
     dialect = db.session.get_bind().dialect.name
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -29,7 +24,8 @@ def plan() -> int:
     now = clock.now()
     insert = _insert()
     queued = 0
-    for cls, days in training.reminder_due_classes(reminder_days(), now):
+    steps = current_app.config["CLASS_REMINDER_DAYS"]  # whole days, parsed by Config
+    for cls, days in training.reminder_due_classes(steps, now):
         if not training.seats_remain(cls):
             continue
         claimed = db.session.execute(

@@ -24,6 +24,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import Connection, TextClause, and_, bindparam, or_, select, text, update
 
+from config import ConfigError
 from extensions import db
 from models import (
     Announcement,
@@ -509,7 +510,7 @@ class Worker:
         lease, margin = app.config["WORKER_LEASE_SECONDS"], send_margin(app.config)
         if lease <= margin:
             # run_batch would release every row it claims, for ever.
-            raise ValueError(
+            raise ConfigError(
                 f"WORKER_LEASE_SECONDS ({lease}) must be longer than one send can take, "
                 f"2 × MAIL_TIMEOUT + 1 = {margin:g} s: raise it or lower MAIL_TIMEOUT"
             )

@@ -38,7 +38,7 @@ def app_config(app_config, smtp_server):
         "MAIL_BACKEND": "smtp",
         "MAIL_SERVER": smtp_server.host,
         "MAIL_PORT": smtp_server.port,
-        "CLASS_REMINDER_DAYS": "21,7",
+        "CLASS_REMINDER_DAYS": [21, 7],
         "FREQUENCY_CAP_DAYS": 0,
         # The welcome/follow-up sequence of these leads is not under test.
         "CLASSES_FOLLOWUP_DAYS": 3,

@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
+from devtools.fake_data import generate_leads
 from extensions import db
 from models import AuditEvent, Role
 from services import clock, export
 from services.export import BOM, HEADER, ROWS_PER_CHUNK, neutralise
-from services.fake_data import generate_leads
 from services.lead_query import LeadFilters, count
 from tests.conftest import base_config
 from tests.helpers import add_user, sign_in, sign_in_as

@@ -1,0 +1,191 @@
+"""Settings are parsed and checked in Config at start-up: a bad value stops the
+app with a message naming the setting and the value."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from app import create_app
+from config import Config, ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def settings(tmp_path, **environ) -> dict:
+    return Config.from_env(str(tmp_path), environ)
+
+
+def test_defaults_are_the_embedded_mode(tmp_path):
+    cfg = settings(tmp_path)
+    assert cfg["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'leads.sqlite3'}"
+    assert cfg["SITE_URL"] == "http://127.0.0.1:5000"
+    assert cfg["PORT"] == 5000
+    assert cfg["LOG_LEVEL"] == "INFO"
+    assert cfg["MAIL_BACKEND"] == "file"
+    assert cfg["MAIL_PORT"] == 25
+    assert cfg["MAIL_USE_TLS"] is False
+    assert cfg["MAIL_TIMEOUT"] == 30.0
+    assert cfg["CLASS_REMINDER_DAYS"] == [21, 7]
+    assert cfg["EMBED_ALLOWED_ORIGINS"] == []
+    assert cfg["SECRET_KEY_FALLBACKS"] == []
+    assert os.path.isdir(cfg["CONTENT_DIR"])
+
+
+def test_good_values_are_parsed(tmp_path):
+    content = tmp_path / "articles"
+    content.mkdir()
+    cfg = settings(
+        tmp_path,
+        PORT="8080",
+        LOG_LEVEL="warning",
+        MAIL_BACKEND="SMTP",
+        MAIL_PORT=" 587 ",
+        MAIL_USE_TLS="yes",
+        MAIL_USE_SSL="off",
+        MAIL_TIMEOUT="2.5",
+        WORKER_RATE_PER_SECOND="0",
+        CLASSES_FOLLOWUP_DAYS="-1",
+        CLASS_REMINDER_DAYS=" 7, 30,21,7 ",
+        SIGNUP_RATE_LIMIT="20/minute;200 per day",
+        SECRET_KEY_FALLBACKS="old-key, older-key,",
+        DATABASE_URL="postgres://u:p@db.example/leads",
+        CONTENT_DIR=str(content),
+        MAX_CONTENT_LENGTH="131072",
+    )
+    assert cfg["PORT"] == 8080
+    assert cfg["SITE_URL"] == "http://127.0.0.1:8080"  # follows PORT
+    assert cfg["LOG_LEVEL"] == "WARNING"
+    assert cfg["MAIL_BACKEND"] == "smtp"
+    assert cfg["MAIL_PORT"] == 587
+    assert (cfg["MAIL_USE_TLS"], cfg["MAIL_USE_SSL"]) == (True, False)
+    assert cfg["MAIL_TIMEOUT"] == 2.5
+    assert cfg["WORKER_RATE_PER_SECOND"] == 0.0
+    assert cfg["CLASSES_FOLLOWUP_DAYS"] == -1
+    assert cfg["CLASS_REMINDER_DAYS"] == [30, 21, 7]
+    assert cfg["SIGNUP_RATE_LIMIT"] == "20/minute;200 per day"
+    assert cfg["SECRET_KEY_FALLBACKS"] == ["old-key", "older-key"]
+    assert cfg["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u:p@db.example/leads"
+    assert cfg["CONTENT_DIR"] == str(content)
+    assert cfg["MAX_CONTENT_LENGTH"] == 131072
+
+
+def test_blank_values_mean_the_default_and_blank_reminder_days_none(tmp_path):
+    cfg = settings(tmp_path, MAIL_PORT="", MAIL_USE_SSL=" ", SITE_URL="", CLASS_REMINDER_DAYS="")
+    assert cfg["MAIL_PORT"] == 25
+    assert cfg["MAIL_USE_SSL"] is False
+    assert cfg["SITE_URL"] == "http://127.0.0.1:5000"
+    assert cfg["CLASS_REMINDER_DAYS"] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("CLASS_REMINDER_DAYS", "21,x", "a list of whole days such as 21,7"),
+        ("CLASS_REMINDER_DAYS", "21,0", "a list of whole days such as 21,7"),
+        ("CLASS_REMINDER_DAYS", "-7", "a list of whole days such as 21,7"),
+        ("MAIL_PORT", "abc", "a whole number from 1 to 65535"),
+        ("MAIL_PORT", "70000", "a whole number from 1 to 65535"),
+        ("PORT", "http", "a whole number from 1 to 65535"),
+        ("WORKER_BATCH_SIZE", "0", "a whole number of at least 1"),
+        ("WORKER_CONNECTIONS", "2.5", "a whole number of at least 1"),
+        ("MAIL_MAX_ATTEMPTS", "eight", "a whole number of at least 1"),
+        ("CLASSES_FOLLOWUP_DAYS", "-2", "a whole number of at least -1"),
+        ("TRUSTED_PROXY_COUNT", "one", "a whole number of at least 0"),
+        ("MAX_CONTENT_LENGTH", "64k", "a whole number of at least 1"),
+        ("MAIL_TIMEOUT", "soon", "a number of at least 0.1 such as 30"),
+        ("MAIL_TIMEOUT", "0", "a number of at least 0.1 such as 30"),
+        ("WORKER_POLL_SECONDS", "inf", "a number of at least 0 such as 1"),
+        ("FORM_MIN_SECONDS", "-1", "a number of at least 0 such as 2"),
+        ("WORKER_PLAN_SECONDS", "nan", "a number of at least 0 such as 15"),
+        ("VIEW_FLUSH_SECONDS", "5s", "a number of at least 0 such as 5"),
+        ("MAIL_USE_TLS", "maybe", "one of true, false, yes, no, on, off, 1, 0"),
+        ("MAIL_CHECK_DELIVERABILITY", "2", "one of true, false, yes, no, on, off, 1, 0"),
+        ("MAIL_BACKEND", "sendgrid", "one of file, smtp, console"),
+        ("LOG_LEVEL", "loud", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ("SIGNUP_RATE_LIMIT", "lots", "a rate limit such as 10 per minute"),
+        ("LOGIN_RATE_LIMIT", "5 per fortnight", "a rate limit such as 5 per minute"),
+        ("SITE_URL", "www.example.com", "an absolute URL such as https://www.example.com"),
+        ("SITE_URL", "ftp://example.com", "an absolute URL such as https://www.example.com"),
+    ],
+)
+def test_a_bad_value_is_named_with_its_setting(tmp_path, name, value, expected):
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, **{name: value})
+    assert str(caught.value) == f'{name}: "{value}" is not {expected}'
+
+
+def test_a_bad_origin_is_named(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, EMBED_ALLOWED_ORIGINS="https://ok.example, partner.example")
+    assert str(caught.value) == (
+        'EMBED_ALLOWED_ORIGINS: "partner.example" is not an origin such as https://partner.example'
+    )
+
+
+@pytest.mark.parametrize("url", ["not a url", "postgresql://user:s3cret@db:port/leads"])
+def test_a_bad_database_url_is_named_but_not_echoed(tmp_path, url):
+    # It may hold a password.
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, DATABASE_URL=url)
+    assert str(caught.value) == (
+        "DATABASE_URL is not a database URL such as postgresql://user:password@host/dbname"
+    )
+
+
+def test_a_content_dir_that_does_not_exist(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match=f'CONTENT_DIR: "{missing}" is not a directory'):
+        settings(tmp_path, CONTENT_DIR=str(missing))
+
+
+def test_tls_and_ssl_together_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="MAIL_USE_TLS and MAIL_USE_SSL are both on"):
+        settings(tmp_path, MAIL_USE_TLS="1", MAIL_USE_SSL="1")
+
+
+def test_a_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_a_bad_setting_stops_create_app(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLASS_REMINDER_DAYS", "21,x")
+    with pytest.raises(ConfigError, match="CLASS_REMINDER_DAYS"):
+        create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db"})
+
+
+def test_the_flask_cli_shows_a_bad_setting_in_one_line(tmp_path):
+    env = {
+        **os.environ,
+        "SECRET_KEY": "cli-test",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}",
+        "MAIL_PORT": "abc",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == 'Error: MAIL_PORT: "abc" is not a whole number from 1 to 65535'
+
+
+def test_a_lease_shorter_than_one_send_stops_the_worker(tmp_path):
+    from services.delivery import Worker
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db",
+            "WORKER_LEASE_SECONDS": 10,
+            "MAIL_TIMEOUT": 30,
+        }
+    )
+    with pytest.raises(ConfigError, match=r"WORKER_LEASE_SECONDS \(10\) must be longer"):
+        Worker(app)
