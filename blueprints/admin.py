@@ -39,7 +39,6 @@ from models import (
     OutboxMessage,
     OutboxStatus,
     Role,
-    Suppression,
     TrainingClass,
     User,
     email_hash,
@@ -52,6 +51,7 @@ from services import (
     compose,
     outbox,
     outbox_report,
+    suppressions,
     templating,
     timezones,
     training,
@@ -552,8 +552,8 @@ def outbox_retry(row_id: int):
     return redirect(url_for(".outbox_detail", row_id=row_id), 303)
 
 
-@bp.route("/suppressions", methods=["GET", "POST"])
-def suppressions():
+@bp.route("/suppressions", methods=["GET", "POST"], endpoint="suppressions")
+def suppression_list():
     form = SuppressForm()
     if form.validate_on_submit():
         try:
@@ -561,30 +561,18 @@ def suppressions():
         except InvalidAddress as exc:
             form.email.errors.append(str(exc))
         else:
-            digest = email_hash(address)
-            if db.session.get(Suppression, digest) is None:
-                db.session.add(
-                    Suppression(
-                        email_hash=digest,
-                        reason="manual",
-                        detail=f"added by {current_user.email}",
-                        created_at=clock.now(),
-                    )
-                )
-                audit.record(current_user, "suppression.add", digest[:12])
+            if suppressions.suppress(address, "manual", f"added by {current_user.email}"):
+                audit.record(current_user, "suppression.add", email_hash(address)[:12])
                 db.session.commit()
             flash(f"{address} will not be mailed.", "info")
             return redirect(url_for(".suppressions"), 303)
-    rows = (
-        db.session.execute(
-            db.select(Suppression).order_by(Suppression.created_at.desc()).limit(200)
-        )
-        .scalars()
-        .all()
-    )
-    total = db.session.execute(db.select(db.func.count()).select_from(Suppression)).scalar_one()
     status = 400 if request.method == "POST" else 200
-    return render_template("admin/suppressions.html", rows=rows, total=total, form=form), status
+    return render_template(
+        "admin/suppressions.html",
+        rows=suppressions.recent(),
+        total=suppressions.count(),
+        form=form,
+    ), status
 
 
 # --- Users and audit
