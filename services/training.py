@@ -15,7 +15,7 @@ from werkzeug.urls import iri_to_uri
 
 from extensions import db
 from models import ClassClick, ClassStatus, Lead, TrainingClass
-from services import clock, stats, timezones, tokens
+from services import clock, stats, subscriptions, timezones, tokens
 from services.content import TRAINING_PATH
 
 
@@ -189,11 +189,7 @@ def record_click(token: str, count: bool = True) -> TrainingClass:
         raise ClassError("This class was cancelled. Other dates are on the training page.")
     if not count:
         return cls
-    lead = None
-    if lead_public_id:
-        lead = db.session.execute(
-            db.select(Lead).where(Lead.public_id == str(lead_public_id))
-        ).scalar_one_or_none()
+    lead = subscriptions.lead_by_public_id(str(lead_public_id)) if lead_public_id else None
     db.session.add(
         ClassClick(
             training_class_id=cls.id,
