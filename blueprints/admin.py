@@ -32,15 +32,12 @@ from blueprints.admin_forms import (
 from extensions import db
 from models import (
     Announcement,
-    AnnouncementStatus,
-    AuditEvent,
     ClassStatus,
     MailKind,
     OutboxMessage,
     OutboxStatus,
     Role,
     TrainingClass,
-    User,
     email_hash,
 )
 from services import (
@@ -57,6 +54,7 @@ from services import (
     training,
 )
 from services.addresses import InvalidAddress, normalise
+from services.lead_query import FilterError, LeadFilters
 from services.templating import MergeTagError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -79,21 +77,7 @@ def index():
     return render_template(
         "admin/index.html",
         classes=training.upcoming_classes(limit=5),
-        scheduled=db.session.execute(
-            db.select(Announcement)
-            .where(
-                Announcement.status.in_(
-                    [
-                        AnnouncementStatus.SCHEDULED,
-                        AnnouncementStatus.SENDING,
-                        AnnouncementStatus.PAUSED,
-                    ]
-                )
-            )
-            .order_by(Announcement.send_at)
-        )
-        .scalars()
-        .all(),
+        scheduled=announcements.scheduled(),
         report=outbox_report.status_report(5),
     )
 
@@ -103,14 +87,7 @@ def index():
 
 @bp.get("/classes")
 def classes():
-    rows = (
-        db.session.execute(
-            db.select(TrainingClass).order_by(TrainingClass.starts_at.desc()).limit(200)
-        )
-        .scalars()
-        .all()
-    )
-    return render_template("admin/classes.html", classes=rows, now=clock.now())
+    return render_template("admin/classes.html", classes=training.recent_classes(), now=clock.now())
 
 
 def _class_input(form: ClassForm) -> training.ClassInput:
@@ -134,16 +111,17 @@ def _class_input(form: ClassForm) -> training.ClassInput:
     )
 
 
-def _save_class(cls: TrainingClass, form: ClassForm, is_new: bool):
+def _save_class(cls: TrainingClass | None, form: ClassForm):
+    """Create (cls None) or update a class; a redirect, or None on an error."""
+    is_new = cls is None
     try:
-        notes = training.apply(cls, _class_input(form))
+        if cls is None:
+            cls, notes = training.create(_class_input(form))
+        else:
+            notes = training.apply(cls, _class_input(form))
     except (training.ClassError, timezones.TimezoneError) as exc:
         form.form_errors.append(str(exc))
         return None
-    if is_new:
-        cls.created_at = clock.now()
-        db.session.add(cls)
-    db.session.flush()
     audit.record(
         current_user,
         "class.create" if is_new else "class.update",
@@ -163,7 +141,7 @@ def _save_class(cls: TrainingClass, form: ClassForm, is_new: bool):
 def class_new():
     form = ClassForm()
     if form.validate_on_submit():
-        done = _save_class(TrainingClass(), form, is_new=True)
+        done = _save_class(None, form)
         if done:
             return done
     status = 400 if request.method == "POST" else 200
@@ -185,7 +163,7 @@ def class_edit(public_id: str):
             status=cls.status.value,
         )
     elif form.validate_on_submit():
-        done = _save_class(cls, form, is_new=False)
+        done = _save_class(cls, form)
         if done:
             return done
     status = 400 if request.method == "POST" else 200
@@ -197,7 +175,7 @@ def class_cancel(public_id: str):
     cls = training.class_by_public_id(public_id) or abort(404)
     if not ActionForm().validate_on_submit():
         abort(400)
-    cls.status = ClassStatus.CANCELLED
+    training.cancel(cls)
     audit.record(current_user, "class.cancel", cls.public_id, title=cls.title)
     db.session.commit()
     public_pages.forget()
@@ -209,10 +187,7 @@ def class_cancel(public_id: str):
 
 
 def _announcement_or_404(public_id: str) -> Announcement:
-    ann = db.session.execute(
-        db.select(Announcement).where(Announcement.public_id == public_id)
-    ).scalar_one_or_none()
-    return ann or abort(404)
+    return announcements.by_public_id(public_id) or abort(404)
 
 
 def _fill_choices(form: AnnouncementForm) -> None:
@@ -247,14 +222,7 @@ def _announcement_input(form: AnnouncementForm) -> announcements.AnnouncementInp
 
 @bp.get("/announcements")
 def announcement_list():
-    rows = (
-        db.session.execute(
-            db.select(Announcement).order_by(Announcement.created_at.desc()).limit(200)
-        )
-        .scalars()
-        .all()
-    )
-    return render_template("admin/announcements.html", announcements=rows)
+    return render_template("admin/announcements.html", announcements=announcements.recent())
 
 
 def _announcement_form_page(form, ann, status=200):
@@ -276,7 +244,6 @@ def announcement_new():
         except (announcements.AnnouncementError, MergeTagError) as exc:
             form.form_errors.append(str(exc))
         else:
-            db.session.flush()
             audit.record(current_user, "announcement.create", ann.public_id, subject=ann.subject)
             db.session.commit()
             flash("Draft saved. Check the preview, send yourself a test, then schedule it.", "info")
@@ -305,25 +272,10 @@ def announcement_edit(public_id: str):
     return _announcement_form_page(form, ann, 400 if request.method == "POST" else 200)
 
 
-def _preview(ann: Announcement) -> tuple[str, str, str] | str:
-    """(subject, text, html) rendered for a made-up lead, or an error."""
-    row = OutboxMessage(
-        id=0,
-        kind=MailKind.ANNOUNCEMENT,
-        announcement_id=ann.id,
-        to_email=current_user.email,
-        created_at=clock.now(),
-    )
-    try:
-        return compose.render_parts(row, None, preview=True)
-    except MergeTagError as exc:
-        return str(exc)
-
-
 @bp.get("/announcements/<public_id>")
 def announcement_detail(public_id: str):
     ann = _announcement_or_404(public_id)
-    preview = _preview(ann)
+    preview = compose.preview_announcement(ann, current_user.email)
     schedule_form = ScheduleForm()
     # send_timezone is "UTC" by default: until the admin has chosen one, offer
     # the linked class's own zone (or the company's).
@@ -347,7 +299,7 @@ def announcement_detail(public_id: str):
 
 @bp.get("/announcements/<public_id>/preview.html")
 def announcement_preview_html(public_id: str):
-    preview = _preview(_announcement_or_404(public_id))
+    preview = compose.preview_announcement(_announcement_or_404(public_id), current_user.email)
     html = preview[2] if isinstance(preview, tuple) else f"<p>{escape(preview)}</p>"
     return _sandboxed_html(html)
 
@@ -367,22 +319,11 @@ def announcement_test(public_id: str):
     ann = _announcement_or_404(public_id)
     if not ActionForm().validate_on_submit():
         abort(400)
-    preview = _preview(ann)
+    preview = compose.preview_announcement(ann, current_user.email)
     if isinstance(preview, str):
         flash(preview, "error")
     else:
-        db.session.add(
-            OutboxMessage(
-                kind=MailKind.ANNOUNCEMENT,
-                announcement_id=ann.id,
-                to_email=current_user.email,
-                status=OutboxStatus.QUEUED,
-                send_after=clock.now(),
-                created_at=clock.now(),
-                subject=f"[TEST] {ann.public_id}",
-            )
-        )
-        db.session.flush()
+        announcements.queue_test(ann, current_user.email)
         audit.record(current_user, "announcement.test", ann.public_id)
         db.session.commit()
         flash(f"A test is on its way to {current_user.email}.", "info")
@@ -460,8 +401,6 @@ def announcement_progress(public_id: str):
 
 @bp.get("/audience-count.json")
 def audience_count():
-    from services.lead_query import FilterError, LeadFilters
-
     try:
         f = LeadFilters.parse(
             {
@@ -485,55 +424,42 @@ def audience_count():
 def outbox_list():
     status = request.args.get("status", "")
     kind = request.args.get("kind", "")
-    before = request.args.get("before", type=int)
-    stmt = db.select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(PER_PAGE + 1)
-    if status in {s.value for s in OutboxStatus}:
-        stmt = stmt.where(OutboxMessage.status == OutboxStatus(status))
-    if kind in {k.value for k in MailKind}:
-        stmt = stmt.where(OutboxMessage.kind == MailKind(kind))
-    if before:
-        stmt = stmt.where(OutboxMessage.id < before)
-    rows = db.session.execute(stmt).scalars().all()
-    more = len(rows) > PER_PAGE
-    rows = rows[:PER_PAGE]
+    statuses = [s.value for s in OutboxStatus]
+    kinds = [k.value for k in MailKind]
+    page = outbox_report.page(
+        OutboxStatus(status) if status in statuses else None,
+        MailKind(kind) if kind in kinds else None,
+        before=request.args.get("before", type=int),
+        per_page=PER_PAGE,
+    )
     return render_template(
         "admin/outbox.html",
-        rows=rows,
+        rows=page.rows,
         status=status,
         kind=kind,
-        next_before=rows[-1].id if more else None,
+        next_before=page.next_before,
         report=outbox_report.status_report(5),
-        statuses=[s.value for s in OutboxStatus],
-        kinds=[k.value for k in MailKind],
+        statuses=statuses,
+        kinds=kinds,
         action=ActionForm(),
     )
 
 
 def _row_or_404(row_id: int) -> OutboxMessage:
-    return db.session.get(OutboxMessage, row_id) or abort(404)
-
-
-def _render_row(row: OutboxMessage):
-    lead = row.lead
-    if lead is None and not row.to_email:
-        return "The lead of this mail was erased."
-    try:
-        return compose.render_parts(row, lead)
-    except Exception as exc:  # show the admin what the worker would hit
-        return f"This mail cannot be rendered: {exc}"
+    return outbox_report.by_id(row_id) or abort(404)
 
 
 @bp.get("/outbox/<int:row_id>")
 def outbox_detail(row_id: int):
     row = _row_or_404(row_id)
     return render_template(
-        "admin/outbox_row.html", row=row, rendered=_render_row(row), action=ActionForm()
+        "admin/outbox_row.html", row=row, rendered=compose.render_stored(row), action=ActionForm()
     )
 
 
 @bp.get("/outbox/<int:row_id>/html")
 def outbox_html(row_id: int):
-    rendered = _render_row(_row_or_404(row_id))
+    rendered = compose.render_stored(_row_or_404(row_id))
     return _sandboxed_html(
         rendered[2] if isinstance(rendered, tuple) else f"<p>{escape(rendered)}</p>"
     )
@@ -587,34 +513,27 @@ def users():
         except auth.AuthError as exc:
             form.form_errors.append(str(exc))
         else:
-            db.session.flush()
             audit.record(current_user, "user.create", user.email, role=user.role.value)
             db.session.commit()
             flash(f"Created {user.role.value} {user.email}.", "info")
             return redirect(url_for(".users"), 303)
-    rows = db.session.execute(db.select(User).order_by(User.email)).scalars().all()
     status = 400 if request.method == "POST" else 200
     return render_template(
-        "admin/users.html", users=rows, form=form, update_form=UserUpdateForm()
+        "admin/users.html", users=auth.users(), form=form, update_form=UserUpdateForm()
     ), status
 
 
 @bp.post("/users/<int:user_id>")
 def user_update(user_id: int):
-    user = db.session.get(User, user_id) or abort(404)
+    user = auth.user_by_id(user_id) or abort(404)
     form = UserUpdateForm()
     if not form.validate_on_submit():
         abort(400)
-    if user.id == current_user.id and (not form.active.data or form.role.data != "admin"):
-        flash("You cannot disable yourself or remove your own admin role.", "error")
+    try:
+        changes = auth.update_user(user, Role(form.role.data), form.active.data, by=current_user)
+    except auth.AuthError as exc:
+        flash(str(exc), "error")
         return redirect(url_for(".users"), 303)
-    changes = {}
-    if Role(form.role.data) != user.role:
-        auth.set_role(user, Role(form.role.data))
-        changes["role"] = form.role.data
-    if form.active.data != user.active:
-        auth.set_active(user, form.active.data)
-        changes["active"] = form.active.data
     if changes:
         audit.record(current_user, "user.update", user.email, **changes)
         db.session.commit()
@@ -624,11 +543,5 @@ def user_update(user_id: int):
 
 @bp.get("/audit")
 def audit_log():
-    before = request.args.get("before", type=int)
-    stmt = db.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(PER_PAGE + 1)
-    if before:
-        stmt = stmt.where(AuditEvent.id < before)
-    rows = db.session.execute(stmt).scalars().all()
-    more = len(rows) > PER_PAGE
-    rows = rows[:PER_PAGE]
-    return render_template("admin/audit.html", rows=rows, next_before=rows[-1].id if more else None)
+    page = audit.page(request.args.get("before", type=int), PER_PAGE)
+    return render_template("admin/audit.html", rows=page.rows, next_before=page.next_before)

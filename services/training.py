@@ -37,6 +37,15 @@ def upcoming_classes(limit: int = 50) -> list[TrainingClass]:
     )
 
 
+def recent_classes(limit: int = 200) -> list[TrainingClass]:
+    """Latest start first, past classes included: the admin's list."""
+    return list(
+        db.session.execute(
+            db.select(TrainingClass).order_by(TrainingClass.starts_at.desc()).limit(limit)
+        ).scalars()
+    )
+
+
 def by_month(classes: list[TrainingClass]) -> list[tuple[str, list[TrainingClass]]]:
     """Grouped under 'March 2027' headings, by each class's local start."""
     return [
@@ -136,6 +145,20 @@ def apply(cls: TrainingClass, data: ClassInput) -> list[str]:
     cls.registration_url = _check_url(data.registration_url)
     cls.status = data.status
     return [n for n in (start.note, end.note) if n]
+
+
+def create(data: ClassInput) -> tuple[TrainingClass, list[str]]:
+    """A new class, flushed (its public id is known), and notes as `apply`."""
+    cls = TrainingClass(created_at=clock.now())
+    notes = apply(cls, data)
+    db.session.add(cls)
+    db.session.flush()
+    return cls, notes
+
+
+def cancel(cls: TrainingClass) -> None:
+    """Cancelled: off the public page, and its reminders are not sent."""
+    cls.status = ClassStatus.CANCELLED
 
 
 def where(cls: TrainingClass) -> str:
