@@ -21,7 +21,7 @@ from flask_login import current_user
 from blueprints.access import protect_blueprint
 from extensions import db
 from models import Lead, OutboxMessage, Role, User
-from services import audit, clock, dashboard, export, lead_query, privacy, topics
+from services import audit, clock, dashboard, export, lead_query, privacy, subscriptions, topics
 from services.lead_query import FilterError, LeadFilters
 
 bp = Blueprint("marketing", __name__, url_prefix="/marketing")
@@ -125,12 +125,7 @@ def leads_csv():
 
 
 def _lead_or_404(public_id: str) -> Lead:
-    lead = db.session.execute(
-        db.select(Lead).where(Lead.public_id == public_id)
-    ).scalar_one_or_none()
-    if lead is None:
-        abort(404)
-    return lead
+    return subscriptions.lead_by_public_id(public_id) or abort(404)
 
 
 @bp.get("/leads/<public_id>")

@@ -62,6 +62,31 @@ def sample_context(training_class: TrainingClass | None) -> dict:
     }
 
 
+def by_public_id(public_id: str) -> Announcement | None:
+    return db.session.execute(
+        select(Announcement).where(Announcement.public_id == public_id)
+    ).scalar_one_or_none()
+
+
+def recent(limit: int = 200) -> list[Announcement]:
+    return list(
+        db.session.execute(
+            select(Announcement).order_by(Announcement.created_at.desc()).limit(limit)
+        ).scalars()
+    )
+
+
+def scheduled() -> list[Announcement]:
+    """Scheduled, sending or paused: what goes out next, soonest first."""
+    return list(
+        db.session.execute(
+            select(Announcement)
+            .where(Announcement.status.in_([S.SCHEDULED, S.SENDING, S.PAUSED]))
+            .order_by(Announcement.send_at)
+        ).scalars()
+    )
+
+
 def apply(ann: Announcement, data: AnnouncementInput) -> None:
     if ann.status not in EDITABLE:
         raise AnnouncementError(f"A {ann.status.value} announcement can no longer be edited.")
@@ -83,12 +108,32 @@ def apply(ann: Announcement, data: AnnouncementInput) -> None:
 
 
 def create(data: AnnouncementInput, user: User | None) -> Announcement:
+    """A new draft, flushed: its public id is known."""
     ann = Announcement(
         status=S.DRAFT, created_at=clock.now(), created_by_id=user.id if user else None
     )
     apply(ann, data)
     db.session.add(ann)
+    db.session.flush()
     return ann
+
+
+def queue_test(ann: Announcement, email: str) -> OutboxMessage:
+    """A test of the announcement to one staff address. It has no lead: the
+    announcement's progress does not count it."""
+    now = clock.now()
+    row = OutboxMessage(
+        kind=MailKind.ANNOUNCEMENT,
+        announcement_id=ann.id,
+        to_email=email,
+        status=OutboxStatus.QUEUED,
+        send_after=now,
+        created_at=now,
+        subject=f"[TEST] {ann.public_id}",
+    )
+    db.session.add(row)
+    db.session.flush()
+    return row
 
 
 def audience(

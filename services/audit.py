@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from extensions import db
 from models import AuditEvent, User
-from services import clock
+from services import clock, paging
 
 
 def record(user: User | None, action: str, target: str | None = None, **details) -> None:
@@ -18,3 +18,8 @@ def record(user: User | None, action: str, target: str | None = None, **details)
             details={k: v for k, v in details.items() if v not in (None, "", [], {})},
         )
     )
+
+
+def page(before: int | None, per_page: int) -> paging.Page[AuditEvent]:
+    """The log newest first, from below the id `before`."""
+    return paging.newest_first(db.select(AuditEvent), AuditEvent.id, before, per_page)

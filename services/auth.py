@@ -49,6 +49,14 @@ def user_by_email(email: str) -> User | None:
     ).scalar_one_or_none()
 
 
+def users() -> list[User]:
+    return list(db.session.execute(db.select(User).order_by(User.email)).scalars())
+
+
+def user_by_id(user_id: int) -> User | None:
+    return db.session.get(User, user_id)
+
+
 def create_user(email: str, password: str, role: Role) -> User:
     try:
         address = normalise(email)
@@ -116,6 +124,21 @@ def set_role(user: User, role: Role) -> None:
 def set_active(user: User, active: bool) -> None:
     user.active = active
     user.session_token = new_session_token()
+
+
+def update_user(user: User, role: Role, active: bool, by: User) -> dict[str, object]:
+    """Set a user's role and whether they may sign in; returns what changed,
+    for the audit log. An admin cannot lock themselves out."""
+    if user.id == by.id and (not active or role != Role.ADMIN):
+        raise AuthError("You cannot disable yourself or remove your own admin role.")
+    changes: dict[str, object] = {}
+    if role != user.role:
+        set_role(user, role)
+        changes["role"] = role.value
+    if active != user.active:
+        set_active(user, active)
+        changes["active"] = active
+    return changes
 
 
 def any_user_exists() -> bool:

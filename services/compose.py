@@ -205,6 +205,33 @@ def render_parts(
     return subject, text, html
 
 
+def preview_announcement(ann: Announcement, to_email: str) -> tuple[str, str, str] | str:
+    """(subject, text, html) for a made-up lead, or the merge tag error to show."""
+    row = OutboxMessage(
+        id=0,
+        kind=MailKind.ANNOUNCEMENT,
+        announcement_id=ann.id,
+        to_email=to_email,
+        created_at=clock.now(),
+    )
+    try:
+        return render_parts(row, None, preview=True)
+    except templating.MergeTagError as exc:
+        return str(exc)
+
+
+def render_stored(row: OutboxMessage) -> tuple[str, str, str] | str:
+    """(subject, text, html) of a row in the outbox, or why it cannot be
+    rendered: the admin sees what the worker would hit."""
+    lead = row.lead
+    if lead is None and not row.to_email:
+        return "The lead of this mail was erased."
+    try:
+        return render_parts(row, lead)
+    except Exception as exc:
+        return f"This mail cannot be rendered: {exc}"
+
+
 def _render(
     row: MailRow, lead: MailLead | None, refs: Refs, preview: bool
 ) -> tuple[str, str, str, dict]:

@@ -37,13 +37,12 @@ from models import (
     MailKind,
     OutboxMessage,
     OutboxStatus,
-    Suppression,
     TrainingClass,
     email_hash,
 )
 from models.base import UTCDateTime
 from models.outbox import CONFIRMATION_KINDS
-from services import clock, topics, training
+from services import clock, suppressions, topics, training
 from services.compose import QueuedMail, Recipient, Refs, compose
 from services.mailer import DeliveryError, Transport, transport_from_config
 
@@ -353,12 +352,6 @@ def _reason_now(conn: Connection, row: QueuedMail, lead: Recipient | None) -> st
     return None
 
 
-def suppress(address: str, reason: str, detail: str) -> None:
-    digest = email_hash(address)
-    if db.session.get(Suppression, digest) is None:
-        db.session.add(Suppression(email_hash=digest, reason=reason, detail=detail[:500]))
-
-
 def _count(stats: BatchStats, outcome: str, row_id: int, recorded: bool) -> None:
     """A fenced update that matched nothing is a lost lease, whatever the
     outcome was: count it as such, so the batch log line shows it."""
@@ -416,7 +409,7 @@ def deliver(
         stats.errors.append(str(exc))
         if exc.permanent:
             if exc.recipient_refused and lead is not None:
-                suppress(lead.email, "hard_bounce", str(exc))
+                suppressions.suppress(lead.email, "hard_bounce", str(exc))
                 db.session.commit()
             record("failed", status=OutboxStatus.FAILED.value, last_error=str(exc)[:2000])
         elif token >= cfg["MAIL_MAX_ATTEMPTS"]:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from extensions import db
-from models import OutboxMessage, OutboxStatus
-from services import clock
+from models import MailKind, OutboxMessage, OutboxStatus
+from services import clock, paging
 
 
 @dataclass
@@ -50,3 +50,20 @@ def status_report(error_limit: int = 10) -> OutboxReport:
         oldest_due_age=(now - oldest) if oldest else None,
         recent_errors=[(e, n) for e, n in recent],
     )
+
+
+def page(
+    status: OutboxStatus | None, kind: MailKind | None, before: int | None, per_page: int
+) -> paging.Page[OutboxMessage]:
+    """The delivery log newest first, from below the id `before`, of one
+    status and kind when given."""
+    stmt = db.select(OutboxMessage)
+    if status is not None:
+        stmt = stmt.where(OutboxMessage.status == status)
+    if kind is not None:
+        stmt = stmt.where(OutboxMessage.kind == kind)
+    return paging.newest_first(stmt, OutboxMessage.id, before, per_page)
+
+
+def by_id(row_id: int) -> OutboxMessage | None:
+    return db.session.get(OutboxMessage, row_id)

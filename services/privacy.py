@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from extensions import db
-from models import Lead, OutboxMessage, Suppression, email_hash
-from services import clock
+from models import Lead, OutboxMessage
+from services import suppressions
 
 
 def _iso(value):
@@ -66,9 +66,7 @@ def erase(lead: Lead) -> str:
     """Delete the lead and all that hangs off it; keep only a hash of the
     address on the suppression list, so it is never mailed again unless the
     person subscribes anew. Returns the lead's public id for the audit log."""
-    digest = email_hash(lead.email)
-    if db.session.get(Suppression, digest) is None:
-        db.session.add(Suppression(email_hash=digest, reason="erased", created_at=clock.now()))
+    suppressions.suppress(lead.email, "erased")
     public_id = lead.public_id
     db.session.execute(db.delete(OutboxMessage).where(OutboxMessage.lead_id == lead.id))
     db.session.delete(lead)

@@ -15,7 +15,7 @@ from werkzeug.urls import iri_to_uri
 
 from extensions import db
 from models import ClassClick, ClassStatus, Lead, TrainingClass
-from services import clock, stats, timezones, tokens
+from services import clock, stats, subscriptions, timezones, tokens
 from services.content import TRAINING_PATH
 
 
@@ -33,6 +33,15 @@ def upcoming_classes(limit: int = 50) -> list[TrainingClass]:
             )
             .order_by(TrainingClass.starts_at)
             .limit(limit)
+        ).scalars()
+    )
+
+
+def recent_classes(limit: int = 200) -> list[TrainingClass]:
+    """Latest start first, past classes included: the admin's list."""
+    return list(
+        db.session.execute(
+            db.select(TrainingClass).order_by(TrainingClass.starts_at.desc()).limit(limit)
         ).scalars()
     )
 
@@ -138,6 +147,20 @@ def apply(cls: TrainingClass, data: ClassInput) -> list[str]:
     return [n for n in (start.note, end.note) if n]
 
 
+def create(data: ClassInput) -> tuple[TrainingClass, list[str]]:
+    """A new class, flushed (its public id is known), and notes as `apply`."""
+    cls = TrainingClass(created_at=clock.now())
+    notes = apply(cls, data)
+    db.session.add(cls)
+    db.session.flush()
+    return cls, notes
+
+
+def cancel(cls: TrainingClass) -> None:
+    """Cancelled: off the public page, and its reminders are not sent."""
+    cls.status = ClassStatus.CANCELLED
+
+
 def where(cls: TrainingClass) -> str:
     return "Online" if cls.online else (cls.location or "")
 
@@ -189,11 +212,7 @@ def record_click(token: str, count: bool = True) -> TrainingClass:
         raise ClassError("This class was cancelled. Other dates are on the training page.")
     if not count:
         return cls
-    lead = None
-    if lead_public_id:
-        lead = db.session.execute(
-            db.select(Lead).where(Lead.public_id == str(lead_public_id))
-        ).scalar_one_or_none()
+    lead = subscriptions.lead_by_public_id(str(lead_public_id)) if lead_public_id else None
     db.session.add(
         ClassClick(
             training_class_id=cls.id,

@@ -1,0 +1,30 @@
+"""Pages of rows newest first, by id: an 'older' link stays right while new
+rows arrive, and no OFFSET walks past the rows already shown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select
+
+from extensions import db
+
+T = TypeVar("T")
+
+
+@dataclass
+class Page(Generic[T]):
+    rows: list[T]
+    next_before: int | None  # `before` for the next (older) page; None on the last
+
+
+def newest_first(stmt: Select, id_column: Any, before: int | None, per_page: int) -> Page:
+    """Rows of `stmt` with an id below `before` (all when None), newest first."""
+    stmt = stmt.order_by(id_column.desc()).limit(per_page + 1)
+    if before:
+        stmt = stmt.where(id_column < before)
+    rows = list(db.session.execute(stmt).scalars())
+    more = len(rows) > per_page
+    rows = rows[:per_page]
+    return Page(rows=rows, next_before=rows[-1].id if more else None)
