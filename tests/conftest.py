@@ -8,7 +8,6 @@ import re
 import socket
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from sqlalchemy import create_engine, text
 from app import create_app
 from extensions import db
 from services import clock
+from tests.helpers import T0, FrozenClock
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -126,16 +126,13 @@ def _truncate_all() -> None:
     db.session.commit()
 
 
-# The moment `frozen` holds the clock at.
-T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
-
-
 @pytest.fixture
-def frozen():
-    """services.clock held at T0; a test moves it with frozen[0] = ..."""
-    now = [T0]
-    clock.set_clock(lambda: now[0])
-    yield now
+def frozen() -> Iterator[FrozenClock]:
+    """services.clock held at T0 until the test moves it: frozen.set(moment),
+    frozen.advance(seconds, **timedelta); frozen.now reads it."""
+    held = FrozenClock(T0)
+    clock.set_clock(held)
+    yield held
     clock.set_clock(None)
 
 

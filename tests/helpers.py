@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import UTC, datetime, timedelta
 from html import unescape
 
 from extensions import db
@@ -12,6 +13,32 @@ from services import auth
 
 PASSWORD = "correct horse battery staple"
 CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
+
+
+# --- The clock: services.clock reads a FrozenClock while a test holds it.
+
+# Where the `frozen` fixture (conftest.py) starts the clock.
+T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+class FrozenClock:
+    """A moment that moves only when the test says so. With `step` set, each
+    read moves it on by that much afterwards (time passing during a request)."""
+
+    def __init__(self, now: datetime = T0):
+        self.now = now
+        self.step = timedelta(0)
+
+    def __call__(self) -> datetime:
+        now = self.now
+        self.now += self.step
+        return now
+
+    def set(self, moment: datetime) -> None:
+        self.now = moment
+
+    def advance(self, seconds: float = 0, **delta: float) -> None:
+        self.now += timedelta(seconds=seconds, **delta)
 
 
 # --- Staff: accounts, sessions and the CSRF token of staff forms.

@@ -2,7 +2,7 @@
 edit, cancel; the public training page and its calendar files.
 
 The helpers at the top (admin sign-in, leads and classes made directly in the
-database, a frozen clock) are shared by the other admin test modules.
+database) are shared by the other admin test modules.
 """
 
 from __future__ import annotations
@@ -42,11 +42,6 @@ TRAINING = "/certified-scrum-product-owner-cspo-training"
 def sign_in_admin(app, client, email: str = ADMIN_EMAIL) -> str:
     """An admin in the client's session (one argon2 hash per run, no login)."""
     return sign_in_as(app, client, Role.ADMIN, email)
-
-
-def freeze(at: datetime) -> None:
-    """Stop the services' clock at `at` (the app fixture restores it)."""
-    clock.set_clock(lambda: at)
 
 
 def count(app, model, *where) -> int:
@@ -179,8 +174,10 @@ def input_value(html: str, name: str) -> str | None:
 # --- Classes entered across a DST change.
 
 
-def test_class_on_the_day_summer_time_ends_is_stored_in_utc_and_shown_in_local_time(app, client):
-    freeze(SEPT_2026)
+def test_class_on_the_day_summer_time_ends_is_stored_in_utc_and_shown_in_local_time(
+    app, client, frozen
+):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     token = csrf_token(client, "/admin/classes/new")
 
@@ -226,8 +223,8 @@ def test_class_on_the_day_summer_time_ends_is_stored_in_utc_and_shown_in_local_t
     assert input_value(form, "timezone") == "Europe/Berlin"
 
 
-def test_a_class_in_the_repeated_hour_gets_the_documented_note(app, client):
-    freeze(SEPT_2026)
+def test_a_class_in_the_repeated_hour_gets_the_documented_note(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     token = csrf_token(client, "/admin/classes/new")
     r = client.post(
@@ -280,9 +277,9 @@ def test_a_class_in_the_repeated_hour_gets_the_documented_note(app, client):
     ],
 )
 def test_invalid_class_is_refused_with_a_readable_page_and_nothing_saved(
-    app, client, overrides, message
+    app, client, overrides, message, frozen
 ):
-    freeze(SEPT_2026)
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     token = csrf_token(client, "/admin/classes/new")
     r = client.post("/admin/classes/new", data=class_form(token, **overrides))
@@ -296,8 +293,8 @@ def test_invalid_class_is_refused_with_a_readable_page_and_nothing_saved(
     assert count(app, TrainingClass) == 0
 
 
-def test_online_class_needs_no_location(app, client):
-    freeze(SEPT_2026)
+def test_online_class_needs_no_location(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     token = csrf_token(client, "/admin/classes/new")
     r = client.post(
@@ -323,8 +320,8 @@ def test_class_pages_are_for_admins_only(app, client):
 # --- List, edit, cancel.
 
 
-def test_admin_lists_edits_and_cancels_a_class(app, client):
-    freeze(SEPT_2026)
+def test_admin_lists_edits_and_cancels_a_class(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     with app.app_context():
         cls = make_class(title="CSPO remote", start=(date(2026, 11, 3), time(9, 0)))
@@ -401,8 +398,8 @@ def test_admin_lists_edits_and_cancels_a_class(app, client):
 # --- The public training page.
 
 
-def test_training_page_groups_classes_by_month_with_microdata(app, client):
-    freeze(SEPT_2026)
+def test_training_page_groups_classes_by_month_with_microdata(app, client, frozen):
+    frozen.set(SEPT_2026)
     with app.app_context():
         make_class(
             title="CSPO October",

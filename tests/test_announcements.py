@@ -31,7 +31,6 @@ from tests.test_admin_classes import (
     ADMIN_EMAIL,
     SEPT_2026,
     count,
-    freeze,
     input_value,
     make_class,
     make_lead,
@@ -151,8 +150,8 @@ CLASS_AUDIENCE = {"ann@example.com", "bob@example.com", "both@example.com"}
 # --- Scheduling across DST edges.
 
 
-def test_schedule_in_the_spring_forward_gap_moves_forward_and_says_so(app, client):
-    freeze(SEPT_2026)
+def test_schedule_in_the_spring_forward_gap_moves_forward_and_says_so(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     public_id = create_announcement(client)
 
@@ -178,8 +177,8 @@ def test_schedule_in_the_spring_forward_gap_moves_forward_and_says_so(app, clien
     assert "Sunday 28 March 2027, 03:30 CEST (Europe/Berlin) · 2027-03-28 01:30 UTC" in html
 
 
-def test_schedule_in_the_repeated_autumn_hour_uses_the_first_one(app, client):
-    freeze(SEPT_2026)
+def test_schedule_in_the_repeated_autumn_hour_uses_the_first_one(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     public_id = create_announcement(client)
     r = schedule(
@@ -229,8 +228,8 @@ def test_schedule_in_the_repeated_autumn_hour_uses_the_first_one(app, client):
     ],
     ids=["past", "unknown-zone", "missing", "unparsable"],
 )
-def test_schedule_mistakes_are_explained_and_change_nothing(app, client, fields, message):
-    freeze(SEPT_2026)
+def test_schedule_mistakes_are_explained_and_change_nothing(app, client, fields, message, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     public_id = create_announcement(client)
     r = schedule(client, public_id, schedule="1", **fields)
@@ -243,8 +242,8 @@ def test_schedule_mistakes_are_explained_and_change_nothing(app, client, fields,
 # --- Writing: the form, the audience and its count.
 
 
-def test_audience_is_confirmed_leads_of_the_topic_with_a_live_count(app, client):
-    freeze(SEPT_2026)
+def test_audience_is_confirmed_leads_of_the_topic_with_a_live_count(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     audience_leads(app)
     with app.app_context():
@@ -285,8 +284,8 @@ def test_audience_is_confirmed_leads_of_the_topic_with_a_live_count(app, client)
     assert count(app, Announcement) == 1
 
 
-def test_edit_keeps_the_linked_class_and_is_refused_once_sending(app, client):
-    freeze(SEPT_2026)
+def test_edit_keeps_the_linked_class_and_is_refused_once_sending(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     with app.app_context():
         cls = make_class(
@@ -331,8 +330,8 @@ def test_edit_keeps_the_linked_class_and_is_refused_once_sending(app, client):
 # --- Preview and test send.
 
 
-def test_preview_is_sandboxed_and_a_test_goes_to_the_admin(app, client, smtp_server):
-    freeze(SEPT_2026)
+def test_preview_is_sandboxed_and_a_test_goes_to_the_admin(app, client, smtp_server, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     audience_leads(app)
     with app.app_context():
@@ -561,8 +560,8 @@ def test_cancel_while_sending_stops_every_mail_not_yet_sent(app, client, smtp_se
     assert "A cancelled announcement cannot be cancelled." in page_text(r)
 
 
-def test_cancel_a_scheduled_announcement_before_its_time(app, client, smtp_server):
-    freeze(SEPT_2026)
+def test_cancel_a_scheduled_announcement_before_its_time(app, client, smtp_server, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     audience_leads(app)
     public_id = create_announcement(client)
@@ -576,15 +575,15 @@ def test_cancel_a_scheduled_announcement_before_its_time(app, client, smtp_serve
     )
     assert drain(app)["sent"] == 0  # not due yet
     act(client, public_id, "cancel")
-    freeze(SEPT_2026 + timedelta(days=2))
+    frozen.set(SEPT_2026 + timedelta(days=2))
     assert drain(app)["sent"] == 0
     assert smtp_server.messages == []
     assert outbox_statuses(app, public_id) == {}
     assert ann(app, public_id).status == S.CANCELLED
 
 
-def test_scheduled_announcement_goes_when_its_time_comes(app, client, smtp_server):
-    freeze(SEPT_2026)
+def test_scheduled_announcement_goes_when_its_time_comes(app, client, smtp_server, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     audience_leads(app)
     public_id = create_announcement(client)
@@ -597,9 +596,9 @@ def test_scheduled_announcement_goes_when_its_time_comes(app, client, smtp_serve
         schedule="1",
     )
     assert ann(app, public_id).send_at == datetime(2026, 9, 2, 7, 0, tzinfo=UTC)
-    freeze(datetime(2026, 9, 2, 6, 59, tzinfo=UTC))
+    frozen.set(datetime(2026, 9, 2, 6, 59, tzinfo=UTC))
     assert drain(app)["sent"] == 0
-    freeze(datetime(2026, 9, 2, 7, 0, tzinfo=UTC))
+    frozen.set(datetime(2026, 9, 2, 7, 0, tzinfo=UTC))
     assert drain(app)["sent"] == 3
     assert set(received(smtp_server)) == CLASS_AUDIENCE
 

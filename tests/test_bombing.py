@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from html.parser import HTMLParser
 from pathlib import Path
@@ -45,22 +44,6 @@ SPELLINGS = [
     "VICTIM@EXAMPLE.COM\t",
     "victim@EXAMPLE.com",
 ]
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def fake_clock():
-    fake = FakeClock()
-    clock.set_clock(fake)
-    yield fake
-    clock.set_clock(None)
 
 
 @pytest.fixture
@@ -102,9 +85,7 @@ def bomb(client, fields: dict, n: int, per_ip: int, offset: int = 0) -> dict[int
 # Sequential here, on SQLite for speed (the window's SQL runs on both backends
 # in test_subscribe); concurrently against gunicorn on both in the soak.
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_500_submissions_from_100_addresses_queue_one_confirmation_per_window(
-    app, client, fake_clock
-):
+def test_500_submissions_from_100_addresses_queue_one_confirmation_per_window(app, client, frozen):
     fields = form_fields(client.get(ARTICLE).get_data(as_text=True))
     assert bomb(client, fields, 500, per_ip=5) == {303: 500}
 
@@ -124,21 +105,19 @@ def test_500_submissions_from_100_addresses_queue_one_confirmation_per_window(
     assert lone == {303: 10, 429: 2}
 
     # The next window allows one more mail, and only one.
-    fake_clock.now += timedelta(seconds=app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
+    frozen.advance(app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
     assert bomb(client, fields, 100, per_ip=5, offset=2000) == {303: 100}
     assert mails(app, MailKind.CONFIRMATION) == 2
 
 
-def test_a_confirmed_victim_gets_one_notice_per_window_and_keeps_its_topics(
-    app, client, fake_clock
-):
+def test_a_confirmed_victim_gets_one_notice_per_window_and_keeps_its_topics(app, client, frozen):
     fields = form_fields(client.get(ARTICLE).get_data(as_text=True))
     bomb(client, fields, 1, per_ip=1, offset=3000)
     with app.app_context():
         lead = db.session.execute(select(Lead)).scalar_one()
         lead.status = LeadStatus.CONFIRMED
         db.session.commit()
-    fake_clock.now += timedelta(seconds=app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
+    frozen.advance(app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
 
     data = {**fields, "topics": ["cspo-classes"]}
     assert bomb(client, data, 100, per_ip=5) == {303: 100}

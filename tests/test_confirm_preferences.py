@@ -12,31 +12,12 @@ from sqlalchemy import func, select
 
 from extensions import db
 from models import ConsentEvent, ConsentKind, Lead, LeadStatus, MailKind, OutboxMessage
-from services import clock, tokens
+from services import tokens
 from services.delivery import Worker
 from services.subscriptions import confirm_token, preferences_token, unsubscribe_token
 from tests.conftest import confirm, mail_files, signup
 
 EMAIL = "ann@example.com"
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def fake_clock():
-    fake = FakeClock()
-    clock.set_clock(fake)
-    yield fake
-    clock.set_clock(None)
 
 
 class _Forms(HTMLParser):
@@ -184,10 +165,10 @@ def test_the_confirmed_page_links_to_working_preferences(app, client):
     assert client.get(prefs).status_code == 200
 
 
-def test_an_expired_link_offers_a_new_one_that_works(app, client, fake_clock):
+def test_an_expired_link_offers_a_new_one_that_works(app, client, frozen):
     new_lead(client, app)
     old = token_for(app, "confirm")
-    fake_clock.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
+    frozen.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
 
     # The same page whether the link is opened or its button posted.
     assert client.post(f"/confirm/{old}").status_code == 410
@@ -214,21 +195,21 @@ def test_an_expired_link_offers_a_new_one_that_works(app, client, fake_clock):
     assert the_lead(app).status == LeadStatus.CONFIRMED
 
 
-def test_resend_within_the_window_sends_nothing_more(app, client, fake_clock):
+def test_resend_within_the_window_sends_nothing_more(app, client, frozen):
     new_lead(client, app)
     old = token_for(app, "confirm")
-    fake_clock.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
+    frozen.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
     (form,) = forms_of(client.get(f"/confirm/{old}").get_data(as_text=True))
     for _ in range(3):
         assert client.post(form["action"], data=form["fields"]).status_code == 303
     assert mails(app, MailKind.CONFIRMATION) == 2
 
 
-def test_an_expired_link_of_a_confirmed_lead_says_it_is_confirmed(app, client, fake_clock):
+def test_an_expired_link_of_a_confirmed_lead_says_it_is_confirmed(app, client, frozen):
     new_lead(client, app)
     old = token_for(app, "confirm")
     assert "You're in" in confirm(client, old).get_data(as_text=True)
-    fake_clock.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
+    frozen.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
     for r in (client.get(f"/confirm/{old}"), client.post(f"/confirm/{old}")):
         assert r.status_code == 200
         assert "already confirmed" in r.get_data(as_text=True)
@@ -463,12 +444,12 @@ def test_one_click_is_not_rate_limited_like_signups(app, client):
         assert provider.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
 
 
-def test_a_stale_confirm_link_does_not_resubscribe(app, client, fake_clock):
+def test_a_stale_confirm_link_does_not_resubscribe(app, client, frozen):
     new_lead(client, app)
     stale = f"/confirm/{token_for(app, 'confirm')}"
-    fake_clock.advance(5)
+    frozen.advance(5)
     assert client.post(f"/unsubscribe/{token_for(app, 'unsubscribe')}").status_code == 200
-    fake_clock.advance(5)
+    frozen.advance(5)
 
     # Opening it changes nothing and says at once that it no longer works.
     opened = client.get(stale)
@@ -485,11 +466,11 @@ def test_a_stale_confirm_link_does_not_resubscribe(app, client, fake_clock):
     assert mails(app, MailKind.WELCOME) == 0
 
     # Signed up again: the old link still does not confirm, the new one does.
-    fake_clock.advance(5)
+    frozen.advance(5)
     assert signup(client, EMAIL).status_code == 303
     assert the_lead(app).status == LeadStatus.PENDING
     assert confirm(client, stale).status_code == 409
     assert the_lead(app).status == LeadStatus.PENDING
     assert "You're in" in confirm(client, token_for(app, "confirm")).get_data(as_text=True)
     assert the_lead(app).status == LeadStatus.CONFIRMED
-    assert events(app, ConsentKind.CONFIRMED)[-1].at == fake_clock.now
+    assert events(app, ConsentKind.CONFIRMED)[-1].at == frozen.now

@@ -186,8 +186,8 @@ def test_round_trip_gives_back_the_stored_values(staff, app):
 # --- The download itself, and its audit record.
 
 
-def test_attachment_with_a_dated_file_name(staff, app):
-    clock.set_clock(lambda: datetime(2026, 4, 1, 23, 59, tzinfo=UTC))
+def test_attachment_with_a_dated_file_name(staff, app, frozen):
+    frozen.set(datetime(2026, 4, 1, 23, 59, tzinfo=UTC))
     r = get_csv(staff)
     assert r.headers["Content-Disposition"] == 'attachment; filename="leads-2026-04-01.csv"'
     assert r.headers["Cache-Control"] == "no-store"

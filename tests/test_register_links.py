@@ -24,7 +24,6 @@ from tests.test_admin_classes import (
     TRAINING,
     class_form,
     count,
-    freeze,
     make_class,
     make_lead,
     page_text,
@@ -37,9 +36,9 @@ BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Saf
 
 
 @pytest.fixture
-def classes(app) -> dict[str, str]:
+def classes(app, frozen) -> dict[str, str]:
     """Public ids: A with a registration URL, B with another, C with none."""
-    freeze(SEPT_2026)
+    frozen.set(SEPT_2026)
     with app.app_context():
         a = make_class(
             title="Class A", start=(date(2026, 10, 12), time(9, 0)), registration_url=URL
@@ -246,8 +245,8 @@ def test_class_without_registration_url_or_cancelled_gives_a_410_page(app, clien
     assert count(app, ClassClick) == 0
 
 
-def test_registration_urls_that_could_mislead_are_refused_when_saved(app, client):
-    freeze(SEPT_2026)
+def test_registration_urls_that_could_mislead_are_refused_when_saved(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     token = csrf_token(client, "/admin/classes/new")
     for url, message in [

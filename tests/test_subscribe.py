@@ -22,7 +22,7 @@ from models import (
     OutboxMessage,
     OutboxStatus,
 )
-from services import clock, consent
+from services import consent
 from services.content import TRAINING_PATH
 from services.subscriptions import confirm_token, unsubscribe_token
 from tests import conftest
@@ -37,27 +37,6 @@ from tests.conftest import (
 
 ARTICLE = "/cspo-certification-benefits"
 SLUG = "cspo-certification-benefits"
-
-
-class FakeClock:
-    """A clock the test moves by hand (services.clock reads it)."""
-
-    def __init__(self):
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def fake_clock():
-    fake = FakeClock()
-    clock.set_clock(fake)
-    yield fake
-    clock.set_clock(None)
 
 
 @pytest.fixture
@@ -322,14 +301,14 @@ def test_a_pending_lead_adds_topics_and_keeps_its_first_name(app, client):
 # --- Subscription bombing: one confirmation per address per window
 
 
-def test_one_confirmation_per_window_however_often_submitted(app, client, fake_clock):
+def test_one_confirmation_per_window_however_often_submitted(app, client, frozen):
     window = app.config["CONFIRMATION_WINDOW_SECONDS"]
     for _ in range(10):
         assert_thanks(signup(client, "victim@example.com"))
-        fake_clock.advance(window / 20)
+        frozen.advance(window / 20)
     assert mails(app, MailKind.CONFIRMATION) == 1
 
-    fake_clock.advance(window / 2 + 1)  # past the window of the first mail
+    frozen.advance(window / 2 + 1)  # past the window of the first mail
     assert_thanks(signup(client, "victim@example.com"))
     assert mails(app, MailKind.CONFIRMATION) == 2
     assert_thanks(signup(client, "victim@example.com"))
@@ -338,12 +317,12 @@ def test_one_confirmation_per_window_however_often_submitted(app, client, fake_c
 
 
 @pytest.mark.parametrize("settings", [{"CONFIRMATION_WINDOW_SECONDS": 60}], ids=["60s"])
-def test_the_window_is_a_setting(app, client, fake_clock):
+def test_the_window_is_a_setting(app, client, frozen):
     signup(client, "v@example.com")
-    fake_clock.advance(59)
+    frozen.advance(59)
     signup(client, "v@example.com")
     assert mails(app, MailKind.CONFIRMATION) == 1
-    fake_clock.advance(2)
+    frozen.advance(2)
     signup(client, "v@example.com")
     assert mails(app, MailKind.CONFIRMATION) == 2
 
@@ -370,9 +349,9 @@ def test_time_trap_drops_a_form_sent_too_soon(app, client):
 
 
 @pytest.mark.parametrize("settings", [{"FORM_MIN_SECONDS": 60}], ids=["60s"])
-def test_time_trap_lets_a_person_who_took_their_time_through(app, client, fake_clock):
+def test_time_trap_lets_a_person_who_took_their_time_through(app, client, frozen):
     fields = form_fields(client.get(ARTICLE).get_data(as_text=True))
-    fake_clock.advance(61)
+    frozen.advance(61)
     fields.update(email="slow@example.com", topics=["newsletter"])
     assert_thanks(client.post("/subscribe", data=fields))
     assert count(app, Lead) == 1
@@ -473,10 +452,10 @@ def test_resubscribing_after_unsubscribe_needs_a_fresh_confirmation(app, client)
     assert mails(app, MailKind.CONFIRMATION) == 2
 
 
-def test_a_confirmed_lead_gets_a_notice_and_keeps_its_topics(app, client, fake_clock):
+def test_a_confirmed_lead_gets_a_notice_and_keeps_its_topics(app, client, frozen):
     signup(client, "happy@example.com", topics=["cspo-classes"], name="Hap")
     confirm(client, app, "happy@example.com")
-    fake_clock.advance(app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
+    frozen.advance(app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
 
     assert_thanks(signup(client, "happy@example.com", topics=["newsletter"], name="Other"))
     lead = the_lead(app, "happy@example.com")

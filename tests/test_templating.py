@@ -22,7 +22,6 @@ from tests.helpers import csrf_token
 from tests.test_admin_classes import (
     SEPT_2026,
     count,
-    freeze,
     make_class,
     make_lead,
     page_text,
@@ -330,8 +329,10 @@ def _parts(app, lead_email: str, public_id: str) -> tuple[str, str, str]:
         return compose.render_parts(row, lead)
 
 
-def test_valid_template_renders_name_fallback_class_fields_and_unsubscribe_link(app, client):
-    freeze(SEPT_2026)
+def test_valid_template_renders_name_fallback_class_fields_and_unsubscribe_link(
+    app, client, frozen
+):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     with app.app_context():
         make_lead("ann@example.com", name="Ann Smith")
