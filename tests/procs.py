@@ -282,13 +282,18 @@ def _port_from_site_url(env: Mapping[str, str]) -> int | None:
     return parts.port if parts.hostname == "127.0.0.1" else None
 
 
+def worker_proc(env: Mapping[str, str], log_path: Path, *args: str) -> Proc:
+    """`flask worker ARGS` (e.g. "--once") as a Proc, not started yet."""
+    return Proc([PYTHON, "-m", "flask", "--app", "app", "worker", *args], env, log_path)
+
+
 @contextlib.contextmanager
 def worker(env: Mapping[str, str], log_path: Path | None = None) -> Iterator[Proc]:
     """`flask worker` running forever until the block ends (or .kill())."""
     log_path = log_path or Path(env.get("MAIL_FILE_DIR", ROOT / "instance")).parent / (
         f"worker-{uuid.uuid4().hex[:6]}.log"
     )
-    proc = Proc([PYTHON, "-m", "flask", "--app", "app", "worker"], env, log_path)
+    proc = worker_proc(env, log_path)
     try:
         proc.start()
         yield proc

@@ -18,24 +18,26 @@ from extensions import db
 from models import (
     Announcement,
     AnnouncementStatus,
-    AuditEvent,
     Lead,
     LeadStatus,
     OutboxMessage,
     OutboxStatus,
 )
 from services import announcements, delivery
-from services.delivery import Worker
-from tests.helpers import csrf_token
-from tests.test_admin_classes import (
+from tests.factories import SEPT_2026, make_class, make_lead
+from tests.helpers import (
     ADMIN_EMAIL,
-    SEPT_2026,
+    announcement_form,
+    audit_actions,
     count,
+    create_announcement,
+    csrf_token,
+    drain,
     input_value,
-    make_class,
-    make_lead,
     page_text,
+    received,
     sign_in_admin,
+    smtp_settings,
 )
 
 S = AnnouncementStatus
@@ -45,55 +47,12 @@ S = AnnouncementStatus
 def app_config(app_config, smtp_server):
     return {
         **app_config,
-        "MAIL_BACKEND": "smtp",
-        "MAIL_SERVER": smtp_server.host,
-        "MAIL_PORT": smtp_server.port,
+        **smtp_settings(smtp_server),
         "FREQUENCY_CAP_DAYS": 0,
     }
 
 
 # --- Helpers.
-
-
-def drain(app) -> dict[str, int]:
-    """`flask worker --once` in-process: plan due work, send all that is due."""
-    with app.app_context():
-        total = Worker(app).run(once=True)
-    return {"sent": total.sent, "skipped": total.skipped, "failed": total.failed}
-
-
-def received(smtp) -> dict[str, list]:
-    """Messages the SMTP server accepted, by recipient address."""
-    out: dict[str, list] = {}
-    for _, rcpts, msg in smtp.messages:
-        for rcpt in rcpts:
-            out.setdefault(rcpt, []).append(msg)
-    return out
-
-
-def announcement_form(token: str, **overrides) -> dict:
-    data = {
-        "csrf_token": token,
-        "subject": "New CSPO dates",
-        "body": "Hello {{ first_name or 'there' }},\n\nNew dates are out.\n\n"
-        "[Unsubscribe]({{ unsubscribe_url }})",
-        "topic": "cspo-classes",
-        "training_class": "",
-        "source_slug": "",
-        "signed_up_from": "",
-        "signed_up_until": "",
-    }
-    data.update(overrides)
-    return data
-
-
-def create_announcement(client, **overrides) -> str:
-    token = csrf_token(client, "/admin/announcements/new")
-    r = client.post("/admin/announcements/new", data=announcement_form(token, **overrides))
-    assert r.status_code == 303, page_text(r)
-    match = re.fullmatch(r"/admin/announcements/([\w-]+)", r.headers["Location"])
-    assert match, r.headers["Location"]
-    return match.group(1)
 
 
 def schedule(client, public_id: str, **fields):
@@ -380,17 +339,7 @@ def test_preview_is_sandboxed_and_a_test_goes_to_the_admin(app, client, smtp_ser
     row = ann(app, public_id)
     assert row.status == S.DRAFT and row.recipients is None
     assert outbox_statuses(app, public_id) == {}
-    with app.app_context():
-        actions = (
-            db.session.execute(
-                select(AuditEvent.action)
-                .where(AuditEvent.target == public_id)
-                .order_by(AuditEvent.id)
-            )
-            .scalars()
-            .all()
-        )
-    assert actions == ["announcement.create", "announcement.test"]
+    assert audit_actions(app, public_id) == ["announcement.create", "announcement.test"]
 
 
 # --- Sending, progress, pause, resume, cancel.
@@ -717,11 +666,7 @@ def test_users_page_creates_changes_and_disables_staff(app, client):
         follow_redirects=True,
     )
     assert "You cannot disable yourself or remove your own admin role." in page_text(r)
-    with app.app_context():
-        actions = (
-            db.session.execute(select(AuditEvent.action).order_by(AuditEvent.id)).scalars().all()
-        )
-    assert actions == ["user.create", "user.update"]
+    assert audit_actions(app) == ["user.create", "user.update"]
 
 
 def test_a_stale_page_cannot_undo_a_fan_out_that_already_started(app):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import re
 from email import message_from_bytes, policy
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -27,13 +26,11 @@ from models import (
     Lead,
     LeadStatus,
     MailKind,
-    OutboxMessage,
-    OutboxStatus,
 )
 from services import clock, tokens
 from services.delivery import Worker
-from tests.conftest import form_fields
-from tests.test_rfc8058 import queue_every_kind
+from tests.factories import queue_every_kind
+from tests.helpers import count, form_fields, mail_files, mails_to_go, start_tags
 
 ARTICLE = "/cspo-certification-benefits"
 VICTIM = "victim@example.com"
@@ -58,19 +55,6 @@ def app_config(app_config):
     }
 
 
-def count(app, model, *where) -> int:
-    with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def mails(app, kind: MailKind) -> int:
-    """Mails of that kind that will go out (throttled submissions leave a
-    row already skipped, so the delivery log shows them)."""
-    return count(
-        app, OutboxMessage, OutboxMessage.kind == kind, OutboxMessage.status != OutboxStatus.SKIPPED
-    )
-
-
 def bomb(client, fields: dict, n: int, per_ip: int, offset: int = 0) -> dict[int, int]:
     """n submissions of the victim's address, per_ip from each client address."""
     statuses: dict[int, int] = {}
@@ -90,8 +74,8 @@ def test_500_submissions_from_100_addresses_queue_one_confirmation_per_window(ap
     assert bomb(client, fields, 500, per_ip=5) == {303: 500}
 
     assert count(app, Lead) == 1
-    assert mails(app, MailKind.CONFIRMATION) == 1
-    assert mails(app, MailKind.CONFIRM_REMINDER) <= 1  # one later reminder, deduplicated
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 1
+    assert mails_to_go(app, MailKind.CONFIRM_REMINDER) <= 1  # one later reminder, deduplicated
     # Every submission is on record, with the address it came from.
     with app.app_context():
         ips = db.session.execute(
@@ -107,7 +91,7 @@ def test_500_submissions_from_100_addresses_queue_one_confirmation_per_window(ap
     # The next window allows one more mail, and only one.
     frozen.advance(app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
     assert bomb(client, fields, 100, per_ip=5, offset=2000) == {303: 100}
-    assert mails(app, MailKind.CONFIRMATION) == 2
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 2
 
 
 def test_a_confirmed_victim_gets_one_notice_per_window_and_keeps_its_topics(app, client, frozen):
@@ -121,7 +105,7 @@ def test_a_confirmed_victim_gets_one_notice_per_window_and_keeps_its_topics(app,
 
     data = {**fields, "topics": ["cspo-classes"]}
     assert bomb(client, data, 100, per_ip=5) == {303: 100}
-    assert mails(app, MailKind.ALREADY_SUBSCRIBED) == 1
+    assert mails_to_go(app, MailKind.ALREADY_SUBSCRIBED) == 1
     with app.app_context():
         topics = db.session.execute(select(Lead)).scalar_one().topic_slugs
     assert topics == {"newsletter"}  # a stranger cannot change what the victim gets
@@ -218,15 +202,6 @@ def test_a_name_with_a_link_or_markup_is_refused_at_the_form(app, client, name):
     assert count(app, Lead) == 0
 
 
-class _Tags(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-
 # Without spaces: the mail greets by first name (the text before a space).
 HOSTILE_NAMES = [
     "<a/href=https://evil.example>win</a>",
@@ -249,21 +224,20 @@ def test_names_already_in_the_database_never_become_links_in_any_mail(app):
 
     site = app.config["SITE_URL"]
     seen_kinds = set()
-    for path in sorted(Path(app.config["MAIL_FILE_DIR"]).glob("*.eml")):
+    for path in mail_files(app):
         msg = message_from_bytes(path.read_bytes(), policy=policy.default)
         kind = msg["X-Mail-Kind"]
         seen_kinds.add(kind)
         body = msg.get_body(("html",)).get_content()
-        parser = _Tags()
-        parser.feed(body)
-        tags = {t for t, _ in parser.tags}
+        found = start_tags(body)
+        tags = {t for t, _ in found}
         assert not tags & {"img", "script", "iframe", "object", "svg"}, (kind, tags)
-        for tag, attrs in parser.tags:
+        for tag, attrs in found:
             for attr in ("href", "src"):
                 if attr in attrs:
                     assert attrs[attr].startswith(site), (kind, tag, attrs)
             assert not any(a.startswith("on") for a in attrs), (kind, tag, attrs)
-        assert "evil.example" not in " ".join(a.get("href", "") for _, a in parser.tags)
+        assert "evil.example" not in " ".join(a.get("href", "") for _, a in found)
         # Whatever of the name is shown, is shown as text.
         assert "<script>" not in body and "<a/href" not in body and "<img/" not in body
         # Headers: the name reaches the announcement's subject only, on one line.

@@ -24,7 +24,8 @@ from models import (
 )
 from services import delivery, training
 from services.delivery import Worker
-from tests.test_admin_classes import make_class, make_lead
+from tests.factories import make_class, make_lead
+from tests.helpers import smtp_settings
 
 # The class starts Monday 30 November 2026, 09:00 in Berlin = 08:00 UTC.
 START = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
@@ -35,9 +36,7 @@ PUBLISHED = START - timedelta(days=60)
 def app_config(app_config, smtp_server):
     return {
         **app_config,
-        "MAIL_BACKEND": "smtp",
-        "MAIL_SERVER": smtp_server.host,
-        "MAIL_PORT": smtp_server.port,
+        **smtp_settings(smtp_server),
         "CLASS_REMINDER_DAYS": "21,7",
         "FREQUENCY_CAP_DAYS": 0,
         # The welcome/follow-up sequence of these leads is not under test.

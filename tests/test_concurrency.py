@@ -6,21 +6,18 @@ burst: they must land on the same lead, with no 5xx and one confirmation mail.
 
 from __future__ import annotations
 
-import contextlib
 import http.cookiejar
 import random
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from tests import procs
-from tests.conftest import PG_URL, require_service
 
 pytestmark = pytest.mark.slow
 
@@ -143,17 +140,6 @@ def _run(tmp_path, database_url: str) -> None:
 
 def test_concurrent_signups_sqlite(tmp_path):
     _run(tmp_path, f"sqlite:///{tmp_path / 'leads.sqlite3'}")
-
-
-@pytest.fixture
-def fresh_pg_url() -> Iterator[str]:
-    """An empty schema of its own, migrated by the test, dropped afterwards."""
-    with contextlib.ExitStack() as stack:
-        try:
-            url = stack.enter_context(procs.pg_schema(PG_URL))
-        except Exception as exc:
-            require_service("PostgreSQL", f"cannot create a schema in {PG_URL}: {exc}")
-        yield url
 
 
 @pytest.mark.postgres

@@ -25,11 +25,9 @@ from models import (
     email_hash,
 )
 from services import subscriptions
-from services.delivery import Worker
-from tests import conftest, procs
 from tests import delivery_procs as dp
-from tests.conftest import signup
-from tests.helpers import T0
+from tests import procs
+from tests.helpers import T0, confirm_address, drain, signup, smtp_settings
 
 # --- Reply rules, against a real worker process.
 
@@ -50,7 +48,7 @@ def running():
     started: list[procs.Proc] = []
 
     def start(env, log_path):
-        w = dp.start_worker(env, log_path)
+        w = procs.worker_proc(env, log_path).start()
         started.append(w)
         return w
 
@@ -243,18 +241,10 @@ def test_worker_refuses_a_lease_too_short_to_send_in(tmp_path, queue):
 def app_config(app_config, smtp_server):
     return {
         **app_config,
-        "MAIL_BACKEND": "smtp",
-        "MAIL_SERVER": smtp_server.host,
-        "MAIL_PORT": smtp_server.port,
+        **smtp_settings(smtp_server),
         "CONFIRM_REMINDER_HOURS": 24,
         "CLASSES_FOLLOWUP_DAYS": 3,
     }
-
-
-def drain(app) -> dict[str, int]:
-    with app.app_context():
-        total = Worker(app).run(once=True)
-    return {"sent": total.sent, "skipped": total.skipped, "failed": total.failed}
 
 
 def kinds_to(smtp, address: str) -> list[str]:
@@ -273,22 +263,13 @@ def rows_of(app, address: str, kind: str) -> list[OutboxMessage]:
         )
 
 
-def confirm(app, client, address: str) -> None:
-    """Open the confirmation link and click its button."""
-    with app.app_context():
-        token = subscriptions.confirm_token(subscriptions.lead_by_email(address))
-    r = conftest.confirm(client, token)
-    assert r.status_code == 200
-    assert "You're in" in r.get_data(as_text=True)
-
-
 def test_confirm_reminder_goes_once_and_only_to_pending_leads(app, client, smtp_server, frozen):
     pending, confirmer = "pending@example.com", "confirmer@example.com"
     assert signup(client, pending).status_code == 303
     assert signup(client, confirmer).status_code == 303
     assert drain(app)["sent"] == 2  # the two confirmations
     frozen.set(T0 + timedelta(hours=1))
-    confirm(app, client, confirmer)
+    confirm_address(app, client, confirmer)
     assert drain(app)["sent"] == 1  # the welcome
 
     frozen.set(T0 + timedelta(hours=23, minutes=59))
@@ -336,7 +317,7 @@ def test_classes_followup_is_rendered_at_send_time_and_skipped_with_a_reason(
     # Confirmed an hour apart: their follow-ups fall due an hour apart.
     for hour, address in enumerate((none_yet, wants, dropped), start=1):
         frozen.set(T0 + timedelta(hours=hour))
-        confirm(app, client, address)
+        confirm_address(app, client, address)
     drain(app)
     queued = (OutboxStatus.QUEUED, None)
 

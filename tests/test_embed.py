@@ -10,8 +10,7 @@ import pytest
 
 from extensions import db
 from models import Lead, Role
-from tests.conftest import form_fields
-from tests.helpers import T0, sign_in_as
+from tests.helpers import T0, form_fields, sign_in_as
 
 PARTNER = "https://partner.example"
 PARTNER_PAGE = f"{PARTNER}/blog/why-cspo"

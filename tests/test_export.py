@@ -21,9 +21,8 @@ from services import clock, export
 from services.export import BOM, HEADER, ROWS_PER_CHUNK, neutralise
 from services.fake_data import generate_leads
 from services.lead_query import LeadFilters, count
-from tests.conftest import base_config
-from tests.helpers import add_user, sign_in, sign_in_as
-from tests.test_lead_browser import BASE, CASES, Seeded, make_leads, store, walk
+from tests.factories import BASE, CASES, Seeded, make_leads, store
+from tests.helpers import add_user, base_config, sign_in, sign_in_as, walk
 
 DANGEROUS = ["=1+1", "+1", "-1", "@SUM(A1:A2)", "\tx", "\rx", "\nx", '=HYPERLINK("http://x")']
 SAFE_VALUES = [

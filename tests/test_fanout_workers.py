@@ -30,8 +30,7 @@ from models import (
 )
 from services import announcements, delivery
 from tests import procs
-from tests.conftest import PG_URL
-from tests.test_admin_classes import bulk_leads, make_lead
+from tests.factories import bulk_leads, make_lead
 
 pytestmark = pytest.mark.slow
 
@@ -155,11 +154,8 @@ def database_url(request, tmp_path):
     """An empty database for `flask db upgrade`: a SQLite file, or a fresh
     PostgreSQL schema (skipped, or failed under CI, like the app tests)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fanout.sqlite3'}"
-        return
-    request.getfixturevalue("pg_url")
-    with procs.pg_schema(PG_URL) as url:
-        yield url
+        return f"sqlite:///{tmp_path / 'fanout.sqlite3'}"
+    return request.getfixturevalue("fresh_pg_url")
 
 
 WORKER_LEADS = 400
@@ -178,14 +174,7 @@ def test_two_worker_processes_started_together_mail_each_lead_once(tmp_path, dat
         db.session.remove()
         db.engine.dispose()
 
-    workers = [
-        procs.Proc(
-            [procs.PYTHON, "-m", "flask", "--app", "app", "worker", "--once"],
-            env,
-            tmp_path / f"worker-{n}.log",
-        )
-        for n in range(2)
-    ]
+    workers = [procs.worker_proc(env, tmp_path / f"worker-{n}.log", "--once") for n in range(2)]
     try:
         for w in workers:
             w.start()

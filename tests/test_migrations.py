@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from app import create_app
 from extensions import db
-from tests.conftest import PG_URL, _port_open, require_service
+from tests.helpers import signup
 
 # SQLite cannot reflect an index on an expression (lower(name)): SQLAlchemy
 # says so and skips it; PostgreSQL compares it in full.
@@ -42,29 +40,11 @@ def keep_logging():
     root.level, root.handlers = saved_root[0], saved_root[1]
 
 
-@pytest.fixture
-def fresh_postgres() -> str:
-    if not _port_open("127.0.0.1", 5432):
-        require_service("PostgreSQL", "nothing listens on 127.0.0.1:5432")
-    schema = f"m_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:
-        require_service("PostgreSQL", f"cannot create a schema in {PG_URL}: {exc}")
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def empty_db(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-    return request.getfixturevalue("fresh_postgres")
+    return request.getfixturevalue("fresh_pg_url")
 
 
 @pytest.fixture
@@ -133,8 +113,6 @@ def test_the_migrated_schema_takes_a_signup(migrated_app):
     app = migrated_app
     assert app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
     client = app.test_client()
-    from tests.conftest import signup
-
     app.config["FORM_MIN_SECONDS"] = 0
     assert signup(client, "ann@example.com").status_code == 303
     with app.app_context():

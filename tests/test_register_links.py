@@ -17,19 +17,18 @@ from sqlalchemy import select
 from extensions import db
 from models import ClassClick, ClassStatus, Lead, SignupStatsDaily
 from services import dashboard, tokens, training
-from tests.conftest import mail_files
-from tests.helpers import csrf_token
-from tests.test_admin_classes import (
-    SEPT_2026,
-    TRAINING,
+from services.content import TRAINING_PATH
+from tests.factories import SEPT_2026, make_class, make_lead
+from tests.helpers import (
     class_form,
     count,
-    make_class,
-    make_lead,
+    create_announcement,
+    csrf_token,
+    drain,
+    mail_files,
     page_text,
     sign_in_admin,
 )
-from tests.test_announcements import create_announcement, drain
 
 URL = "https://tickets.example.org/cspo-october?ref=site&lang=en#seats"
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15"
@@ -88,7 +87,7 @@ def total_clicks(app) -> int:
 
 
 def test_page_button_counts_a_click_and_redirects_to_exactly_the_class_url(app, client, classes):
-    html = page_text(client.get(TRAINING))
+    html = page_text(client.get(TRAINING_PATH))
     links = re.findall(r'<a class="button" href="(/register/[^"]+)"', html)
     assert len(links) == 2  # A and B; C has no registration URL
 

@@ -11,8 +11,7 @@ import pytest
 from extensions import db
 from models import Lead
 from services import signup_guard
-from tests.conftest import form_fields
-from tests.helpers import T0
+from tests.helpers import T0, form_fields
 
 ARTICLE = "/cspo-certification-benefits"
 SITE = "http://localhost"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.conftest import require_service
+from tests.helpers import require_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As root, without a sandbox; no background traffic to a network that is closed.

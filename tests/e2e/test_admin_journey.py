@@ -24,7 +24,8 @@ from extensions import db
 from models import LeadStatus
 from tests import procs
 from tests.e2e.chromium import launch_chromium
-from tests.test_admin_classes import make_lead
+from tests.factories import make_lead
+from tests.helpers import received, smtp_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -43,9 +44,7 @@ def site(tmp_path, smtp_server) -> Iterator[dict]:
         tmp_path,
         url,
         port=port,
-        MAIL_BACKEND="smtp",
-        MAIL_SERVER=smtp_server.host,
-        MAIL_PORT=smtp_server.port,
+        **smtp_settings(smtp_server),
         FREQUENCY_CAP_DAYS="0",
     )
     procs.flask_db_upgrade(env)
@@ -79,14 +78,6 @@ def page():
 def shot(page, n: int, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"admin-{n:02d}-{name}.png"), full_page=True)
-
-
-def by_recipient(smtp) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for _, rcpts, msg in smtp.messages:
-        for rcpt in rcpts:
-            out.setdefault(rcpt, []).append(msg)
-    return out
 
 
 def write_announcement(page, site: dict, subject: str, body: str, class_title: str) -> str:
@@ -179,9 +170,9 @@ def test_admin_creates_a_class_announces_it_and_an_unsubscriber_hears_no_more(si
     counts = procs.worker_once(site["env"])
     assert counts["sent"] == 3, counts
 
-    received = by_recipient(site["smtp"])
-    assert set(received) == CLASS_AUDIENCE
-    for address, msgs in received.items():
+    inbox = received(site["smtp"])
+    assert set(inbox) == CLASS_AUDIENCE
+    for address, msgs in inbox.items():
         assert len(msgs) == 1, address
         msg = msgs[0]
         assert msg["Subject"] == "CSPO live online (e2e): seats open"
@@ -190,9 +181,7 @@ def test_admin_creates_a_class_announces_it_and_an_unsubscriber_hears_no_more(si
         assert msg["List-Id"]
         text = msg.get_body(("plain",)).get_content()
         assert f"Register: {base}/register/" in text
-    assert (
-        received["ann@example.com"][0].get_body(("plain",)).get_content().startswith("Hello Ann,")
-    )
+    assert inbox["ann@example.com"][0].get_body(("plain",)).get_content().startswith("Hello Ann,")
 
     page.goto(detail_url)
     expect(page.locator("#ann-status")).to_have_text("sent")
@@ -200,7 +189,7 @@ def test_admin_creates_a_class_announces_it_and_an_unsubscriber_hears_no_more(si
     shot(page, 5, "announcement-sent")
 
     # Bob unsubscribes the way his mail program does: one POST, no cookie.
-    unsubscribe = received["bob@example.com"][0]["List-Unsubscribe"].strip("<>")
+    unsubscribe = inbox["bob@example.com"][0]["List-Unsubscribe"].strip("<>")
     request = urllib.request.Request(
         unsubscribe,
         data=b"List-Unsubscribe=One-Click",
@@ -224,4 +213,4 @@ def test_admin_creates_a_class_announces_it_and_an_unsubscriber_hears_no_more(si
     page.get_by_role("button", name="Send now").click()
     expect(page.get_by_role("status").first).to_contain_text("Sending now")
     assert procs.worker_once(site["env"])["sent"] == 2
-    assert set(by_recipient(site["smtp"])) == CLASS_AUDIENCE - {"bob@example.com"}
+    assert set(received(site["smtp"])) == CLASS_AUDIENCE - {"bob@example.com"}

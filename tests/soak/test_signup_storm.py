@@ -17,7 +17,6 @@ Durations are printed and written to test-artifacts/soak/.
 
 from __future__ import annotations
 
-import contextlib
 import http.cookiejar
 import json
 import random
@@ -28,14 +27,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from tests import procs
-from tests.conftest import PG_URL, REDIS_URL, _port_open, require_service
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
@@ -225,18 +222,6 @@ def test_signup_storm_sqlite(tmp_path):
     storm(tmp_path, f"sqlite:///{tmp_path / 'leads.sqlite3'}", "sqlite")
 
 
-@pytest.fixture
-def fresh_pg_url() -> Iterator[str]:
-    with contextlib.ExitStack() as stack:
-        try:
-            url = stack.enter_context(procs.pg_schema(PG_URL))
-        except Exception as exc:
-            require_service("PostgreSQL", f"cannot create a schema in {PG_URL}: {exc}")
-        yield url
-
-
 @pytest.mark.postgres
-def test_signup_storm_postgresql(tmp_path, fresh_pg_url):
-    if not _port_open("127.0.0.1", 6379):
-        require_service("Redis", "nothing listens on 127.0.0.1:6379")
-    storm(tmp_path, fresh_pg_url, "postgresql", RATELIMIT_STORAGE_URI=REDIS_URL)
+def test_signup_storm_postgresql(tmp_path, fresh_pg_url, redis_url):
+    storm(tmp_path, fresh_pg_url, "postgresql", RATELIMIT_STORAGE_URI=redis_url)
