@@ -9,9 +9,13 @@ delivery tests are in tests/delivery_procs.py; Chromium in tests/e2e/chromium.py
 from __future__ import annotations
 
 import functools
+import http.cookiejar
 import os
 import re
 import socket
+import urllib.error
+import urllib.parse
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from html.parser import HTMLParser
@@ -155,6 +159,7 @@ _FORM_TAG = re.compile(r"<form\b([^>]*)>")
 _ATTR = re.compile(r'(\w+)="([^"]*)"')
 # SITE_URL in the tests (base_config): the origin of every page the test client reads.
 ORIGIN = "http://localhost"
+ARTICLE_PATH = "/cspo-certification-benefits"
 
 
 def page_text(response) -> str:
@@ -205,7 +210,7 @@ def signup(
     *,
     topics=("cspo-classes",),
     name: str = "",
-    path: str = "/cspo-certification-benefits",
+    path: str = ARTICLE_PATH,
     index: int = 0,
     headers: dict[str, str] | None = None,
     **extra,
@@ -274,6 +279,54 @@ def walk(client, url: str, max_pages: int = 20) -> tuple[list[str], int]:
         if url:
             assert len(rows) == PER_PAGE, "a Next page link under a part-filled page"
     return seen, pages
+
+
+# --- A visitor's browser against a real server.
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class Visitor:
+    """One browser against a real server (procs.gunicorn): its own cookie
+    jar, redirects not followed, the signup form of the article it read."""
+
+    def __init__(self, base_url: str, forwarded_for: str | None = None):
+        self.base_url = base_url
+        self.cookies = http.cookiejar.CookieJar()
+        self.forwarded_for = forwarded_for
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect()
+        )
+        self.fields: dict[str, str] = {}
+
+    def _request(self, path: str, data: bytes | None = None) -> urllib.request.Request:
+        headers = {"X-Forwarded-For": self.forwarded_for} if self.forwarded_for else {}
+        if data is not None:  # as a browser posts a form from the article
+            headers.update(Origin=self.base_url, Referer=self.base_url + ARTICLE_PATH)
+        return urllib.request.Request(self.base_url + path, data=data, headers=headers)
+
+    def read_article(self) -> None:
+        with self.opener.open(self._request(ARTICLE_PATH), timeout=60) as r:
+            self.fields = form_fields(r.read().decode())
+        # The same page for everyone: a time stamp, no CSRF token, no cookie.
+        assert self.fields.get("started")
+        assert "csrf_token" not in self.fields
+        assert not self.cookies
+
+    def sign_up(self, email: str) -> int:
+        data = urllib.parse.urlencode(
+            {**self.fields, "email": email, "name": "", "topics": "cspo-classes"}
+        ).encode()
+        try:
+            with self.opener.open(self._request("/subscribe", data), timeout=60) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:  # a 303 lands here: redirects are not followed
+            return exc.code
+        except OSError:  # a dropped or timed-out connection
+            return -1
 
 
 # --- Rows in the database.
