@@ -62,6 +62,15 @@ def fresh_pg_url() -> Iterator[str]:
     yield from _pg_schema()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_db_url(request, tmp_path) -> str:
+    """An empty database of the test's own, for `flask db upgrade` or a
+    process that makes its tables: a new SQLite file, or fresh_pg_url."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    return request.getfixturevalue("fresh_pg_url")
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """REDIS_URL, skipped where nothing listens on 127.0.0.1:6379."""

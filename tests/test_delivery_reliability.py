@@ -182,11 +182,8 @@ PROCESS_MAILS = 600
 PROCESSES = 3
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_several_worker_commands_send_each_row_once(tmp_path, backend, request):
-    url = (
-        dp.sqlite_url(tmp_path) if backend == "sqlite" else request.getfixturevalue("fresh_pg_url")
-    )
+def test_several_worker_commands_send_each_row_once(tmp_path, empty_db_url):
+    url = empty_db_url
     dp.prepare_schema(url)
     engine = dp.engine_for(url)
     dp.seed(engine, PROCESS_MAILS)

@@ -40,22 +40,15 @@ def keep_logging():
     root.level, root.handlers = saved_root[0], saved_root[1]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def empty_db(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-    return request.getfixturevalue("fresh_pg_url")
-
-
 @pytest.fixture
-def migrated_app(empty_db, tmp_path):
+def migrated_app(empty_db_url, tmp_path):
     app = create_app(
         {
             "TESTING": True,
             "SECRET_KEY": "test",
             # Where the test client's pages come from: the signup's Origin check.
             "SITE_URL": "http://localhost",
-            "SQLALCHEMY_DATABASE_URI": empty_db,
+            "SQLALCHEMY_DATABASE_URI": empty_db_url,
             "MAIL_FILE_DIR": str(tmp_path / "mail"),
         }
     )
