@@ -234,8 +234,11 @@ def gunicorn(
     port: int | None = None,
     log_path: Path | None = None,
     extra_args: Sequence[str] = (),
+    app_spec: str = "app:create_app()",
+    health_timeout: float = 30.0,
 ) -> Iterator[Server]:
-    """gunicorn serving create_app() on 127.0.0.1:port, healthy on entry.
+    """gunicorn serving app_spec (ours, or a benchmark's baseline) on
+    127.0.0.1:port, healthy on entry.
 
     When env has no SITE_URL, it is set to the server's address. The server
     is stopped on exit, however the block ends; on failure its log is in the
@@ -261,12 +264,12 @@ def gunicorn(
         "--graceful-timeout",
         "5",
         *extra_args,
-        "app:create_app()",
+        app_spec,
     ]
     server = Server(argv, env, log_path, port)
     try:
         server.start()
-        server.wait_healthy()
+        server.wait_healthy(health_timeout)
         yield server
     finally:
         server.stop()
