@@ -18,7 +18,6 @@ import socket
 import sqlite3
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -32,7 +31,7 @@ from tests import procs
 ROOT = procs.ROOT
 BENCH = ROOT / "bench"
 DATA = BENCH / ".data"
-PYTHON = sys.executable
+PYTHON = procs.PYTHON
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari"
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -331,31 +330,15 @@ def env_for(scratch: Path, db: Database, **settings: object) -> dict[str, str]:
 def serve(
     env: Mapping[str, str], app_spec: str, scratch: Path, *, workers: int = 2, tag: str = "srv"
 ) -> Iterator[procs.Server]:
-    """gunicorn serving app_spec (ours: 'app:create_app()'), healthy on entry.
-    Ours and every baseline run under the same gunicorn settings."""
+    """gunicorn serving app_spec (ours: 'app:create_app()'), healthy on entry,
+    SITE_URL its own origin unless env says otherwise. Ours and every
+    baseline run under the same gunicorn settings: the tests' (procs.gunicorn)."""
     port = procs.free_port()
-    env = dict(env)
-    env.setdefault("SITE_URL", origin(port))
-    argv = [
-        PYTHON,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--no-control-socket",
-        "--graceful-timeout",
-        "5",
-        app_spec,
-    ]
-    server = procs.Server(argv, env, scratch / f"{tag}-{port}.log", port)
-    try:
-        server.start()
-        server.wait_healthy(60)
+    log_path = scratch / f"{tag}-{port}.log"
+    with procs.gunicorn(
+        env, workers=workers, port=port, log_path=log_path, app_spec=app_spec, health_timeout=60
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def children(pid: int) -> list[int]:

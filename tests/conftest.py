@@ -1,73 +1,54 @@
 """Fixtures in the style of Flask's tutorial: app, client, runner; plus the
-real components the suite runs against (PostgreSQL, an SMTP server)."""
+clock and the real components the suite runs against (PostgreSQL, Redis, an
+SMTP server). Plain helpers are in tests/helpers.py and tests/factories.py."""
 
 from __future__ import annotations
 
-import os
-import re
-import socket
-import uuid
+import contextlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from app import create_app
 from extensions import db
 from services import clock
+from tests import procs
+from tests.delivery_procs import Recorder, smtp_on_loopback
+from tests.helpers import (
+    PG_URL,
+    REDIS_URL,
+    T0,
+    FrozenClock,
+    base_config,
+    port_open,
+    require_service,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def require_service(name: str, reason: str) -> None:
-    """Skip with a reason on a machine without the service; fail under CI."""
-    if IN_CI:
-        pytest.fail(f"{name} is required under CI=true: {reason}")
-    pytest.skip(f"{name} not available: {reason}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# --- PostgreSQL: a schema of its own per test session (and per test that
+# starts from an empty database), so parallel runs never meet.
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-# --- PostgreSQL: one schema per test session, so parallel runs never meet.
+def _pg_schema() -> Iterator[str]:
+    """procs.pg_schema, skipped where PostgreSQL is missing (failed under CI)."""
+    if not port_open("127.0.0.1", 5432):
+        require_service("PostgreSQL", "nothing listens on 127.0.0.1:5432")
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(procs.pg_schema(PG_URL))
+        except Exception as exc:
+            require_service("PostgreSQL", f"cannot create a schema in {PG_URL}: {exc}")
+        yield url
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    if not _port_open("127.0.0.1", 5432):
-        require_service("PostgreSQL", "nothing listens on 127.0.0.1:5432")
-    schema = f"t_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:
-        require_service("PostgreSQL", f"cannot create a schema in {PG_URL}: {exc}")
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    yield from _pg_schema()
 
 
 @pytest.fixture(scope="session")
 def pg_schema_ready(pg_url) -> str:
+    """pg_url with every table created; the app fixture empties them per test."""
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": pg_url})
     with app.app_context():
         db.create_all()
@@ -75,20 +56,30 @@ def pg_schema_ready(pg_url) -> str:
     return pg_url
 
 
-def base_config(tmp_path: Path) -> dict:
-    return {
-        "TESTING": True,
-        "SECRET_KEY": "test-secret",
-        "SITE_URL": "http://localhost",
-        "MAIL_BACKEND": "file",
-        "MAIL_FILE_DIR": str(tmp_path / "mail"),
-        "FORM_MIN_SECONDS": 0,
-        "SIGNUP_RATE_LIMIT": "1000 per minute",
-        "RATELIMIT_STORAGE_URI": "memory://",
-        "WORKER_POLL_SECONDS": 0.05,
-        "WORKER_BACKOFF_BASE_SECONDS": 1,
-        "MAIL_TIMEOUT": 5,
-    }
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """An empty schema for one test (migrations, real processes), dropped after."""
+    yield from _pg_schema()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_db_url(request, tmp_path) -> str:
+    """An empty database of the test's own, for `flask db upgrade` or a
+    process that makes its tables: a new SQLite file, or fresh_pg_url."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    return request.getfixturevalue("fresh_pg_url")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """REDIS_URL, skipped where nothing listens on 127.0.0.1:6379."""
+    if not port_open("127.0.0.1", 6379):
+        require_service("Redis", "nothing listens on 127.0.0.1:6379")
+    return REDIS_URL
+
+
+# --- The app, on SQLite and on PostgreSQL.
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -126,19 +117,6 @@ def _truncate_all() -> None:
     db.session.commit()
 
 
-# The moment `frozen` holds the clock at.
-T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def frozen():
-    """services.clock held at T0; a test moves it with frozen[0] = ..."""
-    now = [T0]
-    clock.set_clock(lambda: now[0])
-    yield now
-    clock.set_clock(None)
-
-
 @pytest.fixture
 def client(app):
     return app.test_client()
@@ -149,113 +127,26 @@ def runner(app):
     return app.test_cli_runner()
 
 
-# --- Helpers for driving the signup form like a browser does.
-
-_HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)"')
-_FORM = re.compile(r'<form class="signup".*?</form>', re.S)
-_FORM_TAG = re.compile(r"<form\b([^>]*)>")
-_ATTR = re.compile(r'(\w+)="([^"]*)"')
-# SITE_URL in the tests (base_config): the origin of every page the test client reads.
-ORIGIN = "http://localhost"
+# --- The clock.
 
 
-def form_fields(html: str, index: int = 0) -> dict[str, str]:
-    """The hidden fields of the index-th signup form on a page."""
-    forms = _FORM.findall(html)
-    return dict(_HIDDEN.findall(forms[index]))
-
-
-def browser_headers(path: str) -> dict[str, str]:
-    """What a browser sends with a form posted from one of our pages: its
-    Origin, and (Referrer-Policy strict-origin-when-cross-origin, same
-    origin) the page's whole URL, query string and all."""
-    return {"Origin": ORIGIN, "Referer": ORIGIN + path}
-
-
-def signup(
-    client,
-    email: str,
-    *,
-    topics=("cspo-classes",),
-    name: str = "",
-    path: str = "/cspo-certification-benefits",
-    index: int = 0,
-    headers: dict[str, str] | None = None,
-    **extra,
-):
-    """Read the page at `path` and send its index-th signup form, as a
-    browser does (no cookie or CSRF token: the page is the same for all)."""
-    page = client.get(path)
-    fields = form_fields(page.get_data(as_text=True), index)
-    fields.update(email=email, name=name, topics=list(topics), **extra)
-    return client.post(
-        "/subscribe", data=fields, headers={**browser_headers(path), **(headers or {})}
-    )
-
-
-def confirm(client, url_or_token: str, **kwargs):
-    """Open a confirmation link and click its button, as a person does.
-
-    GET /confirm/<token> changes nothing: it shows the address and one
-    button, a form that posts to the same URL. The POST's response is
-    returned; where the GET shows no button (a broken or expired link, an
-    address confirmed already), the GET's page is returned: all a person
-    could see. kwargs (headers, environ_base) go to both requests."""
-    path = url_or_token.removeprefix(ORIGIN)
-    if not path.startswith("/"):
-        path = f"/confirm/{path}"
-    page = client.get(path, **kwargs)
-    forms = [dict(_ATTR.findall(attrs)) for attrs in _FORM_TAG.findall(page.get_data(as_text=True))]
-    button = [f for f in forms if f.get("method") == "post" and f.get("action") == path]
-    if page.status_code != 200 or not button:
-        return page
-    return client.post(path, **kwargs)
-
-
-def mail_files(app) -> list[Path]:
-    return sorted(Path(app.config["MAIL_FILE_DIR"]).glob("*.eml"))
+@pytest.fixture
+def frozen() -> Iterator[FrozenClock]:
+    """services.clock held at T0 until the test moves it: frozen.set(moment),
+    frozen.advance(seconds, **timedelta); frozen.now reads it."""
+    held = FrozenClock(T0)
+    clock.set_clock(held)
+    yield held
+    clock.set_clock(None)
 
 
 # --- A real SMTP server on loopback.
 
 
-class Recorder:
-    """aiosmtpd handler that keeps every message and can be told to refuse."""
-
-    def __init__(self):
-        import threading
-
-        self.messages: list = []
-        self.lock = threading.Lock()
-        # A list of SMTP replies for the next DATA commands ("421 ...", "550 ...");
-        # when empty, every message is accepted with 250.
-        self.replies: list[str] = []
-        self.hang_seconds: float = 0
-
-    async def handle_DATA(self, server, session, envelope):
-        import asyncio
-        from email import message_from_bytes, policy
-
-        if self.hang_seconds:
-            await asyncio.sleep(self.hang_seconds)
-        with self.lock:
-            if self.replies:
-                reply = self.replies.pop(0)
-                if not reply.startswith("250"):
-                    return reply
-            msg = message_from_bytes(envelope.content, policy=policy.default)
-            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
-        return "250 Message accepted for delivery"
-
-
 @pytest.fixture
-def smtp_server():
-    from aiosmtpd.controller import Controller
-
-    recorder = Recorder()
-    port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port)
-    controller.start()
-    recorder.host, recorder.port = "127.0.0.1", port
-    yield recorder
-    controller.stop()
+def smtp_server() -> Iterator[Recorder]:
+    """aiosmtpd keeping every message (.messages); it can be told to refuse
+    (.replies) or to hang (.hang_seconds). helpers.smtp_settings points the
+    app at it."""
+    with smtp_on_loopback(Recorder()) as recorder:
+        yield recorder

@@ -1,7 +1,8 @@
-"""Helpers for the delivery tests: a timestamping SMTP server, a server that
-never answers, fast seeding of leads and outbox rows, and polling with deadlines.
+"""The other end of delivery: SMTP servers on loopback (the Recorder behind
+the smtp_server fixture, a timestamping one, one that never answers), fast
+seeding of leads and outbox rows, and polling with deadlines.
 
-Processes themselves are started with tests.procs (Proc, app_env).
+The app's own processes (gunicorn, the worker) are started with tests.procs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, insert, text
@@ -23,7 +25,7 @@ from app import create_app
 from extensions import db
 from models import Lead, LeadTopic, OutboxMessage
 from tests import procs
-from tests.conftest import Recorder, free_port
+from tests.helpers import smtp_settings
 
 LEAD = Lead.__table__
 LEAD_TOPIC = LeadTopic.__table__
@@ -31,6 +33,50 @@ OUTBOX = OutboxMessage.__table__
 
 
 # --- SMTP
+
+
+class Recorder:
+    """aiosmtpd handler that keeps every message and can be told to refuse."""
+
+    def __init__(self):
+        self.messages: list = []
+        self.lock = threading.Lock()
+        # A list of SMTP replies for the next DATA commands ("421 ...", "550 ...");
+        # when empty, every message is accepted with 250.
+        self.replies: list[str] = []
+        self.hang_seconds: float = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.hang_seconds:
+            await asyncio.sleep(self.hang_seconds)
+        with self.lock:
+            if self.replies:
+                reply = self.replies.pop(0)
+                if not reply.startswith("250"):
+                    return reply
+            self.accept(envelope)
+        return "250 Message accepted for delivery"
+
+    def accept(self, envelope) -> None:
+        """Keep a message answered with 250 (called holding the lock)."""
+        msg = message_from_bytes(envelope.content, policy=policy.default)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
+
+
+@contextlib.contextmanager
+def smtp_on_loopback(handler, **controller_options) -> Iterator:
+    """aiosmtpd serving handler on a free port of 127.0.0.1, which it notes
+    in handler.host and handler.port; stopped when the block ends."""
+    from aiosmtpd.controller import Controller
+
+    port = procs.free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **controller_options)
+    controller.start()
+    handler.host, handler.port = "127.0.0.1", port
+    try:
+        yield handler
+    finally:
+        controller.stop()
 
 
 class TimedRecorder(Recorder):
@@ -66,8 +112,6 @@ class TimedRecorder(Recorder):
         self.data_times: list[float] = []
 
     async def handle_DATA(self, server, session, envelope):
-        from email import message_from_bytes, policy
-
         with self.lock:
             self._datas += 1
             first = self._datas == 1
@@ -78,21 +122,15 @@ class TimedRecorder(Recorder):
                 await asyncio.sleep(0.01)
             if self.first_reply and not self.first_reply.startswith("250"):
                 return self.first_reply
-        if self.hang_seconds:
-            await asyncio.sleep(self.hang_seconds)
-        with self.lock:
-            if self.replies:
-                reply = self.replies.pop(0)
-                if not reply.startswith("250"):
-                    return reply
-            msg_id = _header(envelope.content, b"message-id")
-            if self.keep_messages:
-                msg = message_from_bytes(envelope.content, policy=policy.default)
-                self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
-            now = time.monotonic()
-            for rcpt in envelope.rcpt_tos:
-                self.receipts.append((now, rcpt, msg_id))
-        return "250 Message accepted for delivery"
+        return await super().handle_DATA(server, session, envelope)
+
+    def accept(self, envelope) -> None:
+        if self.keep_messages:
+            super().accept(envelope)
+        msg_id = _header(envelope.content, b"message-id")
+        now = time.monotonic()
+        for rcpt in envelope.rcpt_tos:
+            self.receipts.append((now, rcpt, msg_id))
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
@@ -134,22 +172,16 @@ def _refuse_every_login(server, session, envelope, mechanism, auth_data):
 
 @contextlib.contextmanager
 def smtp_recorder(*, refuse_logins: bool = False, **kwargs) -> Iterator[TimedRecorder]:
-    """aiosmtpd on loopback; with refuse_logins every AUTH gets 535."""
-    from aiosmtpd.controller import Controller
-
-    recorder = TimedRecorder(**kwargs)
-    port = free_port()
+    """A TimedRecorder on loopback; with refuse_logins every AUTH gets 535."""
     extra = {}
     if refuse_logins:
         extra = {"authenticator": _refuse_every_login, "auth_require_tls": False}
-    controller = Controller(recorder, hostname="127.0.0.1", port=port, **extra)
-    controller.start()
-    recorder.host, recorder.port = "127.0.0.1", port
-    try:
-        yield recorder
-    finally:
-        recorder.release_first.set()
-        controller.stop()
+    recorder = TimedRecorder(**kwargs)
+    with smtp_on_loopback(recorder, **extra):
+        try:
+            yield recorder
+        finally:
+            recorder.release_first.set()  # a held first DATA must not block the stop
 
 
 class SilentFirstProxy:
@@ -331,17 +363,9 @@ def wait_for(
 def worker_env(tmp_path: Path, url: str, smtp: object, **settings: object) -> dict[str, str]:
     """Environment for `flask worker` sending to the (host, port) of smtp."""
     defaults = {
-        "MAIL_BACKEND": "smtp",
-        "MAIL_SERVER": smtp.host,
-        "MAIL_PORT": smtp.port,
+        **smtp_settings(smtp),
         "SITE_URL": "http://127.0.0.1:5000",
         "WORKER_POLL_SECONDS": "0.1",
         "MAIL_TIMEOUT": "1",
     }
     return procs.app_env(tmp_path, url, **{**defaults, **settings})
-
-
-def start_worker(env: dict[str, str], log_path: Path) -> procs.Proc:
-    return procs.Proc(
-        [procs.PYTHON, "-m", "flask", "--app", "app", "worker"], env, log_path
-    ).start()

@@ -234,8 +234,11 @@ def gunicorn(
     port: int | None = None,
     log_path: Path | None = None,
     extra_args: Sequence[str] = (),
+    app_spec: str = "app:create_app()",
+    health_timeout: float = 30.0,
 ) -> Iterator[Server]:
-    """gunicorn serving create_app() on 127.0.0.1:port, healthy on entry.
+    """gunicorn serving app_spec (ours, or a benchmark's baseline) on
+    127.0.0.1:port, healthy on entry.
 
     When env has no SITE_URL, it is set to the server's address. The server
     is stopped on exit, however the block ends; on failure its log is in the
@@ -261,12 +264,12 @@ def gunicorn(
         "--graceful-timeout",
         "5",
         *extra_args,
-        "app:create_app()",
+        app_spec,
     ]
     server = Server(argv, env, log_path, port)
     try:
         server.start()
-        server.wait_healthy()
+        server.wait_healthy(health_timeout)
         yield server
     finally:
         server.stop()
@@ -282,13 +285,18 @@ def _port_from_site_url(env: Mapping[str, str]) -> int | None:
     return parts.port if parts.hostname == "127.0.0.1" else None
 
 
+def worker_proc(env: Mapping[str, str], log_path: Path, *args: str) -> Proc:
+    """`flask worker ARGS` (e.g. "--once") as a Proc, not started yet."""
+    return Proc([PYTHON, "-m", "flask", "--app", "app", "worker", *args], env, log_path)
+
+
 @contextlib.contextmanager
 def worker(env: Mapping[str, str], log_path: Path | None = None) -> Iterator[Proc]:
     """`flask worker` running forever until the block ends (or .kill())."""
     log_path = log_path or Path(env.get("MAIL_FILE_DIR", ROOT / "instance")).parent / (
         f"worker-{uuid.uuid4().hex[:6]}.log"
     )
-    proc = Proc([PYTHON, "-m", "flask", "--app", "app", "worker"], env, log_path)
+    proc = worker_proc(env, log_path)
     try:
         proc.start()
         yield proc

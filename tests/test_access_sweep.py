@@ -17,7 +17,7 @@ from werkzeug.routing.converters import NumberConverter, UUIDConverter
 from extensions import db
 from models import Role
 from services import subscriptions
-from services.subscriptions import Evidence, SignupRequest
+from tests.factories import subscribed_lead
 from tests.helpers import csrf_token, sign_in_as
 
 # Endpoints anyone may reach. Keep this short: anything else is staff only.
@@ -180,12 +180,7 @@ def _state_changing(app) -> list[tuple[Rule, str]]:
 
 def test_every_state_changing_route_needs_a_csrf_token(app, client):
     with app.app_context():
-        subscriptions.subscribe(
-            SignupRequest(email="lead@example.com", topics=["newsletter"], placement="page"),
-            Evidence(),
-        )
-        db.session.commit()
-        lead = subscriptions.lead_by_email("lead@example.com")
+        lead = subscribed_lead("lead@example.com")
         tokens = {
             "token": subscriptions.unsubscribe_token(lead),
             "public_id": lead.public_id,
@@ -234,12 +229,7 @@ def test_every_state_changing_route_needs_a_csrf_token(app, client):
 
 def test_one_click_unsubscribe_needs_no_cookie_and_no_token(app):
     with app.app_context():
-        subscriptions.subscribe(
-            SignupRequest(email="lead@example.com", topics=["newsletter"], placement="page"),
-            Evidence(),
-        )
-        db.session.commit()
-        token = subscriptions.unsubscribe_token(subscriptions.lead_by_email("lead@example.com"))
+        token = subscriptions.unsubscribe_token(subscribed_lead("lead@example.com"))
     bare = app.test_client(use_cookies=False)
     r = bare.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
     assert r.status_code == 200

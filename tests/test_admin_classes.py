@@ -1,186 +1,45 @@
 """Admin classes: DST-aware times, validation shown as readable pages, list,
-edit, cancel; the public training page and its calendar files.
-
-The helpers at the top (admin sign-in, leads and classes made directly in the
-database, a frozen clock) are shared by the other admin test modules.
-"""
+edit, cancel; the public training page and its calendar files."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from html import unescape
 
 import pytest
 from icalendar import Calendar
-from sqlalchemy import func, insert, literal, select
+from sqlalchemy import select
 
 from extensions import db
 from models import (
-    AuditEvent,
     ClassStatus,
-    Lead,
-    LeadStatus,
-    LeadTopic,
     Role,
     TrainingClass,
 )
-from services import clock, training
-from tests.helpers import csrf_token, sign_in_as
+from services import training
+from tests.factories import SEPT_2026, make_class
+from tests.helpers import (
+    audit_actions,
+    class_form,
+    count,
+    csrf_token,
+    input_value,
+    page_text,
+    sign_in_admin,
+    sign_in_as,
+)
 
-ADMIN_EMAIL = "admin@example.com"
-# Before the autumn DST change of 2026, so its classes are still upcoming.
-SEPT_2026 = datetime(2026, 9, 1, 12, 0, tzinfo=UTC)
 TRAINING = "/certified-scrum-product-owner-cspo-training"
-
-
-# --- Shared helpers.
-
-
-def sign_in_admin(app, client, email: str = ADMIN_EMAIL) -> str:
-    """An admin in the client's session (one argon2 hash per run, no login)."""
-    return sign_in_as(app, client, Role.ADMIN, email)
-
-
-def freeze(at: datetime) -> None:
-    """Stop the services' clock at `at` (the app fixture restores it)."""
-    clock.set_clock(lambda: at)
-
-
-def count(app, model, *where) -> int:
-    with app.app_context():
-        return db.session.execute(
-            select(func.count()).select_from(model).where(*where)
-        ).scalar_one()
-
-
-def make_lead(
-    email: str,
-    topics: Iterable[str] = ("cspo-classes",),
-    *,
-    status: LeadStatus = LeadStatus.CONFIRMED,
-    name: str | None = None,
-    source_slug: str | None = "cspo-certification-benefits",
-    created_at: datetime | None = None,
-) -> Lead:
-    """A lead as signup and confirmation leave it; call in an app context."""
-    now = clock.now()
-    lead = Lead(
-        email=email,
-        name=name,
-        status=status,
-        source_slug=source_slug,
-        source_placement="inline",
-        created_at=created_at or now - timedelta(days=30),
-        confirmed_at=now - timedelta(days=29) if status != LeadStatus.PENDING else None,
-        unsubscribed_at=now - timedelta(days=1) if status == LeadStatus.UNSUBSCRIBED else None,
-    )
-    lead.topics = [LeadTopic(topic=t) for t in topics]
-    db.session.add(lead)
-    db.session.flush()
-    return lead
-
-
-def bulk_leads(n: int, topic: str = "cspo-classes", prefix: str = "bulk") -> None:
-    """n confirmed leads who want `topic`, in two set-based statements."""
-    now = clock.now()
-    db.session.execute(
-        insert(Lead),
-        [
-            {
-                "email": f"{prefix}{i}@example.com",
-                "status": LeadStatus.CONFIRMED,
-                "created_at": now - timedelta(days=10),
-                "confirmed_at": now - timedelta(days=9),
-                "source_slug": "cspo-certification-benefits",
-            }
-            for i in range(n)
-        ],
-    )
-    db.session.execute(
-        insert(LeadTopic).from_select(
-            ["lead_id", "topic"],
-            select(Lead.id, literal(topic)).where(Lead.email.like(f"{prefix}%")),
-        )
-    )
-    db.session.commit()
-
-
-def make_class(
-    *,
-    title: str = "CSPO online",
-    start: tuple[date, time] | None = None,
-    hours: int = 8,
-    tz: str = "Europe/Berlin",
-    registration_url: str | None = "https://tickets.example.org/cspo/1",
-    **fields,
-) -> TrainingClass:
-    """A class through the same service the admin form uses; app context."""
-    day, wall = start or ((clock.now() + timedelta(days=40)).date(), time(9, 0))
-    end = datetime.combine(day, wall) + timedelta(hours=hours)
-    cls = TrainingClass()
-    training.apply(
-        cls,
-        training.ClassInput(
-            title=title,
-            start_day=day,
-            start_time=wall,
-            end_day=end.date(),
-            end_time=end.time(),
-            timezone=tz,
-            registration_url=registration_url,
-            **fields,
-        ),
-    )
-    cls.created_at = clock.now()
-    db.session.add(cls)
-    db.session.flush()
-    return cls
-
-
-def class_form(token: str, **overrides) -> dict:
-    data = {
-        "csrf_token": token,
-        "title": "CSPO in Berlin",
-        "course": "CSPO",
-        "start_date": "2026-10-25",
-        "start_time": "09:00",
-        "end_date": "2026-10-25",
-        "end_time": "17:00",
-        "timezone": "Europe/Berlin",
-        "location": "Alexanderplatz 1, Berlin",
-        "trainer": "Dana Trainer",
-        "price": "1290.00",
-        "currency": "EUR",
-        "seats": "12",
-        "seats_taken": "3",
-        "registration_url": "https://tickets.example.org/cspo-berlin",
-        "status": "scheduled",
-    }
-    data.update(overrides)
-    return {k: v for k, v in data.items() if v is not None}
-
-
-def page_text(response) -> str:
-    return unescape(response.get_data(as_text=True))
-
-
-def input_value(html: str, name: str) -> str | None:
-    """The value of the <input name=...> on a page, whatever its attribute order."""
-    for tag in re.findall(r"<input\b[^>]*>", html):
-        if re.search(rf'\bname="{re.escape(name)}"', tag):
-            found = re.search(r'\bvalue="([^"]*)"', tag)
-            return unescape(found.group(1)) if found else ""
-    return None
 
 
 # --- Classes entered across a DST change.
 
 
-def test_class_on_the_day_summer_time_ends_is_stored_in_utc_and_shown_in_local_time(app, client):
-    freeze(SEPT_2026)
+def test_class_on_the_day_summer_time_ends_is_stored_in_utc_and_shown_in_local_time(
+    app, client, frozen
+):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     token = csrf_token(client, "/admin/classes/new")
 
@@ -197,9 +56,7 @@ def test_class_on_the_day_summer_time_ends_is_stored_in_utc_and_shown_in_local_t
         assert cls.price == Decimal("1290.00")
         assert cls.seats_left == 9
         public_id = cls.public_id
-        assert db.session.execute(
-            select(AuditEvent.action).where(AuditEvent.target == public_id)
-        ).scalars().all() == ["class.create"]
+    assert audit_actions(app, public_id) == ["class.create"]
 
     page = page_text(client.get(TRAINING))
     assert "Sunday 25 October 2026, 09:00–17:00</time>" in page
@@ -226,8 +83,8 @@ def test_class_on_the_day_summer_time_ends_is_stored_in_utc_and_shown_in_local_t
     assert input_value(form, "timezone") == "Europe/Berlin"
 
 
-def test_a_class_in_the_repeated_hour_gets_the_documented_note(app, client):
-    freeze(SEPT_2026)
+def test_a_class_in_the_repeated_hour_gets_the_documented_note(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     token = csrf_token(client, "/admin/classes/new")
     r = client.post(
@@ -280,9 +137,9 @@ def test_a_class_in_the_repeated_hour_gets_the_documented_note(app, client):
     ],
 )
 def test_invalid_class_is_refused_with_a_readable_page_and_nothing_saved(
-    app, client, overrides, message
+    app, client, overrides, message, frozen
 ):
-    freeze(SEPT_2026)
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     token = csrf_token(client, "/admin/classes/new")
     r = client.post("/admin/classes/new", data=class_form(token, **overrides))
@@ -296,8 +153,8 @@ def test_invalid_class_is_refused_with_a_readable_page_and_nothing_saved(
     assert count(app, TrainingClass) == 0
 
 
-def test_online_class_needs_no_location(app, client):
-    freeze(SEPT_2026)
+def test_online_class_needs_no_location(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     token = csrf_token(client, "/admin/classes/new")
     r = client.post(
@@ -323,8 +180,8 @@ def test_class_pages_are_for_admins_only(app, client):
 # --- List, edit, cancel.
 
 
-def test_admin_lists_edits_and_cancels_a_class(app, client):
-    freeze(SEPT_2026)
+def test_admin_lists_edits_and_cancels_a_class(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     with app.app_context():
         cls = make_class(title="CSPO remote", start=(date(2026, 11, 3), time(9, 0)))
@@ -379,16 +236,7 @@ def test_admin_lists_edits_and_cancels_a_class(app, client):
     with app.app_context():
         assert training.class_by_public_id(public_id).status == ClassStatus.CANCELLED
         assert training.class_by_public_id(past_id).status == ClassStatus.SCHEDULED
-        actions = (
-            db.session.execute(
-                select(AuditEvent.action)
-                .where(AuditEvent.target == public_id)
-                .order_by(AuditEvent.id)
-            )
-            .scalars()
-            .all()
-        )
-        assert actions == ["class.update", "class.cancel"]
+    assert audit_actions(app, public_id) == ["class.update", "class.cancel"]
     listing = page_text(client.get("/admin/classes"))
     assert "Reminders for it will not be sent." in listing
     assert "CSPO remote (US)" not in page_text(client.get(TRAINING))
@@ -401,8 +249,8 @@ def test_admin_lists_edits_and_cancels_a_class(app, client):
 # --- The public training page.
 
 
-def test_training_page_groups_classes_by_month_with_microdata(app, client):
-    freeze(SEPT_2026)
+def test_training_page_groups_classes_by_month_with_microdata(app, client, frozen):
+    frozen.set(SEPT_2026)
     with app.app_context():
         make_class(
             title="CSPO October",

@@ -18,25 +18,26 @@ from extensions import db
 from models import (
     Announcement,
     AnnouncementStatus,
-    AuditEvent,
     Lead,
     LeadStatus,
     OutboxMessage,
     OutboxStatus,
 )
 from services import announcements, delivery
-from services.delivery import Worker
-from tests.helpers import csrf_token
-from tests.test_admin_classes import (
+from tests.factories import SEPT_2026, make_class, make_lead
+from tests.helpers import (
     ADMIN_EMAIL,
-    SEPT_2026,
+    announcement_form,
+    audit_actions,
     count,
-    freeze,
+    create_announcement,
+    csrf_token,
+    drain,
     input_value,
-    make_class,
-    make_lead,
     page_text,
+    received,
     sign_in_admin,
+    smtp_settings,
 )
 
 S = AnnouncementStatus
@@ -46,55 +47,12 @@ S = AnnouncementStatus
 def app_config(app_config, smtp_server):
     return {
         **app_config,
-        "MAIL_BACKEND": "smtp",
-        "MAIL_SERVER": smtp_server.host,
-        "MAIL_PORT": smtp_server.port,
+        **smtp_settings(smtp_server),
         "FREQUENCY_CAP_DAYS": 0,
     }
 
 
 # --- Helpers.
-
-
-def drain(app) -> dict[str, int]:
-    """`flask worker --once` in-process: plan due work, send all that is due."""
-    with app.app_context():
-        total = Worker(app).run(once=True)
-    return {"sent": total.sent, "skipped": total.skipped, "failed": total.failed}
-
-
-def received(smtp) -> dict[str, list]:
-    """Messages the SMTP server accepted, by recipient address."""
-    out: dict[str, list] = {}
-    for _, rcpts, msg in smtp.messages:
-        for rcpt in rcpts:
-            out.setdefault(rcpt, []).append(msg)
-    return out
-
-
-def announcement_form(token: str, **overrides) -> dict:
-    data = {
-        "csrf_token": token,
-        "subject": "New CSPO dates",
-        "body": "Hello {{ first_name or 'there' }},\n\nNew dates are out.\n\n"
-        "[Unsubscribe]({{ unsubscribe_url }})",
-        "topic": "cspo-classes",
-        "training_class": "",
-        "source_slug": "",
-        "signed_up_from": "",
-        "signed_up_until": "",
-    }
-    data.update(overrides)
-    return data
-
-
-def create_announcement(client, **overrides) -> str:
-    token = csrf_token(client, "/admin/announcements/new")
-    r = client.post("/admin/announcements/new", data=announcement_form(token, **overrides))
-    assert r.status_code == 303, page_text(r)
-    match = re.fullmatch(r"/admin/announcements/([\w-]+)", r.headers["Location"])
-    assert match, r.headers["Location"]
-    return match.group(1)
 
 
 def schedule(client, public_id: str, **fields):
@@ -151,8 +109,8 @@ CLASS_AUDIENCE = {"ann@example.com", "bob@example.com", "both@example.com"}
 # --- Scheduling across DST edges.
 
 
-def test_schedule_in_the_spring_forward_gap_moves_forward_and_says_so(app, client):
-    freeze(SEPT_2026)
+def test_schedule_in_the_spring_forward_gap_moves_forward_and_says_so(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     public_id = create_announcement(client)
 
@@ -178,8 +136,8 @@ def test_schedule_in_the_spring_forward_gap_moves_forward_and_says_so(app, clien
     assert "Sunday 28 March 2027, 03:30 CEST (Europe/Berlin) · 2027-03-28 01:30 UTC" in html
 
 
-def test_schedule_in_the_repeated_autumn_hour_uses_the_first_one(app, client):
-    freeze(SEPT_2026)
+def test_schedule_in_the_repeated_autumn_hour_uses_the_first_one(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     public_id = create_announcement(client)
     r = schedule(
@@ -229,8 +187,8 @@ def test_schedule_in_the_repeated_autumn_hour_uses_the_first_one(app, client):
     ],
     ids=["past", "unknown-zone", "missing", "unparsable"],
 )
-def test_schedule_mistakes_are_explained_and_change_nothing(app, client, fields, message):
-    freeze(SEPT_2026)
+def test_schedule_mistakes_are_explained_and_change_nothing(app, client, fields, message, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     public_id = create_announcement(client)
     r = schedule(client, public_id, schedule="1", **fields)
@@ -243,8 +201,8 @@ def test_schedule_mistakes_are_explained_and_change_nothing(app, client, fields,
 # --- Writing: the form, the audience and its count.
 
 
-def test_audience_is_confirmed_leads_of_the_topic_with_a_live_count(app, client):
-    freeze(SEPT_2026)
+def test_audience_is_confirmed_leads_of_the_topic_with_a_live_count(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     audience_leads(app)
     with app.app_context():
@@ -285,8 +243,8 @@ def test_audience_is_confirmed_leads_of_the_topic_with_a_live_count(app, client)
     assert count(app, Announcement) == 1
 
 
-def test_edit_keeps_the_linked_class_and_is_refused_once_sending(app, client):
-    freeze(SEPT_2026)
+def test_edit_keeps_the_linked_class_and_is_refused_once_sending(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     with app.app_context():
         cls = make_class(
@@ -331,8 +289,8 @@ def test_edit_keeps_the_linked_class_and_is_refused_once_sending(app, client):
 # --- Preview and test send.
 
 
-def test_preview_is_sandboxed_and_a_test_goes_to_the_admin(app, client, smtp_server):
-    freeze(SEPT_2026)
+def test_preview_is_sandboxed_and_a_test_goes_to_the_admin(app, client, smtp_server, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     audience_leads(app)
     with app.app_context():
@@ -381,17 +339,7 @@ def test_preview_is_sandboxed_and_a_test_goes_to_the_admin(app, client, smtp_ser
     row = ann(app, public_id)
     assert row.status == S.DRAFT and row.recipients is None
     assert outbox_statuses(app, public_id) == {}
-    with app.app_context():
-        actions = (
-            db.session.execute(
-                select(AuditEvent.action)
-                .where(AuditEvent.target == public_id)
-                .order_by(AuditEvent.id)
-            )
-            .scalars()
-            .all()
-        )
-    assert actions == ["announcement.create", "announcement.test"]
+    assert audit_actions(app, public_id) == ["announcement.create", "announcement.test"]
 
 
 # --- Sending, progress, pause, resume, cancel.
@@ -561,8 +509,8 @@ def test_cancel_while_sending_stops_every_mail_not_yet_sent(app, client, smtp_se
     assert "A cancelled announcement cannot be cancelled." in page_text(r)
 
 
-def test_cancel_a_scheduled_announcement_before_its_time(app, client, smtp_server):
-    freeze(SEPT_2026)
+def test_cancel_a_scheduled_announcement_before_its_time(app, client, smtp_server, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     audience_leads(app)
     public_id = create_announcement(client)
@@ -576,15 +524,15 @@ def test_cancel_a_scheduled_announcement_before_its_time(app, client, smtp_serve
     )
     assert drain(app)["sent"] == 0  # not due yet
     act(client, public_id, "cancel")
-    freeze(SEPT_2026 + timedelta(days=2))
+    frozen.set(SEPT_2026 + timedelta(days=2))
     assert drain(app)["sent"] == 0
     assert smtp_server.messages == []
     assert outbox_statuses(app, public_id) == {}
     assert ann(app, public_id).status == S.CANCELLED
 
 
-def test_scheduled_announcement_goes_when_its_time_comes(app, client, smtp_server):
-    freeze(SEPT_2026)
+def test_scheduled_announcement_goes_when_its_time_comes(app, client, smtp_server, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     audience_leads(app)
     public_id = create_announcement(client)
@@ -597,9 +545,9 @@ def test_scheduled_announcement_goes_when_its_time_comes(app, client, smtp_serve
         schedule="1",
     )
     assert ann(app, public_id).send_at == datetime(2026, 9, 2, 7, 0, tzinfo=UTC)
-    freeze(datetime(2026, 9, 2, 6, 59, tzinfo=UTC))
+    frozen.set(datetime(2026, 9, 2, 6, 59, tzinfo=UTC))
     assert drain(app)["sent"] == 0
-    freeze(datetime(2026, 9, 2, 7, 0, tzinfo=UTC))
+    frozen.set(datetime(2026, 9, 2, 7, 0, tzinfo=UTC))
     assert drain(app)["sent"] == 3
     assert set(received(smtp_server)) == CLASS_AUDIENCE
 
@@ -718,11 +666,7 @@ def test_users_page_creates_changes_and_disables_staff(app, client):
         follow_redirects=True,
     )
     assert "You cannot disable yourself or remove your own admin role." in page_text(r)
-    with app.app_context():
-        actions = (
-            db.session.execute(select(AuditEvent.action).order_by(AuditEvent.id)).scalars().all()
-        )
-    assert actions == ["user.create", "user.update"]
+    assert audit_actions(app) == ["user.create", "user.update"]
 
 
 def test_a_stale_page_cannot_undo_a_fan_out_that_already_started(app):

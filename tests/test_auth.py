@@ -15,7 +15,15 @@ from argon2 import PasswordHasher
 from extensions import db
 from models import AuditEvent, Role, User
 from services import auth
-from tests.helpers import CSRF_FIELD, PASSWORD, add_user, csrf_token, sign_in, sign_in_as
+from tests.helpers import (
+    CSRF_FIELD,
+    PASSWORD,
+    add_user,
+    base_config,
+    csrf_token,
+    sign_in,
+    sign_in_as,
+)
 
 STRONG_PARAMS = "m=65536,t=3,p=4"
 WRONG_CREDENTIALS = "That email and password do not match an active account."
@@ -262,7 +270,6 @@ def test_a_wrong_password_does_not_touch_a_weak_hash(app, client, marketer):
 def test_login_attempts_are_limited(tmp_path):
     # Limits do not depend on the database: SQLite only.
     from app import create_app
-    from tests.conftest import base_config
 
     app = create_app(
         {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-from html.parser import HTMLParser
 from urllib.parse import quote
 
 import pytest
@@ -14,7 +13,7 @@ from sqlalchemy import func, select
 from extensions import db
 from models import ConsentEvent, ConsentText, Lead, LeadStatus, OutboxMessage
 from services.subscriptions import preferences_token, unsubscribe_token
-from tests.conftest import browser_headers, form_fields, signup
+from tests.helpers import browser_headers, form_fields, signup, start_tags
 
 ARTICLE = "/cspo-certification-benefits"
 BROWSER = browser_headers(ARTICLE)
@@ -25,23 +24,6 @@ def app_config(app_config):
     # Flask-WTF checks CSRF under TESTING too; say so rather than rely on it:
     # the public forms must work without a token while it is on.
     return {**app_config, "WTF_CSRF_ENABLED": True}
-
-
-class _Elements(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.elements: list[tuple[str, dict]] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.elements.append((tag, dict(attrs)))
-
-    handle_startendtag = handle_starttag
-
-
-def elements(page: str) -> list[tuple[str, dict]]:
-    parser = _Elements()
-    parser.feed(page)
-    return parser.elements
 
 
 def stored(app) -> dict[str, int]:
@@ -68,7 +50,7 @@ def assert_clear_4xx(response, status: int = 400) -> str:
 
 def assert_accessible_errors(page: str) -> None:
     """Every invalid field names its error message, which exists on the page."""
-    found = elements(page)
+    found = start_tags(page)
     ids = {a["id"] for _, a in found if "id" in a}
     invalid = [
         a
@@ -86,7 +68,7 @@ def assert_accessible_errors(page: str) -> None:
 
 
 def value_of(page: str, name: str) -> str:
-    for tag, a in elements(page):
+    for tag, a in start_tags(page):
         if tag == "input" and a.get("name") == name and a.get("type") != "hidden":
             return a.get("value") or ""
     raise AssertionError(f"no input {name}")

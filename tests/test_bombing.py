@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -28,13 +26,11 @@ from models import (
     Lead,
     LeadStatus,
     MailKind,
-    OutboxMessage,
-    OutboxStatus,
 )
 from services import clock, tokens
 from services.delivery import Worker
-from tests.conftest import form_fields
-from tests.test_rfc8058 import queue_every_kind
+from tests.factories import queue_every_kind
+from tests.helpers import count, form_fields, mail_files, mails_to_go, start_tags
 
 ARTICLE = "/cspo-certification-benefits"
 VICTIM = "victim@example.com"
@@ -47,22 +43,6 @@ SPELLINGS = [
 ]
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def fake_clock():
-    fake = FakeClock()
-    clock.set_clock(fake)
-    yield fake
-    clock.set_clock(None)
-
-
 @pytest.fixture
 def app_config(app_config):
     return {
@@ -73,19 +53,6 @@ def app_config(app_config):
         "SIGNUP_RATE_LIMIT": "10 per minute",
         "FREQUENCY_CAP_DAYS": 0,
     }
-
-
-def count(app, model, *where) -> int:
-    with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def mails(app, kind: MailKind) -> int:
-    """Mails of that kind that will go out (throttled submissions leave a
-    row already skipped, so the delivery log shows them)."""
-    return count(
-        app, OutboxMessage, OutboxMessage.kind == kind, OutboxMessage.status != OutboxStatus.SKIPPED
-    )
 
 
 def bomb(client, fields: dict, n: int, per_ip: int, offset: int = 0) -> dict[int, int]:
@@ -102,15 +69,13 @@ def bomb(client, fields: dict, n: int, per_ip: int, offset: int = 0) -> dict[int
 # Sequential here, on SQLite for speed (the window's SQL runs on both backends
 # in test_subscribe); concurrently against gunicorn on both in the soak.
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_500_submissions_from_100_addresses_queue_one_confirmation_per_window(
-    app, client, fake_clock
-):
+def test_500_submissions_from_100_addresses_queue_one_confirmation_per_window(app, client, frozen):
     fields = form_fields(client.get(ARTICLE).get_data(as_text=True))
     assert bomb(client, fields, 500, per_ip=5) == {303: 500}
 
     assert count(app, Lead) == 1
-    assert mails(app, MailKind.CONFIRMATION) == 1
-    assert mails(app, MailKind.CONFIRM_REMINDER) <= 1  # one later reminder, deduplicated
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 1
+    assert mails_to_go(app, MailKind.CONFIRM_REMINDER) <= 1  # one later reminder, deduplicated
     # Every submission is on record, with the address it came from.
     with app.app_context():
         ips = db.session.execute(
@@ -124,25 +89,23 @@ def test_500_submissions_from_100_addresses_queue_one_confirmation_per_window(
     assert lone == {303: 10, 429: 2}
 
     # The next window allows one more mail, and only one.
-    fake_clock.now += timedelta(seconds=app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
+    frozen.advance(app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
     assert bomb(client, fields, 100, per_ip=5, offset=2000) == {303: 100}
-    assert mails(app, MailKind.CONFIRMATION) == 2
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 2
 
 
-def test_a_confirmed_victim_gets_one_notice_per_window_and_keeps_its_topics(
-    app, client, fake_clock
-):
+def test_a_confirmed_victim_gets_one_notice_per_window_and_keeps_its_topics(app, client, frozen):
     fields = form_fields(client.get(ARTICLE).get_data(as_text=True))
     bomb(client, fields, 1, per_ip=1, offset=3000)
     with app.app_context():
         lead = db.session.execute(select(Lead)).scalar_one()
         lead.status = LeadStatus.CONFIRMED
         db.session.commit()
-    fake_clock.now += timedelta(seconds=app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
+    frozen.advance(app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
 
     data = {**fields, "topics": ["cspo-classes"]}
     assert bomb(client, data, 100, per_ip=5) == {303: 100}
-    assert mails(app, MailKind.ALREADY_SUBSCRIBED) == 1
+    assert mails_to_go(app, MailKind.ALREADY_SUBSCRIBED) == 1
     with app.app_context():
         topics = db.session.execute(select(Lead)).scalar_one().topic_slugs
     assert topics == {"newsletter"}  # a stranger cannot change what the victim gets
@@ -239,15 +202,6 @@ def test_a_name_with_a_link_or_markup_is_refused_at_the_form(app, client, name):
     assert count(app, Lead) == 0
 
 
-class _Tags(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-
 # Without spaces: the mail greets by first name (the text before a space).
 HOSTILE_NAMES = [
     "<a/href=https://evil.example>win</a>",
@@ -270,21 +224,20 @@ def test_names_already_in_the_database_never_become_links_in_any_mail(app):
 
     site = app.config["SITE_URL"]
     seen_kinds = set()
-    for path in sorted(Path(app.config["MAIL_FILE_DIR"]).glob("*.eml")):
+    for path in mail_files(app):
         msg = message_from_bytes(path.read_bytes(), policy=policy.default)
         kind = msg["X-Mail-Kind"]
         seen_kinds.add(kind)
         body = msg.get_body(("html",)).get_content()
-        parser = _Tags()
-        parser.feed(body)
-        tags = {t for t, _ in parser.tags}
+        found = start_tags(body)
+        tags = {t for t, _ in found}
         assert not tags & {"img", "script", "iframe", "object", "svg"}, (kind, tags)
-        for tag, attrs in parser.tags:
+        for tag, attrs in found:
             for attr in ("href", "src"):
                 if attr in attrs:
                     assert attrs[attr].startswith(site), (kind, tag, attrs)
             assert not any(a.startswith("on") for a in attrs), (kind, tag, attrs)
-        assert "evil.example" not in " ".join(a.get("href", "") for _, a in parser.tags)
+        assert "evil.example" not in " ".join(a.get("href", "") for _, a in found)
         # Whatever of the name is shown, is shown as text.
         assert "<script>" not in body and "<a/href" not in body and "<img/" not in body
         # Headers: the name reaches the announcement's subject only, on one line.

@@ -24,7 +24,8 @@ from models import (
 )
 from services import delivery, training
 from services.delivery import Worker
-from tests.test_admin_classes import freeze, make_class, make_lead
+from tests.factories import make_class, make_lead
+from tests.helpers import smtp_settings
 
 # The class starts Monday 30 November 2026, 09:00 in Berlin = 08:00 UTC.
 START = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
@@ -35,9 +36,7 @@ PUBLISHED = START - timedelta(days=60)
 def app_config(app_config, smtp_server):
     return {
         **app_config,
-        "MAIL_BACKEND": "smtp",
-        "MAIL_SERVER": smtp_server.host,
-        "MAIL_PORT": smtp_server.port,
+        **smtp_settings(smtp_server),
         "CLASS_REMINDER_DAYS": [21, 7],
         "FREQUENCY_CAP_DAYS": 0,
         # The welcome/follow-up sequence of these leads is not under test.
@@ -45,9 +44,9 @@ def app_config(app_config, smtp_server):
     }
 
 
-def at(moment: datetime, app) -> dict[str, int]:
+def at(frozen, moment: datetime, app) -> dict[str, int]:
     """Move the clock to `moment` and run `flask worker --once` in-process."""
-    freeze(moment)
+    frozen.set(moment)
     with app.app_context():
         total = Worker(app).run(once=True)
     return {"sent": total.sent, "skipped": total.skipped}
@@ -75,8 +74,8 @@ def reminder_rows(app, address: str | None = None) -> list[tuple[str, str, str |
         return [(e, OutboxStatus(s).value, err) for e, s, err in db.session.execute(stmt)]
 
 
-def new_class(app, published: datetime = PUBLISHED, **fields) -> str:
-    freeze(published)
+def new_class(app, frozen, published: datetime = PUBLISHED, **fields) -> str:
+    frozen.set(published)
     with app.app_context():
         cls = make_class(
             title=fields.pop("title", "CSPO November"),
@@ -87,8 +86,8 @@ def new_class(app, published: datetime = PUBLISHED, **fields) -> str:
         return cls.public_id
 
 
-def test_reminders_go_21_and_7_days_before_only_to_who_wants_them(app, client, smtp_server):
-    freeze(PUBLISHED)
+def test_reminders_go_21_and_7_days_before_only_to_who_wants_them(app, client, smtp_server, frozen):
+    frozen.set(PUBLISHED)
     with app.app_context():
         make_lead("ann@example.com", name="Ann")
         make_lead("clicker@example.com")
@@ -96,13 +95,13 @@ def test_reminders_go_21_and_7_days_before_only_to_who_wants_them(app, client, s
         make_lead("pending@example.com", status=LeadStatus.PENDING)
         make_lead("gone@example.com", status=LeadStatus.UNSUBSCRIBED)
         db.session.commit()
-    public_id = new_class(app)
+    public_id = new_class(app, frozen)
 
-    assert at(PUBLISHED, app)["sent"] == 0
-    assert at(START - timedelta(days=21, minutes=1), app)["sent"] == 0  # not yet
+    assert at(frozen, PUBLISHED, app)["sent"] == 0
+    assert at(frozen, START - timedelta(days=21, minutes=1), app)["sent"] == 0  # not yet
 
-    assert at(START - timedelta(days=21), app)["sent"] == 2
-    assert at(START - timedelta(days=20), app)["sent"] == 0  # the step ran once
+    assert at(frozen, START - timedelta(days=21), app)["sent"] == 2
+    assert at(frozen, START - timedelta(days=20), app)["sent"] == 0  # the step ran once
     first = reminders_to(smtp_server, "ann@example.com")
     assert len(first) == 1
     msg = first[0]
@@ -122,9 +121,9 @@ def test_reminders_go_21_and_7_days_before_only_to_who_wants_them(app, client, s
     r = client.get(link)
     assert r.status_code == 302 and r.headers["Location"] == "https://tickets.example.org/cspo/1"
 
-    assert at(START - timedelta(days=7), app)["sent"] == 1
-    assert at(START - timedelta(days=1), app)["sent"] == 0
-    assert at(START + timedelta(days=1), app)["sent"] == 0
+    assert at(frozen, START - timedelta(days=7), app)["sent"] == 1
+    assert at(frozen, START - timedelta(days=1), app)["sent"] == 0
+    assert at(frozen, START + timedelta(days=1), app)["sent"] == 0
 
     assert len(reminders_to(smtp_server, "ann@example.com")) == 2
     assert len(reminders_to(smtp_server, "clicker@example.com")) == 1
@@ -139,15 +138,15 @@ def test_reminders_go_21_and_7_days_before_only_to_who_wants_them(app, client, s
     assert [tuple(r) for r in runs] == [(21, 2), (7, 1)]
 
 
-def test_a_class_published_5_days_before_gets_only_the_7_day_reminder(app, smtp_server):
-    freeze(START - timedelta(days=30))
+def test_a_class_published_5_days_before_gets_only_the_7_day_reminder(app, smtp_server, frozen):
+    frozen.set(START - timedelta(days=30))
     with app.app_context():
         make_lead("ann@example.com")
         db.session.commit()
-    new_class(app, published=START - timedelta(days=5))
-    assert at(START - timedelta(days=5), app)["sent"] == 1
-    assert at(START - timedelta(days=4), app)["sent"] == 0
-    assert at(START - timedelta(days=1), app)["sent"] == 0
+    new_class(app, frozen, published=START - timedelta(days=5))
+    assert at(frozen, START - timedelta(days=5), app)["sent"] == 1
+    assert at(frozen, START - timedelta(days=4), app)["sent"] == 0
+    assert at(frozen, START - timedelta(days=1), app)["sent"] == 0
     assert len(reminders_to(smtp_server, "ann@example.com")) == 1
     with app.app_context():
         steps = db.session.execute(select(ClassReminderRun.days_before)).scalars().all()
@@ -158,12 +157,12 @@ def test_a_class_published_5_days_before_gets_only_the_7_day_reminder(app, smtp_
     "change",
     ["full", "seats-taken", "cancelled"],
 )
-def test_no_reminder_for_a_full_or_cancelled_class(app, smtp_server, change):
-    freeze(PUBLISHED)
+def test_no_reminder_for_a_full_or_cancelled_class(app, smtp_server, change, frozen):
+    frozen.set(PUBLISHED)
     with app.app_context():
         make_lead("ann@example.com")
         db.session.commit()
-    public_id = new_class(app, seats=10, seats_taken=3)
+    public_id = new_class(app, frozen, seats=10, seats_taken=3)
 
     def apply_change():
         with app.app_context():
@@ -177,17 +176,17 @@ def test_no_reminder_for_a_full_or_cancelled_class(app, smtp_server, change):
             db.session.commit()
 
     # Queued while seats remained, but full or cancelled by the time it goes.
-    freeze(START - timedelta(days=21))
+    frozen.set(START - timedelta(days=21))
     with app.app_context():
         delivery.plan_due_work()
     apply_change()
-    assert at(START - timedelta(days=21), app) == {"sent": 0, "skipped": 1}
+    assert at(frozen, START - timedelta(days=21), app) == {"sent": 0, "skipped": 1}
     (row,) = reminder_rows(app)
     assert row[1] == "skipped"
     assert row[2] in {"class is full", "class is cancelled"}
 
     # And the 7-day step does not even queue.
-    assert at(START - timedelta(days=7), app) == {"sent": 0, "skipped": 0}
+    assert at(frozen, START - timedelta(days=7), app) == {"sent": 0, "skipped": 0}
     assert len(reminder_rows(app)) == 1
     assert smtp_server.messages == []
 
@@ -239,18 +238,18 @@ def _queue_announcement(app, now: datetime, ignore_cap: bool) -> int:
         return ann.id
 
 
-def test_frequency_cap_skips_a_reminder_after_yesterdays_announcement(app, smtp_server):
+def test_frequency_cap_skips_a_reminder_after_yesterdays_announcement(app, smtp_server, frozen):
     app.config["FREQUENCY_CAP_DAYS"] = 2
     day21 = START - timedelta(days=21)
-    freeze(PUBLISHED)
+    frozen.set(PUBLISHED)
     with app.app_context():
         make_lead("capped@example.com")
         make_lead("free@example.com")
         db.session.commit()
-    new_class(app)
+    new_class(app, frozen)
     _sent_announcement_yesterday(app, "capped@example.com", day21)
 
-    assert at(day21, app) == {"sent": 1, "skipped": 1}
+    assert at(frozen, day21, app) == {"sent": 1, "skipped": 1}
     (row,) = reminder_rows(app, "capped@example.com")
     assert row[1] == "skipped"
     assert row[2].startswith("frequency cap")
@@ -260,10 +259,10 @@ def test_frequency_cap_skips_a_reminder_after_yesterdays_announcement(app, smtp_
     # both (one got yesterday's announcement, the other today's reminder)...
     next_day = day21 + timedelta(hours=12)
     _queue_announcement(app, next_day, ignore_cap=False)
-    assert at(next_day, app) == {"sent": 0, "skipped": 2}
+    assert at(frozen, next_day, app) == {"sent": 0, "skipped": 2}
     # ...one that overrides the cap explicitly goes to both.
     _queue_announcement(app, next_day, ignore_cap=True)
-    assert at(next_day, app) == {"sent": 2, "skipped": 0}
+    assert at(frozen, next_day, app) == {"sent": 2, "skipped": 0}
     with app.app_context():
         errors = (
             db.session.execute(
@@ -280,4 +279,4 @@ def test_frequency_cap_skips_a_reminder_after_yesterdays_announcement(app, smtp_
     assert subjects.count("Urgent: room change") == 2
 
     # Past the cap's window, the 7-day reminder reaches both again.
-    assert at(START - timedelta(days=7), app) == {"sent": 2, "skipped": 0}
+    assert at(frozen, START - timedelta(days=7), app) == {"sent": 2, "skipped": 0}

@@ -6,72 +6,20 @@ burst: they must land on the same lead, with no 5xx and one confirmation mail.
 
 from __future__ import annotations
 
-import contextlib
-import http.cookiejar
 import random
-import re
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from tests import procs
-from tests.conftest import PG_URL, require_service
+from tests.helpers import Visitor
 
 pytestmark = pytest.mark.slow
 
-ARTICLE = "/cspo-certification-benefits"
 DISTINCT = 160
 VARIANTS = 40
 THREADS = 40
-
-_FORM = re.compile(r'<form class="signup".*?</form>', re.S)
-_HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)"')
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-class Visitor:
-    """One browser: its own cookie jar, the form it was shown."""
-
-    def __init__(self, base_url: str):
-        self.base_url = base_url
-        self.cookies = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect()
-        )
-        self.fields: dict[str, str] = {}
-
-    def read_article(self) -> None:
-        with self.opener.open(self.base_url + ARTICLE, timeout=30) as r:
-            html = r.read().decode()
-        self.fields = dict(_HIDDEN.findall(_FORM.findall(html)[0]))
-        # The same page for everyone: a time stamp, no CSRF token, no cookie.
-        assert self.fields.get("started")
-        assert "csrf_token" not in self.fields
-        assert not self.cookies
-
-    def sign_up(self, email: str) -> int:
-        data = urllib.parse.urlencode(
-            {**self.fields, "email": email, "name": "", "topics": "cspo-classes"}
-        ).encode()
-        # As a browser posts a form from the article: its Origin and its URL.
-        headers = {"Origin": self.base_url, "Referer": self.base_url + ARTICLE}
-        request = urllib.request.Request(self.base_url + "/subscribe", data=data, headers=headers)
-        try:
-            with self.opener.open(request, timeout=60) as r:
-                return r.status
-        except urllib.error.HTTPError as exc:  # 303 lands here: redirects are not followed
-            return exc.code
-        except OSError:  # a dropped or timed-out connection
-            return -1
 
 
 def _spellings() -> tuple[list[str], set[str]]:
@@ -143,17 +91,6 @@ def _run(tmp_path, database_url: str) -> None:
 
 def test_concurrent_signups_sqlite(tmp_path):
     _run(tmp_path, f"sqlite:///{tmp_path / 'leads.sqlite3'}")
-
-
-@pytest.fixture
-def fresh_pg_url() -> Iterator[str]:
-    """An empty schema of its own, migrated by the test, dropped afterwards."""
-    with contextlib.ExitStack() as stack:
-        try:
-            url = stack.enter_context(procs.pg_schema(PG_URL))
-        except Exception as exc:
-            require_service("PostgreSQL", f"cannot create a schema in {PG_URL}: {exc}")
-        yield url
 
 
 @pytest.mark.postgres

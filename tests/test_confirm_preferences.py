@@ -8,35 +8,16 @@ from email import message_from_bytes, policy
 from html.parser import HTMLParser
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from extensions import db
-from models import ConsentEvent, ConsentKind, Lead, LeadStatus, MailKind, OutboxMessage
-from services import clock, tokens
+from models import ConsentEvent, ConsentKind, LeadStatus, MailKind, OutboxMessage
+from services import tokens
 from services.delivery import Worker
 from services.subscriptions import confirm_token, preferences_token, unsubscribe_token
-from tests.conftest import confirm, mail_files, signup
+from tests.helpers import confirm, count, mail_files, signup, the_lead
 
 EMAIL = "ann@example.com"
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def fake_clock():
-    fake = FakeClock()
-    clock.set_clock(fake)
-    yield fake
-    clock.set_clock(None)
 
 
 class _Forms(HTMLParser):
@@ -65,21 +46,8 @@ def forms_of(page: str) -> list[dict]:
     return parser.forms
 
 
-def count(app, model, *where) -> int:
-    with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(model).where(*where))
-
-
 def mails(app, kind: MailKind) -> int:
     return count(app, OutboxMessage, OutboxMessage.kind == kind)
-
-
-def the_lead(app, email: str = EMAIL) -> Lead:
-    with app.app_context():
-        lead = db.session.execute(select(Lead).where(Lead.email == email)).scalar_one()
-        lead.topic_slugs  # noqa: B018 (load before the session closes)
-        db.session.expunge(lead)
-        return lead
 
 
 def events(app, kind: ConsentKind) -> list[ConsentEvent]:
@@ -143,7 +111,7 @@ def test_the_link_in_the_delivered_mail_confirms(app, client):
     assert form["action"] == link
     assert form["fields"] == {}  # no CSRF token: the link's token is the capability
     assert len(form["buttons"]) == 1
-    assert the_lead(app).status == LeadStatus.PENDING
+    assert the_lead(app, EMAIL).status == LeadStatus.PENDING
     assert events(app, ConsentKind.CONFIRMED) == []
     assert mails(app, MailKind.WELCOME) == 0
 
@@ -153,7 +121,7 @@ def test_the_link_in_the_delivered_mail_confirms(app, client):
     assert r.status_code == 200
     assert "You're in" in r.get_data(as_text=True)
     assert "Set-Cookie" not in r.headers
-    lead = the_lead(app)
+    lead = the_lead(app, EMAIL)
     assert lead.status == LeadStatus.CONFIRMED
     assert abs(lead.confirmed_at - datetime.now(UTC)) < timedelta(minutes=1)
     (event,) = events(app, ConsentKind.CONFIRMED)
@@ -167,12 +135,12 @@ def test_confirming_twice_changes_nothing(app, client):
     new_lead(client, app)
     link = f"/confirm/{token_for(app, 'confirm')}"
     assert "You're in" in confirm(client, link).get_data(as_text=True)
-    first = the_lead(app).confirmed_at
+    first = the_lead(app, EMAIL).confirmed_at
     # A second click on the button (a page kept open), and the link opened again.
     for r in (client.post(link), client.get(link)):
         assert r.status_code == 200
         assert "already confirmed" in r.get_data(as_text=True)
-    assert the_lead(app).confirmed_at == first
+    assert the_lead(app, EMAIL).confirmed_at == first
     assert mails(app, MailKind.WELCOME) == 1
     assert len(events(app, ConsentKind.CONFIRMED)) == 1
 
@@ -184,10 +152,10 @@ def test_the_confirmed_page_links_to_working_preferences(app, client):
     assert client.get(prefs).status_code == 200
 
 
-def test_an_expired_link_offers_a_new_one_that_works(app, client, fake_clock):
+def test_an_expired_link_offers_a_new_one_that_works(app, client, frozen):
     new_lead(client, app)
     old = token_for(app, "confirm")
-    fake_clock.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
+    frozen.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
 
     # The same page whether the link is opened or its button posted.
     assert client.post(f"/confirm/{old}").status_code == 410
@@ -197,7 +165,7 @@ def test_an_expired_link_offers_a_new_one_that_works(app, client, fake_clock):
     friendly(page)
     assert "This link has expired" in page
     assert ">Send me a new link</button>" in page
-    assert the_lead(app).status == LeadStatus.PENDING
+    assert the_lead(app, EMAIL).status == LeadStatus.PENDING
 
     (form,) = forms_of(page)
     assert form["action"] == "/confirm/resend"
@@ -209,26 +177,26 @@ def test_an_expired_link_offers_a_new_one_that_works(app, client, fake_clock):
 
     fresh = token_for(app, "confirm")
     assert client.get(f"/confirm/{fresh}").status_code == 200
-    assert the_lead(app).status == LeadStatus.PENDING
+    assert the_lead(app, EMAIL).status == LeadStatus.PENDING
     assert "You're in" in confirm(client, fresh).get_data(as_text=True)
-    assert the_lead(app).status == LeadStatus.CONFIRMED
+    assert the_lead(app, EMAIL).status == LeadStatus.CONFIRMED
 
 
-def test_resend_within_the_window_sends_nothing_more(app, client, fake_clock):
+def test_resend_within_the_window_sends_nothing_more(app, client, frozen):
     new_lead(client, app)
     old = token_for(app, "confirm")
-    fake_clock.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
+    frozen.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
     (form,) = forms_of(client.get(f"/confirm/{old}").get_data(as_text=True))
     for _ in range(3):
         assert client.post(form["action"], data=form["fields"]).status_code == 303
     assert mails(app, MailKind.CONFIRMATION) == 2
 
 
-def test_an_expired_link_of_a_confirmed_lead_says_it_is_confirmed(app, client, fake_clock):
+def test_an_expired_link_of_a_confirmed_lead_says_it_is_confirmed(app, client, frozen):
     new_lead(client, app)
     old = token_for(app, "confirm")
     assert "You're in" in confirm(client, old).get_data(as_text=True)
-    fake_clock.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
+    frozen.advance(app.config["CONFIRMATION_MAX_AGE_SECONDS"] + 1)
     for r in (client.get(f"/confirm/{old}"), client.post(f"/confirm/{old}")):
         assert r.status_code == 200
         assert "already confirmed" in r.get_data(as_text=True)
@@ -265,7 +233,7 @@ def test_a_tampered_link_gets_a_friendly_400(app, client):
             friendly(page)
             assert "This link does not work" in page
             assert '<form class="signup"' in page
-    assert the_lead(app).status == LeadStatus.PENDING
+    assert the_lead(app, EMAIL).status == LeadStatus.PENDING
     assert mails(app, MailKind.WELCOME) == 0
 
 
@@ -276,7 +244,7 @@ def test_a_token_for_another_purpose_is_refused(app, client):
     for wrong in (prefs, token_for(app, "unsubscribe")):
         assert client.get(f"/confirm/{wrong}").status_code == 400
         assert client.post(f"/confirm/{wrong}").status_code == 400
-    assert the_lead(app).status == LeadStatus.PENDING
+    assert the_lead(app, EMAIL).status == LeadStatus.PENDING
 
     other_confirm = token_for(app, "confirm", "other@example.com")
     assert client.get(f"/unsubscribe/{other_confirm}").status_code == 400
@@ -310,11 +278,11 @@ def test_a_key_in_secret_key_fallbacks_still_opens_links(app, client):
     app.config["SECRET_KEY_FALLBACKS"] = []
     assert client.get(old_link).status_code == 400
     assert client.post(old_link).status_code == 400
-    assert the_lead(app).status == LeadStatus.PENDING
+    assert the_lead(app, EMAIL).status == LeadStatus.PENDING
 
     app.config["SECRET_KEY_FALLBACKS"] = ["old-key"]
     assert "You're in" in confirm(client, old_link).get_data(as_text=True)
-    assert the_lead(app).status == LeadStatus.CONFIRMED
+    assert the_lead(app, EMAIL).status == LeadStatus.CONFIRMED
     # New links are signed with the current key only.
     new_link = token_for(app, "unsubscribe")
     app.config["SECRET_KEY_FALLBACKS"] = []
@@ -336,7 +304,7 @@ def test_preferences_change_topics_and_record_it(app, client):
     r = client.post(url, data=data, environ_base={"REMOTE_ADDR": "192.0.2.5"})
     assert r.status_code == 200
     assert "Your choices are saved" in r.get_data(as_text=True)
-    lead = the_lead(app)
+    lead = the_lead(app, EMAIL)
     assert lead.topic_slugs == {"newsletter"}
     assert lead.status == LeadStatus.CONFIRMED
     (event,) = events(app, ConsentKind.TOPICS_CHANGED)
@@ -359,7 +327,7 @@ def test_preferences_post_without_csrf_token_is_refused(app, client):
     r = app.test_client().post(url, data={"topics": ["newsletter"], "save": "1"})
     assert r.status_code == 400
     friendly(r.get_data(as_text=True))
-    assert the_lead(app).topic_slugs == {"cspo-classes"}
+    assert the_lead(app, EMAIL).topic_slugs == {"cspo-classes"}
 
 
 @pytest.mark.parametrize("how", ["button", "no topics left"])
@@ -374,7 +342,7 @@ def test_unsubscribe_from_everything(app, client, how):
     r = client.post(url, data=data)
     assert r.status_code == 200
     assert "unsubscribed from everything" in r.get_data(as_text=True)
-    lead = the_lead(app)
+    lead = the_lead(app, EMAIL)
     assert lead.status == LeadStatus.UNSUBSCRIBED
     assert lead.unsubscribed_at is not None
     (event,) = events(app, ConsentKind.WITHDRAWN)
@@ -392,7 +360,7 @@ def test_picking_topics_again_after_unsubscribing_asks_to_confirm(app, client):
     r = client.post(url, data={**form["fields"], "topics": ["newsletter"], "save": "1"})
     assert r.status_code == 200
     assert "sent you a link to confirm" in r.get_data(as_text=True)
-    assert the_lead(app).status == LeadStatus.PENDING
+    assert the_lead(app, EMAIL).status == LeadStatus.PENDING
     assert mails(app, MailKind.CONFIRMATION) == 2
 
 
@@ -410,7 +378,7 @@ def test_get_unsubscribe_never_unsubscribes(app, client):
     (form,) = forms_of(page)
     assert form["action"] == url
     assert len(form["buttons"]) == 1
-    assert the_lead(app).status == LeadStatus.CONFIRMED
+    assert the_lead(app, EMAIL).status == LeadStatus.CONFIRMED
     assert events(app, ConsentKind.WITHDRAWN) == []
 
 
@@ -422,7 +390,7 @@ def test_the_button_unsubscribes(app, client):
     assert r.status_code == 200
     assert "Location" not in r.headers
     assert "You are unsubscribed" in r.get_data(as_text=True)
-    assert the_lead(app).status == LeadStatus.UNSUBSCRIBED
+    assert the_lead(app, EMAIL).status == LeadStatus.UNSUBSCRIBED
     (event,) = events(app, ConsentKind.WITHDRAWN)
     assert event.channel == "link"
     # Again: still 200, still one withdrawal on record.
@@ -449,7 +417,7 @@ def test_rfc8058_one_click_post(app, client, encoding):
     assert r.status_code == 200
     assert "Location" not in r.headers
     assert "Set-Cookie" not in r.headers or "session=" not in r.headers["Set-Cookie"]
-    assert the_lead(app).status == LeadStatus.UNSUBSCRIBED
+    assert the_lead(app, EMAIL).status == LeadStatus.UNSUBSCRIBED
     (event,) = events(app, ConsentKind.WITHDRAWN)
     assert event.channel == "one-click"
 
@@ -463,33 +431,33 @@ def test_one_click_is_not_rate_limited_like_signups(app, client):
         assert provider.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
 
 
-def test_a_stale_confirm_link_does_not_resubscribe(app, client, fake_clock):
+def test_a_stale_confirm_link_does_not_resubscribe(app, client, frozen):
     new_lead(client, app)
     stale = f"/confirm/{token_for(app, 'confirm')}"
-    fake_clock.advance(5)
+    frozen.advance(5)
     assert client.post(f"/unsubscribe/{token_for(app, 'unsubscribe')}").status_code == 200
-    fake_clock.advance(5)
+    frozen.advance(5)
 
     # Opening it changes nothing and says at once that it no longer works.
     opened = client.get(stale)
     assert opened.status_code == 409
     assert "no longer valid" in opened.get_data(as_text=True)
     assert "Yes, confirm" not in opened.get_data(as_text=True)
-    assert the_lead(app).status == LeadStatus.UNSUBSCRIBED
+    assert the_lead(app, EMAIL).status == LeadStatus.UNSUBSCRIBED
     r = client.post(stale)
     assert r.status_code == 409
     page = r.get_data(as_text=True)
     friendly(page)
     assert "no longer valid" in page
-    assert the_lead(app).status == LeadStatus.UNSUBSCRIBED
+    assert the_lead(app, EMAIL).status == LeadStatus.UNSUBSCRIBED
     assert mails(app, MailKind.WELCOME) == 0
 
     # Signed up again: the old link still does not confirm, the new one does.
-    fake_clock.advance(5)
+    frozen.advance(5)
     assert signup(client, EMAIL).status_code == 303
-    assert the_lead(app).status == LeadStatus.PENDING
+    assert the_lead(app, EMAIL).status == LeadStatus.PENDING
     assert confirm(client, stale).status_code == 409
-    assert the_lead(app).status == LeadStatus.PENDING
+    assert the_lead(app, EMAIL).status == LeadStatus.PENDING
     assert "You're in" in confirm(client, token_for(app, "confirm")).get_data(as_text=True)
-    assert the_lead(app).status == LeadStatus.CONFIRMED
-    assert events(app, ConsentKind.CONFIRMED)[-1].at == fake_clock.now
+    assert the_lead(app, EMAIL).status == LeadStatus.CONFIRMED
+    assert events(app, ConsentKind.CONFIRMED)[-1].at == frozen.now

@@ -21,9 +21,8 @@ from sqlalchemy import text
 from extensions import db
 from models import OutboxMessage, Role
 from services import announcements, subscriptions, training
-from services.subscriptions import Evidence, SignupRequest
+from tests.factories import queue_every_kind, subscribed_lead
 from tests.helpers import sign_in_as
-from tests.test_rfc8058 import queue_every_kind
 
 ARTICLE_SLUG = "cspo-certification-benefits"
 # GET routes allowed to write, and what they may write.
@@ -59,13 +58,9 @@ def _snapshot() -> dict[str, list]:
 def _values(app) -> dict[str, dict[str, object]]:
     """Real values for each endpoint's URL parameters."""
     with app.app_context():
-        subscriptions.subscribe(
-            SignupRequest(email="pending@example.com", topics=["newsletter"], placement="page"),
-            Evidence(),
-        )
+        pending = subscribed_lead("pending@example.com")
         queue_every_kind(["Ann"])
         db.session.commit()
-        pending = subscriptions.lead_by_email("pending@example.com")
         lead = subscriptions.lead_by_email("confirmed0@example.com")
         cls = training.upcoming_classes(limit=1)[0]
         ann = db.session.execute(db.select(announcements.Announcement)).scalar_one()

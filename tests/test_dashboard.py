@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from extensions import db
 from models import PageViewDaily, SignupStatsDaily
-from services import clock, dashboard, stats, subscriptions
+from services import dashboard, stats, subscriptions
 from services.subscriptions import Evidence, SignupRequest
 from tests.helpers import sign_in_as
 
@@ -49,12 +49,8 @@ def staff(app, client):
     return client
 
 
-def at(moment: datetime) -> None:
-    clock.set_clock(lambda: moment)
-
-
-def join(email, slug, placement, *, utm_source=None, when=NOW - timedelta(days=1)):
-    at(when)
+def join(frozen, email, slug, placement, *, utm_source=None, when=NOW - timedelta(days=1)):
+    frozen.set(when)
     subscriptions.subscribe(
         SignupRequest(
             email=email,
@@ -68,37 +64,44 @@ def join(email, slug, placement, *, utm_source=None, when=NOW - timedelta(days=1
     db.session.commit()
 
 
-def confirm(email, when=NOW - timedelta(hours=20)):
-    at(when)
+def confirm(frozen, email, when=NOW - timedelta(hours=20)):
+    frozen.set(when)
     lead = subscriptions.lead_by_email(email)
     assert subscriptions.confirm(lead, when, Evidence()) == subscriptions.ConfirmResult.CONFIRMED
     db.session.commit()
 
 
-def unsubscribe(email, when=NOW - timedelta(hours=10)):
-    at(when)
+def unsubscribe(frozen, email, when=NOW - timedelta(hours=10)):
+    frozen.set(when)
     assert subscriptions.unsubscribe(subscriptions.lead_by_email(email), "link", Evidence())
     db.session.commit()
 
 
-def funnel_story(app) -> None:
+def funnel_story(app, frozen) -> None:
     """Signups over three days on two articles, the training page and the
     plain signup page; a duplicate; confirmations; unsubscribes."""
     with app.app_context():
-        join("a1@example.com", ARTICLE, "inline", utm_source="linkedin", when=NOW - timedelta(2))
-        join("a2@example.com", ARTICLE, "inline")
-        join("a3@example.com", ARTICLE, "inline", utm_source="linkedin")
-        join("a4@example.com", ARTICLE, "end", when=NOW - timedelta(hours=2))
-        join("a5@example.com", ARTICLE, "end", when=NOW - timedelta(hours=1))
-        join("a1@example.com", ARTICLE, "inline")  # again: a submission, not a signup
-        join("b1@example.com", OTHER, "inline", utm_source="google")
-        join("t1@example.com", TRAINING, "training", when=NOW - timedelta(days=40))
-        join("p1@example.com", None, "page")
+        join(
+            frozen,
+            "a1@example.com",
+            ARTICLE,
+            "inline",
+            utm_source="linkedin",
+            when=NOW - timedelta(2),
+        )
+        join(frozen, "a2@example.com", ARTICLE, "inline")
+        join(frozen, "a3@example.com", ARTICLE, "inline", utm_source="linkedin")
+        join(frozen, "a4@example.com", ARTICLE, "end", when=NOW - timedelta(hours=2))
+        join(frozen, "a5@example.com", ARTICLE, "end", when=NOW - timedelta(hours=1))
+        join(frozen, "a1@example.com", ARTICLE, "inline")  # again: a submission, not a signup
+        join(frozen, "b1@example.com", OTHER, "inline", utm_source="google")
+        join(frozen, "t1@example.com", TRAINING, "training", when=NOW - timedelta(days=40))
+        join(frozen, "p1@example.com", None, "page")
         for email in ("a1@example.com", "a2@example.com", "a4@example.com", "t1@example.com"):
-            confirm(email, when=NOW - timedelta(minutes=30))
-        unsubscribe("a2@example.com", when=NOW - timedelta(minutes=20))
-        unsubscribe("p1@example.com", when=NOW - timedelta(minutes=10))
-    at(NOW)
+            confirm(frozen, email, when=NOW - timedelta(minutes=30))
+        unsubscribe(frozen, "a2@example.com", when=NOW - timedelta(minutes=20))
+        unsubscribe(frozen, "p1@example.com", when=NOW - timedelta(minutes=10))
+    frozen.set(NOW)
 
 
 def view(client, slug: str, user_agent: str):
@@ -127,8 +130,8 @@ def table_rows(html: str) -> dict[str, list[str]]:
 # --- The funnel.
 
 
-def test_funnel_by_article_and_placement(app, staff):
-    funnel_story(app)
+def test_funnel_by_article_and_placement(app, staff, frozen):
+    funnel_story(app, frozen)
     for _ in range(4):
         for ua in BROWSERS:
             assert view(staff, ARTICLE, ua).status_code == 200  # 12 views
@@ -180,8 +183,8 @@ def test_funnel_by_article_and_placement(app, staff):
     assert list(utm) == ["linkedin", "google"]
 
 
-def test_views_are_counted_without_cookies_and_without_bots(app, client):
-    at(NOW)
+def test_views_are_counted_without_cookies_and_without_bots(app, client, frozen):
+    frozen.set(NOW)
     browser = app.test_client()
     counted = view(browser, ARTICLE, BROWSERS[0])
     bot = app.test_client()
@@ -206,8 +209,8 @@ def test_views_are_counted_without_cookies_and_without_bots(app, client):
         assert [(r.slug, r.day, r.views) for r in rows] == [(ARTICLE, NOW.date(), 3)]
 
 
-def test_unknown_pages_and_the_article_list_are_not_views(app, client):
-    at(NOW)
+def test_unknown_pages_and_the_article_list_are_not_views(app, client, frozen):
+    frozen.set(NOW)
     client.get("/", headers={"User-Agent": BROWSERS[0]})
     client.get("/no-such-article", headers={"User-Agent": BROWSERS[0]})
     client.head(f"/{ARTICLE}", headers={"User-Agent": BROWSERS[0]})
@@ -233,8 +236,8 @@ def _rollup() -> dict:
     }
 
 
-def test_rebuild_gives_the_same_figures_as_the_incremental_bumps(app):
-    funnel_story(app)
+def test_rebuild_gives_the_same_figures_as_the_incremental_bumps(app, frozen):
+    funnel_story(app, frozen)
     with app.app_context():
         incremental = _rollup()
         assert incremental
@@ -243,13 +246,13 @@ def test_rebuild_gives_the_same_figures_as_the_incremental_bumps(app):
         assert _rollup() == incremental
 
 
-def test_rebuild_agrees_for_a_lead_that_unsubscribes_and_comes_back(app):
+def test_rebuild_agrees_for_a_lead_that_unsubscribes_and_comes_back(app, frozen):
     with app.app_context():
-        join("back@example.com", ARTICLE, "inline", when=NOW - timedelta(hours=5))
-        confirm("back@example.com", when=NOW - timedelta(hours=4))
-        unsubscribe("back@example.com", when=NOW - timedelta(hours=3))
-        join("back@example.com", ARTICLE, "inline", when=NOW - timedelta(hours=2))
-        confirm("back@example.com", when=NOW - timedelta(hours=1))
+        join(frozen, "back@example.com", ARTICLE, "inline", when=NOW - timedelta(hours=5))
+        confirm(frozen, "back@example.com", when=NOW - timedelta(hours=4))
+        unsubscribe(frozen, "back@example.com", when=NOW - timedelta(hours=3))
+        join(frozen, "back@example.com", ARTICLE, "inline", when=NOW - timedelta(hours=2))
+        confirm(frozen, "back@example.com", when=NOW - timedelta(hours=1))
         incremental = _rollup()
         stats.rebuild()
         db.session.commit()
@@ -269,8 +272,8 @@ def bars(html: str) -> list[tuple[float, str]]:
 
 
 @pytest.mark.parametrize("days", [30, 90])
-def test_signups_chart_has_one_bar_per_day(app, staff, days):
-    funnel_story(app)
+def test_signups_chart_has_one_bar_per_day(app, staff, days, frozen):
+    funnel_story(app, frozen)
     html = staff.get(f"/marketing/?days={days}").get_data(as_text=True)
     assert html.count("<svg") == 1
     assert 'role="img"' in html
@@ -297,8 +300,8 @@ def test_chart_ignores_odd_days_values(staff):
     assert len(bars(html)) == 30
 
 
-def test_empty_dashboard(app, staff):
-    at(NOW)
+def test_empty_dashboard(app, staff, frozen):
+    frozen.set(NOW)
     r = staff.get("/marketing/")
     assert r.status_code == 200
     html = r.get_data(as_text=True)

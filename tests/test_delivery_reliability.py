@@ -20,7 +20,6 @@ from models import Lead
 from services import subscriptions
 from tests import delivery_procs as dp
 from tests import procs
-from tests.conftest import PG_URL, require_service
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +37,6 @@ def _stop_all(workers) -> None:
     for w in workers:
         w.signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         w.stop()
-
-
-@pytest.fixture
-def pg_fresh_url():
-    """An empty schema of its own, dropped afterwards."""
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            pass
-    except OSError:
-        require_service("PostgreSQL", "nothing listens on 127.0.0.1:5432")
-    with procs.pg_schema(PG_URL) as url:
-        yield url
 
 
 # --- 1. SIGKILL the worker 10 times while it drains 5,000 mails.
@@ -75,7 +62,7 @@ def test_sigkill_ten_times_loses_nothing_and_duplicates_at_most_one_per_kill(tmp
         try:
             in_flight_at_kill = []
             for k in range(KILLS):
-                w = dp.start_worker(env, tmp_path / f"worker-{k}.log")
+                w = procs.worker_proc(env, tmp_path / f"worker-{k}.log").start()
                 workers.append(w)
                 before = smtp.count()
                 # Kill only while it is really sending, at a random moment.
@@ -89,7 +76,7 @@ def test_sigkill_ten_times_loses_nothing_and_duplicates_at_most_one_per_kill(tmp
                 w.kill()
                 in_flight_at_kill.append(dp.status_counts(engine).get("sending", 0))
             received_at_last_kill = smtp.count()
-            last = dp.start_worker(env, tmp_path / "worker-final.log")
+            last = procs.worker_proc(env, tmp_path / "worker-final.log").start()
             workers.append(last)
             dp.wait_for(
                 lambda: dp.status_counts(engine) == {"sent": KILL_MAILS},
@@ -135,8 +122,8 @@ PG_WORKERS = 4
 
 
 @pytest.mark.postgres
-def test_four_workers_on_postgresql_send_each_row_exactly_once(tmp_path, pg_fresh_url):
-    url = pg_fresh_url
+def test_four_workers_on_postgresql_send_each_row_exactly_once(tmp_path, fresh_pg_url):
+    url = fresh_pg_url
     dp.prepare_schema(url)
     engine = dp.engine_for(url)
     dp.seed(engine, PG_MAILS)
@@ -148,7 +135,8 @@ def test_four_workers_on_postgresql_send_each_row_exactly_once(tmp_path, pg_fres
         try:
             started = time.monotonic()
             workers = [
-                dp.start_worker(env, tmp_path / f"pg-worker-{n}.log") for n in range(PG_WORKERS)
+                procs.worker_proc(env, tmp_path / f"pg-worker-{n}.log").start()
+                for n in range(PG_WORKERS)
             ]
             dp.wait_for(
                 lambda: dp.status_counts(engine) == {"sent": PG_MAILS},
@@ -194,11 +182,8 @@ PROCESS_MAILS = 600
 PROCESSES = 3
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_several_worker_commands_send_each_row_once(tmp_path, backend, request):
-    url = (
-        dp.sqlite_url(tmp_path) if backend == "sqlite" else request.getfixturevalue("pg_fresh_url")
-    )
+def test_several_worker_commands_send_each_row_once(tmp_path, empty_db_url):
+    url = empty_db_url
     dp.prepare_schema(url)
     engine = dp.engine_for(url)
     dp.seed(engine, PROCESS_MAILS)
@@ -246,7 +231,7 @@ def test_paused_worker_late_update_is_rejected(tmp_path, late_reply):
             LOG_LEVEL="INFO",
         )
         try:
-            a = dp.start_worker(env, tmp_path / "worker-a.log")
+            a = procs.worker_proc(env, tmp_path / "worker-a.log").start()
             workers.append(a)
             assert smtp.first_arrived.wait(30), f"worker A never sent; log:\n{a.log()}"
             a.signal(signal.SIGSTOP)
@@ -256,7 +241,7 @@ def test_paused_worker_late_update_is_rejected(tmp_path, late_reply):
             lease_until = _aware(row["lease_until"])
             dp.wait_for(lambda: datetime.now(UTC) > lease_until, 15, "lease did not run out", 0.05)
 
-            b = dp.start_worker(env, tmp_path / "worker-b.log")
+            b = procs.worker_proc(env, tmp_path / "worker-b.log").start()
             workers.append(b)
             dp.wait_for(
                 lambda: dp.outbox_row(engine, 1)["status"] == "sent",
@@ -332,7 +317,7 @@ def test_unsubscribes_while_draining_stop_mail_at_once(tmp_path):
             LOG_LEVEL="INFO",
         )
         try:
-            w = dp.start_worker(env, tmp_path / "worker.log")
+            w = procs.worker_proc(env, tmp_path / "worker.log").start()
             dp.wait_for(lambda: smtp.count() > 0, 30, lambda: f"nothing sent:\n{w.log()}")
             with app.app_context():
                 while len(unsubscribed) < UNSUBSCRIBES:
@@ -442,7 +427,7 @@ def test_sigterm_stops_gracefully_and_releases_claims(tmp_path, signum, connecti
             LOG_LEVEL="INFO",
         )
         try:
-            w = dp.start_worker(env, tmp_path / "worker.log")
+            w = procs.worker_proc(env, tmp_path / "worker.log").start()
             dp.wait_for(lambda: smtp.count() >= 200, 30, lambda: f"slow start:\n{w.log()}")
             claimed = dp.wait_for(
                 lambda: dp.status_counts(engine).get("sending", 0), 5, "no claim in flight", 0.005

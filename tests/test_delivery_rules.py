@@ -24,11 +24,10 @@ from models import (
     TrainingClass,
     email_hash,
 )
-from services import clock, subscriptions
-from services.delivery import Worker
-from tests import conftest, procs
+from services import subscriptions
 from tests import delivery_procs as dp
-from tests.conftest import signup
+from tests import procs
+from tests.helpers import T0, confirm_address, drain, signup, smtp_settings
 
 # --- Reply rules, against a real worker process.
 
@@ -49,7 +48,7 @@ def running():
     started: list[procs.Proc] = []
 
     def start(env, log_path):
-        w = dp.start_worker(env, log_path)
+        w = procs.worker_proc(env, log_path).start()
         started.append(w)
         return w
 
@@ -242,39 +241,10 @@ def test_worker_refuses_a_lease_too_short_to_send_in(tmp_path, queue):
 def app_config(app_config, smtp_server):
     return {
         **app_config,
-        "MAIL_BACKEND": "smtp",
-        "MAIL_SERVER": smtp_server.host,
-        "MAIL_PORT": smtp_server.port,
+        **smtp_settings(smtp_server),
         "CONFIRM_REMINDER_HOURS": 24,
         "CLASSES_FOLLOWUP_DAYS": 3,
     }
-
-
-class Clock:
-    """services.clock, moved by hand. It starts 30 days in the past so that
-    what still reads the real clock (the signup form's minimum fill time)
-    never sees a form from the future."""
-
-    def __init__(self):
-        self.now = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
-        self.start = self.now
-        clock.set_clock(lambda: self.now)
-
-    def at(self, **delta) -> None:
-        self.now = self.start + timedelta(**delta)
-
-
-@pytest.fixture
-def moved_clock():
-    c = Clock()
-    yield c
-    clock.set_clock(None)
-
-
-def drain(app) -> dict[str, int]:
-    with app.app_context():
-        total = Worker(app).run(once=True)
-    return {"sent": total.sent, "skipped": total.skipped, "failed": total.failed}
 
 
 def kinds_to(smtp, address: str) -> list[str]:
@@ -293,31 +263,20 @@ def rows_of(app, address: str, kind: str) -> list[OutboxMessage]:
         )
 
 
-def confirm(app, client, address: str) -> None:
-    """Open the confirmation link and click its button."""
-    with app.app_context():
-        token = subscriptions.confirm_token(subscriptions.lead_by_email(address))
-    r = conftest.confirm(client, token)
-    assert r.status_code == 200
-    assert "You're in" in r.get_data(as_text=True)
-
-
-def test_confirm_reminder_goes_once_and_only_to_pending_leads(
-    app, client, smtp_server, moved_clock
-):
+def test_confirm_reminder_goes_once_and_only_to_pending_leads(app, client, smtp_server, frozen):
     pending, confirmer = "pending@example.com", "confirmer@example.com"
     assert signup(client, pending).status_code == 303
     assert signup(client, confirmer).status_code == 303
     assert drain(app)["sent"] == 2  # the two confirmations
-    moved_clock.at(hours=1)
-    confirm(app, client, confirmer)
+    frozen.set(T0 + timedelta(hours=1))
+    confirm_address(app, client, confirmer)
     assert drain(app)["sent"] == 1  # the welcome
 
-    moved_clock.at(hours=23, minutes=59)
+    frozen.set(T0 + timedelta(hours=23, minutes=59))
     assert drain(app) == {"sent": 0, "skipped": 0, "failed": 0}
     assert [r.status for r in rows_of(app, pending, "confirm_reminder")] == ["queued"]
 
-    moved_clock.at(hours=24)
+    frozen.set(T0 + timedelta(hours=24))
     assert drain(app) == {"sent": 1, "skipped": 1, "failed": 0}
     assert kinds_to(smtp_server, pending) == ["confirmation", "confirm_reminder"]
     assert kinds_to(smtp_server, confirmer) == ["confirmation", "welcome"]
@@ -329,11 +288,11 @@ def test_confirm_reminder_goes_once_and_only_to_pending_leads(
 
     # The same address signs up again the next day: a new confirmation, but
     # never a second reminder, however long we wait.
-    moved_clock.at(hours=25)
+    frozen.set(T0 + timedelta(hours=25))
     assert signup(client, pending).status_code == 303
     assert drain(app)["sent"] == 1
     for hours in (49, 24 * 8):
-        moved_clock.at(hours=hours)
+        frozen.set(T0 + timedelta(hours=hours))
         drain(app)
     assert kinds_to(smtp_server, pending) == [
         "confirmation",
@@ -349,7 +308,7 @@ def followup(app, address: str) -> tuple[OutboxStatus, str | None]:
 
 
 def test_classes_followup_is_rendered_at_send_time_and_skipped_with_a_reason(
-    app, client, smtp_server, moved_clock
+    app, client, smtp_server, frozen
 ):
     none_yet, wants, dropped = "a@example.com", "b@example.com", "c@example.com"
     for address in (none_yet, wants, dropped):
@@ -357,16 +316,16 @@ def test_classes_followup_is_rendered_at_send_time_and_skipped_with_a_reason(
     drain(app)
     # Confirmed an hour apart: their follow-ups fall due an hour apart.
     for hour, address in enumerate((none_yet, wants, dropped), start=1):
-        moved_clock.at(hours=hour)
-        confirm(app, client, address)
+        frozen.set(T0 + timedelta(hours=hour))
+        confirm_address(app, client, address)
     drain(app)
     queued = (OutboxStatus.QUEUED, None)
 
     # 3 days after the first confirmation there are no classes at all.
-    moved_clock.at(days=3, hours=1, minutes=-1)
+    frozen.set(T0 + timedelta(days=3, hours=1, minutes=-1))
     drain(app)
     assert [followup(app, a) for a in (none_yet, wants, dropped)] == [queued] * 3
-    moved_clock.at(days=3, hours=1)
+    frozen.set(T0 + timedelta(days=3, hours=1))
     drain(app)
     assert followup(app, none_yet) == (OutboxStatus.SKIPPED, "no upcoming classes")
     assert [followup(app, a) for a in (wants, dropped)] == [queued] * 2
@@ -376,15 +335,15 @@ def test_classes_followup_is_rendered_at_send_time_and_skipped_with_a_reason(
         db.session.add(
             TrainingClass(
                 title="CSPO Spring Cohort (online)",
-                starts_at=moved_clock.now + timedelta(days=10),
-                ends_at=moved_clock.now + timedelta(days=11),
+                starts_at=frozen.now + timedelta(days=10),
+                ends_at=frozen.now + timedelta(days=11),
             )
         )
         lead = subscriptions.lead_by_email(dropped)
         subscriptions.update_topics(lead, ["newsletter"], subscriptions.Evidence())
         db.session.commit()
 
-    moved_clock.at(days=3, hours=3)
+    frozen.set(T0 + timedelta(days=3, hours=3))
     drain(app)
     assert followup(app, wants)[0] == OutboxStatus.SENT
     assert followup(app, dropped) == (OutboxStatus.SKIPPED, "lead does not want cspo-classes")
@@ -404,8 +363,8 @@ def test_classes_followup_is_rendered_at_send_time_and_skipped_with_a_reason(
 # --- What operators see.
 
 
-def test_outbox_status_and_healthz_show_the_queue(app, runner, client, moved_clock):
-    now = moved_clock.now
+def test_outbox_status_and_healthz_show_the_queue(app, runner, client, frozen):
+    now = frozen.now
 
     def row(status, *, due=now, error=None, n=1):
         return [

@@ -10,8 +10,7 @@ import pytest
 
 from extensions import db
 from models import Lead, Role
-from tests.conftest import T0, form_fields
-from tests.helpers import sign_in_as
+from tests.helpers import T0, form_fields, sign_in_as
 
 PARTNER = "https://partner.example"
 PARTNER_PAGE = f"{PARTNER}/blog/why-cspo"
@@ -53,7 +52,7 @@ def _embed_signup(client, frozen, email, query="?topics=cspo-classes&source=part
     page = client.get(f"/embed/signup{query}", headers={"Referer": PARTNER_PAGE})
     data = {**form_fields(page.get_data(as_text=True)), "email": email, **extra}
     data.setdefault("topics", ["cspo-classes"])
-    frozen[0] = T0 + timedelta(seconds=10)
+    frozen.set(T0 + timedelta(seconds=10))
     # The iframe is our page: the post comes from our origin and URL.
     return client.post(
         "/subscribe",

@@ -22,8 +22,7 @@ from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus, Role
 from services import auth, privacy, subscriptions
 from services.subscriptions import Evidence, SignupRequest
-from tests.conftest import browser_headers, form_fields
-from tests.helpers import PASSWORD, add_user, csrf_token
+from tests.helpers import PASSWORD, add_user, browser_headers, csrf_token, form_fields
 
 ARTICLE = "/cspo-certification-benefits"
 SAMPLES = 30

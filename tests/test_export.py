@@ -21,9 +21,8 @@ from models import AuditEvent, Role
 from services import clock, export
 from services.export import BOM, HEADER, ROWS_PER_CHUNK, neutralise
 from services.lead_query import LeadFilters, count
-from tests.conftest import base_config
-from tests.helpers import add_user, sign_in, sign_in_as
-from tests.test_lead_browser import BASE, CASES, Seeded, make_leads, store, walk
+from tests.factories import BASE, CASES, Seeded, make_leads, store
+from tests.helpers import add_user, base_config, sign_in, sign_in_as, walk
 
 DANGEROUS = ["=1+1", "+1", "-1", "@SUM(A1:A2)", "\tx", "\rx", "\nx", '=HYPERLINK("http://x")']
 SAFE_VALUES = [
@@ -186,8 +185,8 @@ def test_round_trip_gives_back_the_stored_values(staff, app):
 # --- The download itself, and its audit record.
 
 
-def test_attachment_with_a_dated_file_name(staff, app):
-    clock.set_clock(lambda: datetime(2026, 4, 1, 23, 59, tzinfo=UTC))
+def test_attachment_with_a_dated_file_name(staff, app, frozen):
+    frozen.set(datetime(2026, 4, 1, 23, 59, tzinfo=UTC))
     r = get_csv(staff)
     assert r.headers["Content-Disposition"] == 'attachment; filename="leads-2026-04-01.csv"'
     assert r.headers["Cache-Control"] == "no-store"

@@ -30,8 +30,7 @@ from models import (
 )
 from services import announcements, delivery
 from tests import procs
-from tests.conftest import PG_URL
-from tests.test_admin_classes import bulk_leads, make_lead
+from tests.factories import bulk_leads, make_lead
 
 pytestmark = pytest.mark.slow
 
@@ -145,31 +144,14 @@ def test_two_planners_at_once_queue_one_row_per_lead(app):
 # --- Two `flask worker --once` processes, at the same moment.
 
 
-def _databases():
-    yield pytest.param("sqlite", id="sqlite")
-    yield pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)
-
-
-@pytest.fixture(params=list(_databases()))
-def database_url(request, tmp_path):
-    """An empty database for `flask db upgrade`: a SQLite file, or a fresh
-    PostgreSQL schema (skipped, or failed under CI, like the app tests)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fanout.sqlite3'}"
-        return
-    request.getfixturevalue("pg_url")
-    with procs.pg_schema(PG_URL) as url:
-        yield url
-
-
 WORKER_LEADS = 400
 
 
-def test_two_worker_processes_started_together_mail_each_lead_once(tmp_path, database_url):
-    env = procs.app_env(tmp_path, database_url, MAIL_BACKEND="file", WORKER_BATCH_SIZE="50")
+def test_two_worker_processes_started_together_mail_each_lead_once(tmp_path, empty_db_url):
+    env = procs.app_env(tmp_path, empty_db_url, MAIL_BACKEND="file", WORKER_BATCH_SIZE="50")
     procs.flask_db_upgrade(env)
 
-    seed_app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url})
+    seed_app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": empty_db_url})
     with seed_app.app_context():
         bulk_leads(WORKER_LEADS)
         make_lead("news-only@example.com", topics=("newsletter",))
@@ -178,14 +160,7 @@ def test_two_worker_processes_started_together_mail_each_lead_once(tmp_path, dat
         db.session.remove()
         db.engine.dispose()
 
-    workers = [
-        procs.Proc(
-            [procs.PYTHON, "-m", "flask", "--app", "app", "worker", "--once"],
-            env,
-            tmp_path / f"worker-{n}.log",
-        )
-        for n in range(2)
-    ]
+    workers = [procs.worker_proc(env, tmp_path / f"worker-{n}.log", "--once") for n in range(2)]
     try:
         for w in workers:
             w.start()
@@ -204,7 +179,7 @@ def test_two_worker_processes_started_together_mail_each_lead_once(tmp_path, dat
     ]
     assert len(sent) == 2 and sum(sent) == WORKER_LEADS, logs
 
-    engine = create_engine(database_url)
+    engine = create_engine(empty_db_url)
     try:
         with engine.connect() as conn:
             rows = conn.execute(

@@ -28,7 +28,7 @@ from extensions import db
 from models import Lead, LeadStatus, Role, User
 from services import subscriptions
 from services.auth import hash_password
-from tests.conftest import ORIGIN, base_config, browser_headers, form_fields
+from tests.helpers import ORIGIN, base_config, browser_headers, form_fields
 
 ARTICLE = "/cspo-certification-benefits"
 EXAMPLES = 300

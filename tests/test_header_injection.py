@@ -25,8 +25,8 @@ from app import create_app
 from extensions import db
 from models import Lead, LeadStatus, MailKind, OutboxMessage, OutboxStatus
 from tests import procs
-from tests.conftest import form_fields
-from tests.test_rfc8058 import queue_every_kind
+from tests.factories import queue_every_kind
+from tests.helpers import form_fields, smtp_settings
 
 pytestmark = pytest.mark.slow
 
@@ -127,9 +127,7 @@ def test_crlf_anywhere_never_reaches_a_header(tmp_path, raw_smtp):
         tmp_path,
         url,
         port=port,
-        MAIL_BACKEND="smtp",
-        MAIL_SERVER=raw_smtp.host,
-        MAIL_PORT=raw_smtp.port,
+        **smtp_settings(raw_smtp),
         FORM_MIN_SECONDS=0,
         FREQUENCY_CAP_DAYS=0,
     )

@@ -7,111 +7,30 @@ from __future__ import annotations
 import base64
 import json
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from html import unescape
 from urllib.parse import urlencode
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from extensions import db
-from models import Lead, LeadStatus, LeadTopic, MailKind, OutboxMessage, OutboxStatus
+from models import MailKind, OutboxMessage, OutboxStatus
 from services import consent, outbox, subscriptions
 from services.subscriptions import Evidence, SignupRequest
-from tests.helpers import sign_in_as
-
-BASE = datetime(2026, 3, 20, 23, 30, tzinfo=UTC)
-ARTICLE = "cspo-certification-benefits"
-OTHER = "how-hard-is-the-cspo"
-TRAINING = "certified-scrum-product-owner-cspo-training"
-PER_PAGE = 50
-N_LEADS = 130
-
-_ROW = re.compile(r'<td><a href="/marketing/leads/([^"/]+)">([^<]*)</a></td>')
-_NEXT = re.compile(r'<a href="([^"]+)" rel="next">Next page</a>')
-
-
-@dataclass
-class Seeded:
-    public_id: str
-    email: str
-    name: str | None
-    status: str
-    source_slug: str | None
-    source_placement: str | None
-    utm_source: str | None
-    utm_campaign: str | None
-    created_at: datetime
-    topics: list[str] = field(default_factory=list)
-    id: int = 0
-
-
-def make_leads(n: int = N_LEADS) -> list[Seeded]:
-    """Varied leads, deterministic. Leads 44-57 share one signup instant, so a
-    page boundary falls inside a tie of the sort key."""
-    prefixes = ["ann", "anna", "bob", "carla", "dave"]
-    domains = ["example.com", "example.org", "test.example"]
-    names = ["Ann", "anna", "Annabel", "Ben", "Zoë", "Élodie", "O'Brien", None, "bob", "Ann😀"]
-    statuses = ["pending", "confirmed", "confirmed", "unsubscribed"]
-    places = [(ARTICLE, "inline"), (ARTICLE, "end"), (OTHER, "inline"), (TRAINING, "training")]
-    places.append((None, "page"))
-    utm_sources = [None, "linkedin", "newsletter", "google"]
-    campaigns = [None, "spring-cspo", "autumn-cspo"]
-    topic_sets = [["cspo-classes"], ["newsletter"], ["cspo-classes", "newsletter"]]
-    leads = []
-    for i in range(n):
-        created = BASE - timedelta(hours=7 * i, minutes=i % 3)
-        if 44 <= i <= 57:
-            created = BASE - timedelta(hours=7 * 44)
-        slug, placement = places[i % len(places)]
-        leads.append(
-            Seeded(
-                public_id=f"lead{i:04d}",
-                email=f"{prefixes[i % 5]}.{i:03d}@{domains[i % 3]}",
-                name=names[(i * 7) % len(names)],
-                status=statuses[(i * 3) % len(statuses)],
-                source_slug=slug,
-                source_placement=placement,
-                utm_source=utm_sources[(i // 2) % len(utm_sources)],
-                utm_campaign=campaigns[(i // 3) % len(campaigns)],
-                created_at=created,
-                topics=topic_sets[(i // 5) % len(topic_sets)],
-            )
-        )
-    return leads
-
-
-def store(app, leads: list[Seeded]) -> list[Seeded]:
-    with app.app_context():
-        db.session.execute(
-            insert(Lead),
-            [
-                {
-                    "public_id": s.public_id,
-                    "email": s.email,
-                    "name": s.name,
-                    "status": LeadStatus(s.status),
-                    "source_slug": s.source_slug,
-                    "source_placement": s.source_placement,
-                    "utm_source": s.utm_source,
-                    "utm_campaign": s.utm_campaign,
-                    "created_at": s.created_at,
-                    "confirmed_at": s.created_at + timedelta(minutes=5)
-                    if s.status != "pending"
-                    else None,
-                }
-                for s in leads
-            ],
-        )
-        ids = dict(db.session.execute(select(Lead.public_id, Lead.id)).all())
-        for s in leads:
-            s.id = ids[s.public_id]
-        topic_rows = [{"lead_id": s.id, "topic": t} for s in leads for t in s.topics]
-        if topic_rows:
-            db.session.execute(insert(LeadTopic), topic_rows)
-        db.session.commit()
-    return leads
+from tests.factories import (
+    ARTICLE_SLUG,
+    BASE,
+    CASES,
+    N_LEADS,
+    Seeded,
+    make_leads,
+    newest_first,
+    q_matches,
+    store,
+    subscribed_lead,
+)
+from tests.helpers import LEAD_ROW, NEXT_PAGE, PER_PAGE, sign_in_as, walk
 
 
 @pytest.fixture
@@ -125,95 +44,11 @@ def staff(app, client):
     return client
 
 
-def walk(client, url: str, max_pages: int = 20) -> tuple[list[str], int]:
-    """Follow Next page links from url; (public ids in order, pages seen)."""
-    seen: list[str] = []
-    pages = 0
-    while url:
-        r = client.get(url)
-        assert r.status_code == 200, f"{url}: {r.status_code}"
-        html = r.get_data(as_text=True)
-        rows = _ROW.findall(html)
-        assert len(rows) <= PER_PAGE
-        seen.extend(public_id for public_id, _ in rows)
-        pages += 1
-        assert pages <= max_pages, "the Next page links never end"
-        match = _NEXT.search(html)
-        url = unescape(match.group(1)) if match else None
-        if url:
-            assert len(rows) == PER_PAGE, "a Next page link under a part-filled page"
-    return seen, pages
-
-
-def page_text(html: str) -> str:
+def visible_text(html: str) -> str:
     """What a person reads: tags gone, entities decoded, spaces collapsed."""
     text = unescape(re.sub(r"<[^>]+>", " ", html))
     text = re.sub(r"\s+", " ", text)
     return re.sub(r" ([:,.)])", r"\1", text)
-
-
-def newest_first(leads):
-    return sorted(leads, key=lambda s: (s.created_at, s.id), reverse=True)
-
-
-def q_matches(q: str):
-    q = q.lower()
-    return lambda s: s.email.startswith(q) or (s.name or "").lower().startswith(q)
-
-
-def day_start(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=UTC)
-
-
-SINCE = date(2026, 3, 1)
-UNTIL = date(2026, 3, 10)
-
-# (query string, which seeded leads match)
-CASES = [
-    ({}, lambda s: True),
-    ({"q": "ann"}, q_matches("ann")),
-    ({"q": "anna."}, q_matches("anna.")),
-    ({"q": "ANN"}, q_matches("ann")),
-    ({"q": "bob.002"}, q_matches("bob.002")),
-    ({"q": "ÉLODIE"}, q_matches("élodie")),
-    ({"q": "zo"}, q_matches("zo")),
-    ({"q": "ann😀"}, q_matches("ann😀")),
-    ({"q": "o'b"}, q_matches("o'b")),
-    ({"q": "Élo"}, q_matches("élo")),
-    ({"q": "élodie"}, q_matches("élodie")),
-    ({"q": "  Ben  "}, q_matches("ben")),
-    ({"status": "pending"}, lambda s: s.status == "pending"),
-    ({"status": "confirmed"}, lambda s: s.status == "confirmed"),
-    ({"status": "unsubscribed"}, lambda s: s.status == "unsubscribed"),
-    ({"topic": "newsletter"}, lambda s: "newsletter" in s.topics),
-    ({"topic": "cspo-classes"}, lambda s: "cspo-classes" in s.topics),
-    ({"source": ARTICLE}, lambda s: s.source_slug == ARTICLE),
-    ({"source": TRAINING}, lambda s: s.source_slug == TRAINING),
-    ({"placement": "inline"}, lambda s: s.source_placement == "inline"),
-    ({"placement": "page"}, lambda s: s.source_placement == "page"),
-    ({"utm_source": "linkedin"}, lambda s: s.utm_source == "linkedin"),
-    ({"utm_campaign": "spring-cspo"}, lambda s: s.utm_campaign == "spring-cspo"),
-    ({"since": SINCE.isoformat()}, lambda s: s.created_at >= day_start(SINCE)),
-    (
-        {"until": UNTIL.isoformat()},
-        lambda s: s.created_at < day_start(UNTIL + timedelta(days=1)),
-    ),
-    (
-        {"since": SINCE.isoformat(), "until": UNTIL.isoformat()},
-        lambda s: day_start(SINCE) <= s.created_at < day_start(UNTIL + timedelta(days=1)),
-    ),
-    ({"since": "2026-03-20", "until": "2026-03-20"}, lambda s: s.created_at.date() == BASE.date()),
-    (
-        {"status": "confirmed", "topic": "newsletter", "source": ARTICLE, "q": "a"},
-        lambda s: (
-            s.status == "confirmed"
-            and "newsletter" in s.topics
-            and s.source_slug == ARTICLE
-            and q_matches("a")(s)
-        ),
-    ),
-    ({"utm_source": "nobody-uses-this"}, lambda s: False),
-]
 
 
 def test_each_filter_gives_exactly_the_right_leads(staff, seeded):
@@ -275,7 +110,7 @@ def test_keyset_pages_keep_the_filters(staff, seeded):
 
 def test_a_lead_that_arrives_while_paging_does_not_shift_the_pages(app, staff, seeded):
     first = staff.get("/marketing/leads").get_data(as_text=True)
-    next_url = unescape(_NEXT.search(first).group(1))
+    next_url = unescape(NEXT_PAGE.search(first).group(1))
     store(
         app,
         [
@@ -427,7 +262,7 @@ def test_lead_page_shows_consent_evidence_mails_and_statuses(app, staff):
                 name="Zoë <b>",
                 topics=["cspo-classes", "newsletter"],
                 placement="inline",
-                source_slug=ARTICLE,
+                source_slug=ARTICLE_SLUG,
                 utm={"utm_source": "linkedin", "utm_campaign": "spring-cspo"},
                 referrer="https://www.linkedin.com/feed/",
             ),
@@ -463,11 +298,11 @@ def test_lead_page_shows_consent_evidence_mails_and_statuses(app, staff):
     r = staff.get(f"/marketing/leads/{public_id}")
     assert r.status_code == 200
     html = r.get_data(as_text=True)
-    text = page_text(html)
+    text = visible_text(html)
     # Where it signed up, and what it was shown.
     assert "zoe@example.com" in text
     assert "Zoë <b>" in text and "Zoë <b>" not in html, "the name is escaped"
-    assert f"{ARTICLE} (inline form)" in text
+    assert f"{ARTICLE_SLUG} (inline form)" in text
     assert "https://www.linkedin.com/feed/" in text
     assert "source: linkedin" in text and "campaign: spring-cspo" in text
     assert "Consent given via form" in text
@@ -492,12 +327,7 @@ def test_lead_page_shows_consent_evidence_mails_and_statuses(app, staff):
 
 def test_lead_page_timeline_is_in_time_order(app, staff):
     with app.app_context():
-        subscriptions.subscribe(
-            SignupRequest(email="t@example.com", topics=["newsletter"], placement="page"),
-            Evidence(),
-        )
-        db.session.commit()
-        lead = subscriptions.lead_by_email("t@example.com")
+        lead = subscribed_lead("t@example.com")
         subscriptions.confirm(lead, lead.created_at, Evidence())
         db.session.commit()
         public_id = lead.public_id
@@ -505,7 +335,7 @@ def test_lead_page_timeline_is_in_time_order(app, staff):
     stamps = re.findall(r'<time datetime="([^"]+)"', html)
     assert len(stamps) >= 4  # given, confirmation mail, confirmed, welcome mail
     assert stamps == sorted(stamps)
-    text = page_text(html)
+    text = visible_text(html)
     assert "UTM —" in text
     # A mail planned for later says when it is due, not only when it was queued.
     with app.app_context():
@@ -529,7 +359,7 @@ def test_unknown_lead_is_404(staff):
 
 def test_lead_links_from_the_browser_open_the_lead(staff, seeded):
     html = staff.get("/marketing/leads?q=carla.003").get_data(as_text=True)
-    ((public_id, email),) = _ROW.findall(html)
+    ((public_id, email),) = LEAD_ROW.findall(html)
     assert email == "carla.003@example.com"
     page = staff.get(f"/marketing/leads/{public_id}").get_data(as_text=True)
     assert "<h1>carla.003@example.com</h1>" in page

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests import procs
-from tests.conftest import REDIS_URL, require_service
+from tests.helpers import REDIS_URL, require_service
 
 pytestmark = pytest.mark.slow
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from app import create_app
 from extensions import db
-from tests.conftest import PG_URL, _port_open, require_service
+from tests.helpers import signup
 
 # SQLite cannot reflect an index on an expression (lower(name)): SQLAlchemy
 # says so and skips it; PostgreSQL compares it in full.
@@ -43,39 +41,14 @@ def keep_logging():
 
 
 @pytest.fixture
-def fresh_postgres() -> str:
-    if not _port_open("127.0.0.1", 5432):
-        require_service("PostgreSQL", "nothing listens on 127.0.0.1:5432")
-    schema = f"m_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:
-        require_service("PostgreSQL", f"cannot create a schema in {PG_URL}: {exc}")
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def empty_db(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-    return request.getfixturevalue("fresh_postgres")
-
-
-@pytest.fixture
-def migrated_app(empty_db, tmp_path):
+def migrated_app(empty_db_url, tmp_path):
     app = create_app(
         {
             "TESTING": True,
             "SECRET_KEY": "test",
             # Where the test client's pages come from: the signup's Origin check.
             "SITE_URL": "http://localhost",
-            "SQLALCHEMY_DATABASE_URI": empty_db,
+            "SQLALCHEMY_DATABASE_URI": empty_db_url,
             "MAIL_FILE_DIR": str(tmp_path / "mail"),
         }
     )
@@ -133,8 +106,6 @@ def test_the_migrated_schema_takes_a_signup(migrated_app):
     app = migrated_app
     assert app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
     client = app.test_client()
-    from tests.conftest import signup
-
     app.config["FORM_MIN_SECONDS"] = 0
     assert signup(client, "ann@example.com").status_code == 303
     with app.app_context():

@@ -34,8 +34,9 @@ from services import mime
 from services.compose import Composed, compose
 from services.delivery import Worker
 from services.mailer import DeliveryError, OutgoingMail, SmtpTransport
-from tests.conftest import Recorder, free_port
-from tests.test_rfc8058 import queue_every_kind
+from tests.delivery_procs import Recorder, smtp_on_loopback
+from tests.factories import queue_every_kind
+from tests.helpers import smtp_settings
 
 GERMAN = "Grüße aus München – „Anführungszeichen“ und “quotes” · ½ €"
 EMOJI = "Neue Termine 🎉🚀 – bis bald 👋🏽"
@@ -550,11 +551,9 @@ def test_compose_a_german_announcement_with_a_long_paragraph(app):
 
 def test_the_worker_sends_every_kind_to_a_real_smtp_server(app, smtp_server):
     app.config.update(
+        smtp_settings(smtp_server),
         SITE_NAME=SITE_NAME,
         MAIL_DEFAULT_SENDER=SENDER,
-        MAIL_BACKEND="smtp",
-        MAIL_SERVER=smtp_server.host,
-        MAIL_PORT=smtp_server.port,
         FREQUENCY_CAP_DAYS=0,
     )
     raw: list[tuple[bytes, list[str]]] = []
@@ -696,14 +695,7 @@ def test_a_non_ascii_recipient_goes_with_smtputf8(raw_smtp):
 
 
 def test_a_non_ascii_recipient_is_refused_for_good_without_smtputf8():
-    from aiosmtpd.controller import Controller
-
-    recorder = Recorder()
-    port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
-    controller.start()
-    try:
-        recorder.host, recorder.port = "127.0.0.1", port
+    with smtp_on_loopback(Recorder(), enable_SMTPUTF8=False) as recorder:
         with pytest.raises(DeliveryError) as refused:
             _send(recorder, _mail(GERMAN, "<p>x</p>", recipient="jörg@example.com"))
         assert refused.value.permanent
@@ -712,5 +704,3 @@ def test_a_non_ascii_recipient_is_refused_for_good_without_smtputf8():
         # The same server takes an ASCII recipient with the same 8-bit body.
         _send(recorder, _mail(GERMAN, f"<p>{GERMAN}</p>"))
         assert len(recorder.messages) == 1
-    finally:
-        controller.stop()

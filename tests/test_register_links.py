@@ -17,29 +17,27 @@ from sqlalchemy import select
 from extensions import db
 from models import ClassClick, ClassStatus, Lead, SignupStatsDaily
 from services import dashboard, tokens, training
-from tests.conftest import mail_files
-from tests.helpers import csrf_token
-from tests.test_admin_classes import (
-    SEPT_2026,
-    TRAINING,
+from services.content import TRAINING_PATH
+from tests.factories import SEPT_2026, make_class, make_lead
+from tests.helpers import (
     class_form,
     count,
-    freeze,
-    make_class,
-    make_lead,
+    create_announcement,
+    csrf_token,
+    drain,
+    mail_files,
     page_text,
     sign_in_admin,
 )
-from tests.test_announcements import create_announcement, drain
 
 URL = "https://tickets.example.org/cspo-october?ref=site&lang=en#seats"
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15"
 
 
 @pytest.fixture
-def classes(app) -> dict[str, str]:
+def classes(app, frozen) -> dict[str, str]:
     """Public ids: A with a registration URL, B with another, C with none."""
-    freeze(SEPT_2026)
+    frozen.set(SEPT_2026)
     with app.app_context():
         a = make_class(
             title="Class A", start=(date(2026, 10, 12), time(9, 0)), registration_url=URL
@@ -89,7 +87,7 @@ def total_clicks(app) -> int:
 
 
 def test_page_button_counts_a_click_and_redirects_to_exactly_the_class_url(app, client, classes):
-    html = page_text(client.get(TRAINING))
+    html = page_text(client.get(TRAINING_PATH))
     links = re.findall(r'<a class="button" href="(/register/[^"]+)"', html)
     assert len(links) == 2  # A and B; C has no registration URL
 
@@ -246,8 +244,8 @@ def test_class_without_registration_url_or_cancelled_gives_a_410_page(app, clien
     assert count(app, ClassClick) == 0
 
 
-def test_registration_urls_that_could_mislead_are_refused_when_saved(app, client):
-    freeze(SEPT_2026)
+def test_registration_urls_that_could_mislead_are_refused_when_saved(app, client, frozen):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     token = csrf_token(client, "/admin/classes/new")
     for url, message in [

@@ -16,8 +16,6 @@ mail provider receives.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
-from decimal import Decimal
 from email.message import EmailMessage
 
 import pytest
@@ -25,100 +23,22 @@ from sqlalchemy import func, select
 
 from extensions import db
 from models import (
-    Announcement,
-    AnnouncementStatus,
     ConsentEvent,
     ConsentKind,
     Lead,
     LeadStatus,
-    LeadTopic,
     MailKind,
     OutboxMessage,
     OutboxStatus,
-    TrainingClass,
 )
 from models.outbox import TRANSACTIONAL_KINDS
 from services import clock
 from services.delivery import Worker
+from tests.factories import MARKETING_KINDS, queue_every_kind
+from tests.helpers import smtp_settings
 
 SITE = "https://www.scrum-academy.example"
-MARKETING_KINDS = set(MailKind) - TRANSACTIONAL_KINDS
 ONE_URL = re.compile(r"<(https?://[^<>\s,]+)>")
-
-# --- Shared with test_bombing and test_header_injection: a queue holding one
-# mail of every kind, to leads inserted directly (names bypass the form).
-
-
-def queue_every_kind(
-    names: list[str | None], *, class_title: str = "CSPO live online", domain: str = "example.com"
-) -> dict[str, dict[str, str]]:
-    """Inside an app context: for each name, a pending lead and a confirmed
-    lead (both topics), a class starting in 30 days, an announcement with the
-    class title in its subject and the lead's name in its body (a visitor's
-    text may not go into a subject), and one due outbox row of every MailKind.
-    Returns {email: {"name": ..., "status": ...}}. The caller commits."""
-    now = clock.now()
-    cls = TrainingClass(
-        title=class_title,
-        starts_at=now + timedelta(days=30),
-        ends_at=now + timedelta(days=31),
-        timezone="Europe/Berlin",
-        online=True,
-        trainer="Pat Trainer",
-        price=Decimal("1195.00"),
-        seats=12,
-        registration_url="https://register.example/cspo",
-        created_at=now,
-    )
-    db.session.add(cls)
-    ann = Announcement(
-        subject="New dates: {{ class.title }}",
-        body=(
-            "Hello {{ first_name }},\n\nNew dates: {{ class.title }}, {{ class.start }}.\n\n"
-            "[Register]({{ class.register_url }}) · [Unsubscribe]({{ unsubscribe_url }})\n"
-        ),
-        topic="cspo-classes",
-        training_class=cls,
-        status=AnnouncementStatus.SENDING,
-        created_at=now,
-    )
-    db.session.add(ann)
-    db.session.flush()
-    leads: dict[str, dict[str, str]] = {}
-    rows = []
-    for i, name in enumerate(names):
-        for status in (LeadStatus.PENDING, LeadStatus.CONFIRMED):
-            email = f"{status.value}{i}@{domain}"
-            lead = Lead(
-                email=email,
-                name=name,
-                status=status,
-                created_at=now,
-                confirmed_at=now if status == LeadStatus.CONFIRMED else None,
-                topics=[LeadTopic(topic="cspo-classes"), LeadTopic(topic="newsletter")],
-            )
-            db.session.add(lead)
-            db.session.flush()
-            leads[email] = {"name": name, "status": status.value}
-            if status == LeadStatus.PENDING:
-                kinds = [MailKind.CONFIRMATION, MailKind.CONFIRM_REMINDER]
-            else:
-                kinds = sorted(MARKETING_KINDS | {MailKind.ALREADY_SUBSCRIBED})
-            for kind in kinds:
-                rows.append(
-                    OutboxMessage(
-                        kind=kind,
-                        lead_id=lead.id,
-                        status=OutboxStatus.QUEUED,
-                        send_after=now,
-                        created_at=now,
-                        attempts=0,
-                        announcement_id=ann.id if kind == MailKind.ANNOUNCEMENT else None,
-                        training_class_id=cls.id if kind == MailKind.CLASS_REMINDER else None,
-                    )
-                )
-    db.session.add_all(rows)
-    return leads
 
 
 def raw_headers(raw: bytes) -> list[tuple[str, str]]:
@@ -142,9 +62,7 @@ def app_config(app_config, smtp_server):
     return {
         **app_config,
         "SITE_URL": SITE,
-        "MAIL_BACKEND": "smtp",
-        "MAIL_SERVER": smtp_server.host,
-        "MAIL_PORT": smtp_server.port,
+        **smtp_settings(smtp_server),
         "FREQUENCY_CAP_DAYS": 0,
         "WTF_CSRF_ENABLED": True,
     }

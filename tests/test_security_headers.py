@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from extensions import db
 from services import subscriptions
 from services.content import TRAINING_PATH
-from services.subscriptions import Evidence, SignupRequest
-from tests.conftest import browser_headers, form_fields, signup
+from tests.factories import subscribed_lead
+from tests.helpers import browser_headers, form_fields, signup
 
 ARTICLE = "/cspo-certification-benefits"
 
@@ -103,12 +102,7 @@ def test_anonymous_visitors_get_no_cookie_anywhere_on_the_public_side(app, clien
     first page to the confirmed subscription (README, "How the public pages
     and the signup form work")."""
     with app.app_context():
-        subscriptions.subscribe(
-            SignupRequest(email="lead@example.com", topics=["newsletter"], placement="page"),
-            Evidence(),
-        )
-        db.session.commit()
-        lead = subscriptions.lead_by_email("lead@example.com")
+        lead = subscribed_lead("lead@example.com")
         confirm_link = f"/confirm/{subscriptions.confirm_token(lead)}"
         unsubscribe_link = f"/unsubscribe/{subscriptions.unsubscribe_token(lead)}"
     fields = form_fields(client.get(ARTICLE).get_data(as_text=True))

@@ -11,7 +11,7 @@ import pytest
 from extensions import db
 from models import Lead
 from services import signup_guard
-from tests.conftest import T0, form_fields
+from tests.helpers import T0, form_fields
 
 ARTICLE = "/cspo-certification-benefits"
 SITE = "http://localhost"
@@ -55,7 +55,7 @@ def _post(client, data, **headers):
 )
 def test_posts_from_allowed_origins_are_taken(app, client, frozen, headers):
     data = _fields(client, email="ann@example.com")
-    frozen[0] = T0 + timedelta(seconds=10)
+    frozen.set(T0 + timedelta(seconds=10))
     r = _post(client, data, **headers)
     assert r.status_code == 303
     assert [lead.email for lead in _leads(app)] == ["ann@example.com"]
@@ -73,7 +73,7 @@ def test_posts_from_allowed_origins_are_taken(app, client, frozen, headers):
 )
 def test_posts_from_other_origins_get_a_403_that_explains(app, client, frozen, headers):
     data = _fields(client, email="ann@example.com")
-    frozen[0] = T0 + timedelta(seconds=10)
+    frozen.set(T0 + timedelta(seconds=10))
     r = _post(client, data, **headers)
     assert r.status_code == 403
     assert "sent from another site" in r.text
@@ -86,11 +86,11 @@ def test_posts_from_other_origins_get_a_403_that_explains(app, client, frozen, h
 
 def test_a_post_sooner_than_form_min_seconds_is_answered_like_a_signup(app, client, frozen):
     data = _fields(client, email="quick@example.com")
-    frozen[0] = T0 + timedelta(seconds=1)
+    frozen.set(T0 + timedelta(seconds=1))
     r = _post(client, data, Origin=SITE)
     assert r.status_code == 303 and r.headers["Location"].endswith("/subscribe/thanks")
     assert _leads(app) == []
-    frozen[0] = T0 + timedelta(seconds=3)
+    frozen.set(T0 + timedelta(seconds=3))
     assert _post(client, data, Origin=SITE).status_code == 303
     assert [lead.email for lead in _leads(app)] == ["quick@example.com"]
 
@@ -98,14 +98,14 @@ def test_a_post_sooner_than_form_min_seconds_is_answered_like_a_signup(app, clie
 @pytest.mark.parametrize("started", ["", "not-a-token", "MTc5NTk2Mzc3Ng.aww7gA.forged"])
 def test_a_missing_or_forged_stamp_stores_nothing(app, client, frozen, started):
     data = {**_fields(client, email="bot@example.com"), "started": started}
-    frozen[0] = T0 + timedelta(seconds=30)
+    frozen.set(T0 + timedelta(seconds=30))
     assert _post(client, data, Origin=SITE).status_code == 303
     assert _leads(app) == []
 
 
 def test_a_stamp_more_than_a_day_old_shows_the_form_again_with_what_was_typed(app, client, frozen):
     data = _fields(client, email="slow.reader@example.com", name="Ria")
-    frozen[0] = T0 + timedelta(days=1, minutes=1)
+    frozen.set(T0 + timedelta(days=1, minutes=1))
     r = _post(client, data, Origin=SITE)
     assert r.status_code == 400
     assert "open for more than a day" in r.text
@@ -120,7 +120,7 @@ def test_a_stamp_more_than_a_day_old_shows_the_form_again_with_what_was_typed(ap
 
 def test_a_form_with_errors_keeps_its_stamp(client, frozen):
     data = _fields(client, email="not an address")
-    frozen[0] = T0 + timedelta(seconds=10)
+    frozen.set(T0 + timedelta(seconds=10))
     r = _post(client, data, Origin=SITE)
     assert r.status_code == 400
     assert form_fields(r.get_data(as_text=True))["started"] == data["started"]
@@ -128,13 +128,13 @@ def test_a_form_with_errors_keeps_its_stamp(client, frozen):
 
 def test_stamps_round_down_and_check_as_documented(app, frozen):
     with app.test_request_context():
-        frozen[0] = T0 + timedelta(milliseconds=1999)
+        frozen.set(T0 + timedelta(milliseconds=1999))
         token = signup_guard.stamp()
-        frozen[0] = T0 + timedelta(seconds=2, milliseconds=999)
+        frozen.set(T0 + timedelta(seconds=2, milliseconds=999))
         assert signup_guard.check_stamp(token) is signup_guard.Stamp.TOO_SOON
-        frozen[0] = T0 + timedelta(seconds=3)
+        frozen.set(T0 + timedelta(seconds=3))
         assert signup_guard.check_stamp(token) is signup_guard.Stamp.OK
-        frozen[0] = T0 + timedelta(days=1, seconds=1)
+        frozen.set(T0 + timedelta(days=1, seconds=1))
         assert signup_guard.check_stamp(token) is signup_guard.Stamp.STALE
         assert signup_guard.check_stamp(None) is signup_guard.Stamp.INVALID
 
@@ -145,7 +145,7 @@ def test_stamps_round_down_and_check_as_documented(app, frozen):
 def test_utm_values_come_from_the_referer_without_javascript(app, client, frozen):
     page = f"{SITE}{ARTICLE}?utm_source=linkedin&utm_medium=social&utm_campaign=cspo-q3"
     data = _fields(client, email="utm@example.com")
-    frozen[0] = T0 + timedelta(seconds=10)
+    frozen.set(T0 + timedelta(seconds=10))
     assert _post(client, data, Origin=SITE, Referer=page).status_code == 303
     (lead,) = _leads(app)
     assert (lead.utm_source, lead.utm_medium, lead.utm_campaign) == (
@@ -163,7 +163,7 @@ def test_fields_filled_by_the_script_are_kept(app, client, frozen):
         utm_source="newsletter",
         ref="https://www.google.com/search?q=cspo",
     )
-    frozen[0] = T0 + timedelta(seconds=10)
+    frozen.set(T0 + timedelta(seconds=10))
     referer = f"{SITE}{ARTICLE}?utm_source=newsletter"
     assert _post(client, data, Origin=SITE, Referer=referer).status_code == 303
     (lead,) = _leads(app)
@@ -173,7 +173,7 @@ def test_fields_filled_by_the_script_are_kept(app, client, frozen):
 
 def test_our_own_pages_are_not_an_outside_referrer(app, client, frozen):
     data = _fields(client, email="own@example.com", ref=f"{SITE}/")
-    frozen[0] = T0 + timedelta(seconds=10)
+    frozen.set(T0 + timedelta(seconds=10))
     _post(client, data, Origin=SITE)
     (lead,) = _leads(app)
     assert lead.referrer is None

@@ -7,24 +7,16 @@ import re
 import pytest
 
 from models import ConsentEvent, Lead, LeadStatus, OutboxMessage
-from services.delivery import Worker
 from services.mailer import SmtpTransport
-from tests.conftest import confirm, signup
+from tests.helpers import confirm, drain, signup, smtp_settings
 
 
 @pytest.fixture
 def app_config(app_config, smtp_server):
     return {
         **app_config,
-        "MAIL_BACKEND": "smtp",
-        "MAIL_SERVER": smtp_server.host,
-        "MAIL_PORT": smtp_server.port,
+        **smtp_settings(smtp_server),
     }
-
-
-def drain(app):
-    with app.app_context():
-        return Worker(app).run(once=True)
 
 
 def link_in(msg, path: str) -> str:
@@ -35,7 +27,7 @@ def link_in(msg, path: str) -> str:
 def test_signup_confirm_welcome_unsubscribe(app, client, smtp_server):
     r = signup(client, "  Ann@Example.COM ", name="Ann", topics=["cspo-classes", "newsletter"])
     assert r.status_code == 303
-    assert drain(app).sent == 1
+    assert drain(app)["sent"] == 1
     _, rcpts, confirmation = smtp_server.messages[0]
     assert rcpts == ["ann@example.com"]
     assert confirmation["Message-ID"]
@@ -45,11 +37,11 @@ def test_signup_confirm_welcome_unsubscribe(app, client, smtp_server):
     # Opening the link shows a button and sends nothing; the button confirms.
     link = link_in(confirmation, "confirm")
     assert client.get(link).status_code == 200
-    assert drain(app).sent == 0
+    assert drain(app)["sent"] == 0
     r = confirm(client, link)
     assert r.status_code == 200
     assert "You're in" in r.get_data(as_text=True)
-    assert drain(app).sent == 1
+    assert drain(app)["sent"] == 1
     _, _, welcome = smtp_server.messages[1]
     assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert welcome["List-Id"]

@@ -9,7 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from extensions import db
 from models import (
@@ -22,42 +22,22 @@ from models import (
     OutboxMessage,
     OutboxStatus,
 )
-from services import clock, consent
+from services import consent
 from services.content import TRAINING_PATH
-from services.subscriptions import confirm_token, unsubscribe_token
-from tests import conftest
-from tests.conftest import (
+from services.subscriptions import unsubscribe_token
+from tests.helpers import (
     REDIS_URL,
-    _port_open,
     browser_headers,
+    confirm_address,
+    count,
     form_fields,
-    require_service,
+    mails_to_go,
     signup,
+    the_lead,
 )
 
 ARTICLE = "/cspo-certification-benefits"
 SLUG = "cspo-certification-benefits"
-
-
-class FakeClock:
-    """A clock the test moves by hand (services.clock reads it)."""
-
-    def __init__(self):
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def fake_clock():
-    fake = FakeClock()
-    clock.set_clock(fake)
-    yield fake
-    clock.set_clock(None)
 
 
 @pytest.fixture
@@ -71,43 +51,13 @@ def app_config(app_config, settings):
     return {**app_config, **settings}
 
 
-def count(app, model, *where) -> int:
-    with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def mails(app, kind: MailKind) -> int:
-    """Mails of that kind that will go out (throttled submissions leave a
-    row already skipped, so the delivery log shows them)."""
-    return count(
-        app, OutboxMessage, OutboxMessage.kind == kind, OutboxMessage.status != OutboxStatus.SKIPPED
-    )
-
-
 def nothing_stored(app) -> bool:
     return all(count(app, model) == 0 for model in (Lead, ConsentEvent, OutboxMessage, ConsentText))
-
-
-def the_lead(app, email: str) -> Lead:
-    with app.app_context():
-        lead = db.session.execute(select(Lead).where(Lead.email == email)).scalar_one()
-        lead.topic_slugs  # noqa: B018 (load the topics before the session closes)
-        db.session.expunge(lead)
-        return lead
 
 
 def consent_text_shown(page: str, placement: str) -> str:
     match = re.search(rf'<p class="consent" id="consent-{placement}">(.*?)</p>', page, re.S)
     return html.unescape(match.group(1))
-
-
-def confirm(client, app, email: str) -> None:
-    """Open the confirmation link and click its button."""
-    with app.app_context():
-        token = confirm_token(the_lead(app, email))
-    r = conftest.confirm(client, token)
-    assert r.status_code == 200
-    assert "You're in" in r.get_data(as_text=True)
 
 
 def unsubscribe(client, app, email: str) -> None:
@@ -276,8 +226,8 @@ def test_unknown_topics_are_dropped(app, client):
 def test_the_answer_is_the_same_for_new_pending_confirmed_and_unsubscribed(app, client):
     for email in ("pending@example.com", "confirmed@example.com", "gone@example.com"):
         assert_thanks(signup(client, email))
-    confirm(client, app, "confirmed@example.com")
-    confirm(client, app, "gone@example.com")
+    confirm_address(app, client, "confirmed@example.com")
+    confirm_address(app, client, "gone@example.com")
     unsubscribe(client, app, "gone@example.com")
 
     answers = []
@@ -301,7 +251,7 @@ def test_case_and_whitespace_variants_are_one_lead(app, client):
     assert count(app, Lead) == 1
     assert the_lead(app, "bob@example.com").email == "bob@example.com"
     assert count(app, ConsentEvent, ConsentEvent.kind == ConsentKind.GIVEN) == 4
-    assert mails(app, MailKind.CONFIRMATION) == 1
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 1
 
 
 def test_internationalised_domain_spellings_are_one_lead(app, client):
@@ -322,36 +272,36 @@ def test_a_pending_lead_adds_topics_and_keeps_its_first_name(app, client):
 # --- Subscription bombing: one confirmation per address per window
 
 
-def test_one_confirmation_per_window_however_often_submitted(app, client, fake_clock):
+def test_one_confirmation_per_window_however_often_submitted(app, client, frozen):
     window = app.config["CONFIRMATION_WINDOW_SECONDS"]
     for _ in range(10):
         assert_thanks(signup(client, "victim@example.com"))
-        fake_clock.advance(window / 20)
-    assert mails(app, MailKind.CONFIRMATION) == 1
+        frozen.advance(window / 20)
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 1
 
-    fake_clock.advance(window / 2 + 1)  # past the window of the first mail
+    frozen.advance(window / 2 + 1)  # past the window of the first mail
     assert_thanks(signup(client, "victim@example.com"))
-    assert mails(app, MailKind.CONFIRMATION) == 2
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 2
     assert_thanks(signup(client, "victim@example.com"))
-    assert mails(app, MailKind.CONFIRMATION) == 2
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 2
     assert count(app, Lead) == 1
 
 
 @pytest.mark.parametrize("settings", [{"CONFIRMATION_WINDOW_SECONDS": 60}], ids=["60s"])
-def test_the_window_is_a_setting(app, client, fake_clock):
+def test_the_window_is_a_setting(app, client, frozen):
     signup(client, "v@example.com")
-    fake_clock.advance(59)
+    frozen.advance(59)
     signup(client, "v@example.com")
-    assert mails(app, MailKind.CONFIRMATION) == 1
-    fake_clock.advance(2)
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 1
+    frozen.advance(2)
     signup(client, "v@example.com")
-    assert mails(app, MailKind.CONFIRMATION) == 2
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 2
 
 
 def test_the_window_is_per_address(app, client):
     for i in range(5):
         signup(client, f"person{i}@example.com")
-    assert mails(app, MailKind.CONFIRMATION) == 5
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 5
 
 
 # --- Bots: dropped silently
@@ -370,9 +320,9 @@ def test_time_trap_drops_a_form_sent_too_soon(app, client):
 
 
 @pytest.mark.parametrize("settings", [{"FORM_MIN_SECONDS": 60}], ids=["60s"])
-def test_time_trap_lets_a_person_who_took_their_time_through(app, client, fake_clock):
+def test_time_trap_lets_a_person_who_took_their_time_through(app, client, frozen):
     fields = form_fields(client.get(ARTICLE).get_data(as_text=True))
-    fake_clock.advance(61)
+    frozen.advance(61)
     fields.update(email="slow@example.com", topics=["newsletter"])
     assert_thanks(client.post("/subscribe", data=fields))
     assert count(app, Lead) == 1
@@ -413,38 +363,14 @@ def test_rate_limit_answers_429_with_the_site_error_page(app, client):
     _rate_limited(app, client)
 
 
-@pytest.fixture
-def redis_settings():
-    if not _port_open("127.0.0.1", 6379):
-        require_service("Redis", "nothing listens on 127.0.0.1:6379")
-    return {
-        "SIGNUP_RATE_LIMIT": "3 per minute",
-        "RATELIMIT_STORAGE_URI": REDIS_URL,
-    }
-
-
-@pytest.fixture
-def redis_app_config(app_config, redis_settings):
-    return {**app_config, **redis_settings}
-
-
-def test_rate_limit_works_with_redis_storage(redis_app_config):
-    from app import create_app
-
-    app = create_app(redis_app_config)
-    with app.app_context():
-        if redis_app_config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-            db.create_all()
-        else:
-            from tests.conftest import _truncate_all
-
-            _truncate_all()
-    try:
-        _rate_limited(app, app.test_client())
-    finally:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
+@pytest.mark.parametrize(
+    "settings",
+    [{"SIGNUP_RATE_LIMIT": "3 per minute", "RATELIMIT_STORAGE_URI": REDIS_URL}],
+    ids=["3/min-redis"],
+)
+def test_rate_limit_works_with_redis_storage(redis_url, app, client):
+    assert app.config["RATELIMIT_STORAGE_URI"] == redis_url
+    _rate_limited(app, client)
 
 
 # --- Coming back
@@ -452,7 +378,7 @@ def test_rate_limit_works_with_redis_storage(redis_app_config):
 
 def test_resubscribing_after_unsubscribe_needs_a_fresh_confirmation(app, client):
     signup(client, "back@example.com", topics=["newsletter"])
-    confirm(client, app, "back@example.com")
+    confirm_address(app, client, "back@example.com")
     unsubscribe(client, app, "back@example.com")
     assert the_lead(app, "back@example.com").status == LeadStatus.UNSUBSCRIBED
 
@@ -461,32 +387,32 @@ def test_resubscribing_after_unsubscribe_needs_a_fresh_confirmation(app, client)
     lead = the_lead(app, "back@example.com")
     assert lead.status == LeadStatus.PENDING
     assert lead.topic_slugs == {"cspo-classes"}
-    assert mails(app, MailKind.CONFIRMATION) == 2
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 2
 
     # The new link confirms; nothing else does.
-    confirm(client, app, "back@example.com")
+    confirm_address(app, client, "back@example.com")
     assert the_lead(app, "back@example.com").status == LeadStatus.CONFIRMED
-    assert mails(app, MailKind.WELCOME) == 2
+    assert mails_to_go(app, MailKind.WELCOME) == 2
 
     # A second signup right after still gets no second mail (bombing).
     assert_thanks(signup(client, "back@example.com"))
-    assert mails(app, MailKind.CONFIRMATION) == 2
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 2
 
 
-def test_a_confirmed_lead_gets_a_notice_and_keeps_its_topics(app, client, fake_clock):
+def test_a_confirmed_lead_gets_a_notice_and_keeps_its_topics(app, client, frozen):
     signup(client, "happy@example.com", topics=["cspo-classes"], name="Hap")
-    confirm(client, app, "happy@example.com")
-    fake_clock.advance(app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
+    confirm_address(app, client, "happy@example.com")
+    frozen.advance(app.config["CONFIRMATION_WINDOW_SECONDS"] + 1)
 
     assert_thanks(signup(client, "happy@example.com", topics=["newsletter"], name="Other"))
     lead = the_lead(app, "happy@example.com")
     assert lead.status == LeadStatus.CONFIRMED
     assert lead.topic_slugs == {"cspo-classes"}
     assert lead.name == "Hap"
-    assert mails(app, MailKind.ALREADY_SUBSCRIBED) == 1
-    assert mails(app, MailKind.CONFIRMATION) == 1
+    assert mails_to_go(app, MailKind.ALREADY_SUBSCRIBED) == 1
+    assert mails_to_go(app, MailKind.CONFIRMATION) == 1
 
     # The notice is throttled like a confirmation.
     for _ in range(3):
         signup(client, "happy@example.com")
-    assert mails(app, MailKind.ALREADY_SUBSCRIBED) == 1
+    assert mails_to_go(app, MailKind.ALREADY_SUBSCRIBED) == 1

@@ -18,17 +18,18 @@ from extensions import db
 from models import Announcement, MailKind, OutboxMessage
 from services import announcements, compose, templating
 from services.templating import MergeTagError
-from tests.helpers import csrf_token
-from tests.test_admin_classes import (
-    SEPT_2026,
+from tests.factories import SEPT_2026, make_class, make_lead
+from tests.helpers import (
+    announcement_form,
     count,
-    freeze,
-    make_class,
-    make_lead,
+    create_announcement,
+    csrf_token,
+    drain,
     page_text,
+    received,
     sign_in_admin,
+    smtp_settings,
 )
-from tests.test_announcements import announcement_form, create_announcement, drain, received
 
 CONTEXT = {
     "first_name": "Ann",
@@ -330,8 +331,10 @@ def _parts(app, lead_email: str, public_id: str) -> tuple[str, str, str]:
         return compose.render_parts(row, lead)
 
 
-def test_valid_template_renders_name_fallback_class_fields_and_unsubscribe_link(app, client):
-    freeze(SEPT_2026)
+def test_valid_template_renders_name_fallback_class_fields_and_unsubscribe_link(
+    app, client, frozen
+):
+    frozen.set(SEPT_2026)
     sign_in_admin(app, client)
     with app.app_context():
         make_lead("ann@example.com", name="Ann Smith")
@@ -397,7 +400,7 @@ def test_markup_in_a_lead_name_is_escaped_in_the_html_and_never_a_link(app, clie
         for i, name in enumerate(NAMES):
             make_lead(f"lead{i}@example.com", name=name)
         db.session.commit()
-    app.config.update(MAIL_BACKEND="smtp", MAIL_SERVER=smtp_server.host, MAIL_PORT=smtp_server.port)
+    app.config.update(smtp_settings(smtp_server))
     public_id = create_announcement(
         client,
         subject="News for you",

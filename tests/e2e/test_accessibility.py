@@ -30,8 +30,8 @@ from extensions import db
 from models import Lead, LeadStatus, LeadTopic, TrainingClass
 from services import subscriptions
 from tests import procs
-from tests.conftest import require_service
 from tests.e2e.chromium import launch_chromium
+from tests.helpers import require_service
 
 pytestmark = pytest.mark.e2e
 

@@ -23,12 +23,12 @@ from app import create_app
 from extensions import db
 from models import LeadStatus
 from tests import procs
-from tests.e2e.chromium import launch_chromium
-from tests.test_admin_classes import make_lead
+from tests.e2e.chromium import launch_chromium, screenshots
+from tests.factories import make_lead
+from tests.helpers import received, smtp_settings
 
 pytestmark = pytest.mark.e2e
 
-ARTIFACTS = procs.ROOT / "test-artifacts" / "e2e"
 ADMIN = "admin.e2e@example.com"
 PASSWORD = "a long admin password for e2e"
 TIMEOUT_MS = 15_000
@@ -43,9 +43,7 @@ def site(tmp_path, smtp_server) -> Iterator[dict]:
         tmp_path,
         url,
         port=port,
-        MAIL_BACKEND="smtp",
-        MAIL_SERVER=smtp_server.host,
-        MAIL_PORT=smtp_server.port,
+        **smtp_settings(smtp_server),
         FREQUENCY_CAP_DAYS="0",
     )
     procs.flask_db_upgrade(env)
@@ -76,19 +74,6 @@ def page():
         context.close()
 
 
-def shot(page, n: int, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"admin-{n:02d}-{name}.png"), full_page=True)
-
-
-def by_recipient(smtp) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for _, rcpts, msg in smtp.messages:
-        for rcpt in rcpts:
-            out.setdefault(rcpt, []).append(msg)
-    return out
-
-
 def write_announcement(page, site: dict, subject: str, body: str, class_title: str) -> str:
     """From the class list's "Announce" link: write and save a draft.
     Returns the announcement's detail URL."""
@@ -110,6 +95,7 @@ def write_announcement(page, site: dict, subject: str, body: str, class_title: s
 def test_admin_creates_a_class_announces_it_and_an_unsubscriber_hears_no_more(site, page):
     base = site["url"]
     start = (datetime.now(UTC) + timedelta(days=45)).date()
+    shot = screenshots("admin")
 
     # Sign in.
     page.goto(base + "/admin/classes")
@@ -133,13 +119,13 @@ def test_admin_creates_a_class_announces_it_and_an_unsubscriber_hears_no_more(si
     page.get_by_label("Seats", exact=True).fill("12")
     page.get_by_label("Seats taken").fill("4")
     page.get_by_label("Registration link").fill("https://tickets.example.org/cspo-e2e")
-    shot(page, 1, "class-form")
+    shot(page, "class-form")
     page.get_by_role("button", name="Save class").click()
     expect(page.get_by_role("status").first).to_contain_text("Saved “CSPO live online (e2e)”")
     expect(page.get_by_role("row").filter(has_text="CSPO live online (e2e)")).to_contain_text(
         "09:00 Europe/Berlin"
     )
-    shot(page, 2, "class-list")
+    shot(page, "class-list")
 
     # It is on the public training page, with a calendar file.
     page.goto(base + "/certified-scrum-product-owner-cspo-training")
@@ -154,7 +140,7 @@ def test_admin_creates_a_class_announces_it_and_an_unsubscriber_hears_no_more(si
     with urllib.request.urlopen(base + ics_href, timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/calendar")
         assert b"SUMMARY:CSPO live online (e2e)" in r.read()
-    shot(page, 3, "training-page")
+    shot(page, "training-page")
 
     # Write the announcement, preview it, send it now.
     detail_url = write_announcement(
@@ -170,7 +156,7 @@ def test_admin_creates_a_class_announces_it_and_an_unsubscriber_hears_no_more(si
     expect(preview.get_by_role("link", name="Register")).to_be_visible()
     expect(page.locator("#ann-status")).to_have_text("draft")
     expect(page.get_by_label("Time zone")).to_have_value("Europe/Berlin")  # the class's zone
-    shot(page, 4, "announcement-preview")
+    shot(page, "announcement-preview")
 
     page.get_by_role("button", name="Send now").click()
     expect(page.get_by_role("status").first).to_contain_text("Sending now")
@@ -179,9 +165,9 @@ def test_admin_creates_a_class_announces_it_and_an_unsubscriber_hears_no_more(si
     counts = procs.worker_once(site["env"])
     assert counts["sent"] == 3, counts
 
-    received = by_recipient(site["smtp"])
-    assert set(received) == CLASS_AUDIENCE
-    for address, msgs in received.items():
+    inbox = received(site["smtp"])
+    assert set(inbox) == CLASS_AUDIENCE
+    for address, msgs in inbox.items():
         assert len(msgs) == 1, address
         msg = msgs[0]
         assert msg["Subject"] == "CSPO live online (e2e): seats open"
@@ -190,17 +176,15 @@ def test_admin_creates_a_class_announces_it_and_an_unsubscriber_hears_no_more(si
         assert msg["List-Id"]
         text = msg.get_body(("plain",)).get_content()
         assert f"Register: {base}/register/" in text
-    assert (
-        received["ann@example.com"][0].get_body(("plain",)).get_content().startswith("Hello Ann,")
-    )
+    assert inbox["ann@example.com"][0].get_body(("plain",)).get_content().startswith("Hello Ann,")
 
     page.goto(detail_url)
     expect(page.locator("#ann-status")).to_have_text("sent")
     expect(page.locator("#progress-text")).to_contain_text("3 of 3 done")
-    shot(page, 5, "announcement-sent")
+    shot(page, "announcement-sent")
 
     # Bob unsubscribes the way his mail program does: one POST, no cookie.
-    unsubscribe = received["bob@example.com"][0]["List-Unsubscribe"].strip("<>")
+    unsubscribe = inbox["bob@example.com"][0]["List-Unsubscribe"].strip("<>")
     request = urllib.request.Request(
         unsubscribe,
         data=b"List-Unsubscribe=One-Click",
@@ -224,4 +208,4 @@ def test_admin_creates_a_class_announces_it_and_an_unsubscriber_hears_no_more(si
     page.get_by_role("button", name="Send now").click()
     expect(page.get_by_role("status").first).to_contain_text("Sending now")
     assert procs.worker_once(site["env"])["sent"] == 2
-    assert set(by_recipient(site["smtp"])) == CLASS_AUDIENCE - {"bob@example.com"}
+    assert set(received(site["smtp"])) == CLASS_AUDIENCE - {"bob@example.com"}

@@ -20,11 +20,10 @@ from playwright.sync_api import expect
 from sqlalchemy import create_engine, text
 
 from tests import procs
-from tests.e2e.chromium import launch_chromium
+from tests.e2e.chromium import launch_chromium, screenshots
 
 pytestmark = pytest.mark.e2e
 
-ARTIFACTS = procs.ROOT / "test-artifacts" / "e2e"
 MARKETER = "marketer@example.com"
 PASSWORD = "correct horse battery staple"
 VISITOR = "visitor.e2e@example.com"
@@ -52,14 +51,7 @@ def browser():
 
 @pytest.fixture
 def shot():
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    counter = iter(range(1, 100))
-
-    def take(page, name: str) -> None:
-        path = ARTIFACTS / f"marketer-{next(counter):02d}-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
-
-    return take
+    return screenshots("marketer")
 
 
 def query(site: dict, sql: str, **params) -> list:

@@ -22,14 +22,13 @@ from playwright.sync_api import expect
 from sqlalchemy import create_engine, text
 
 from tests import procs
-from tests.e2e.chromium import launch_chromium
+from tests.e2e.chromium import launch_chromium, screenshots
 
 pytestmark = pytest.mark.e2e
 
 ARTICLE = "/cspo-certification-benefits"
 CAMPAIGN = "?utm_source=newsletter-e2e&utm_medium=email&utm_campaign=cspo-autumn"
 SEARCH = "https://www.google.com/"
-ARTIFACTS = procs.ROOT / "test-artifacts" / "e2e"
 # Real visitors read for a while; the time trap drops faster posts silently.
 FORM_MIN_SECONDS = 1
 
@@ -58,14 +57,7 @@ def browser():
 @pytest.fixture
 def shots(request):
     """shot(page, name): a full-page screenshot test-artifacts/e2e/<test>-NN-name.png."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    counter = iter(range(1, 100))
-
-    def shot(page, name: str) -> None:
-        path = ARTIFACTS / f"{request.node.name}-{next(counter):02d}-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
-
-    return shot
+    return screenshots(request.node.name)
 
 
 # --- Mail and database helpers.

@@ -17,29 +17,21 @@ Durations are printed and written to test-artifacts/soak/.
 
 from __future__ import annotations
 
-import contextlib
-import http.cookiejar
 import json
 import random
-import re
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from tests import procs
-from tests.conftest import PG_URL, REDIS_URL, _port_open, require_service
+from tests.helpers import Visitor
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
-ARTICLE = "/cspo-certification-benefits"
 DISTINCT = 1600
 VARIANTS = 400  # a fifth of the 2,000
 VICTIM_POSTS = 500
@@ -49,54 +41,6 @@ THREADS = 32
 # under three minutes on two cores.
 PHASE_BUDGET_SECONDS = 120
 ARTIFACTS = procs.ROOT / "test-artifacts" / "soak"
-
-_FORM = re.compile(r'<form class="signup".*?</form>', re.S)
-_HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)"')
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-class Visitor:
-    """One browser: its own cookie jar and the form it was shown."""
-
-    def __init__(self, base_url: str, forwarded_for: str | None = None):
-        self.base_url = base_url
-        self.cookies = http.cookiejar.CookieJar()
-        self.forwarded_for = forwarded_for
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect()
-        )
-        self.fields: dict[str, str] = {}
-
-    def _request(self, path: str, data: bytes | None = None) -> urllib.request.Request:
-        headers = {"X-Forwarded-For": self.forwarded_for} if self.forwarded_for else {}
-        if data is not None:  # as a browser posts a form from the article
-            headers.update(Origin=self.base_url, Referer=self.base_url + ARTICLE)
-        return urllib.request.Request(self.base_url + path, data=data, headers=headers)
-
-    def read_article(self) -> None:
-        with self.opener.open(self._request(ARTICLE), timeout=60) as r:
-            html = r.read().decode()
-        self.fields = dict(_HIDDEN.findall(_FORM.findall(html)[0]))
-        # The same page for everyone: a time stamp, no CSRF token, no cookie.
-        assert self.fields.get("started")
-        assert "csrf_token" not in self.fields
-        assert not self.cookies
-
-    def sign_up(self, email: str) -> int:
-        data = urllib.parse.urlencode(
-            {**self.fields, "email": email, "name": "", "topics": "cspo-classes"}
-        ).encode()
-        try:
-            with self.opener.open(self._request("/subscribe", data), timeout=60) as r:
-                return r.status
-        except urllib.error.HTTPError as exc:  # a 303 lands here: redirects are not followed
-            return exc.code
-        except OSError:  # a dropped or timed-out connection
-            return -1
 
 
 def spellings(n_distinct: int, n_variants: int, seed: int) -> tuple[list[str], set[str]]:
@@ -225,18 +169,6 @@ def test_signup_storm_sqlite(tmp_path):
     storm(tmp_path, f"sqlite:///{tmp_path / 'leads.sqlite3'}", "sqlite")
 
 
-@pytest.fixture
-def fresh_pg_url() -> Iterator[str]:
-    with contextlib.ExitStack() as stack:
-        try:
-            url = stack.enter_context(procs.pg_schema(PG_URL))
-        except Exception as exc:
-            require_service("PostgreSQL", f"cannot create a schema in {PG_URL}: {exc}")
-        yield url
-
-
 @pytest.mark.postgres
-def test_signup_storm_postgresql(tmp_path, fresh_pg_url):
-    if not _port_open("127.0.0.1", 6379):
-        require_service("Redis", "nothing listens on 127.0.0.1:6379")
-    storm(tmp_path, fresh_pg_url, "postgresql", RATELIMIT_STORAGE_URI=REDIS_URL)
+def test_signup_storm_postgresql(tmp_path, fresh_pg_url, redis_url):
+    storm(tmp_path, fresh_pg_url, "postgresql", RATELIMIT_STORAGE_URI=redis_url)
