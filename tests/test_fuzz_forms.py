@@ -448,7 +448,9 @@ def test_fuzz_confirm(site, data):
     token = data.draw(path_tokens(site.tokens))
     method = data.draw(st.sampled_from(["GET", "HEAD", "POST"]))
     r = site.check(method, f"/confirm/{token}", headers=data.draw(request_headers()))
-    assert r.status_code in (200, 400, 404, 409, 410)
+    # 308: Werkzeug's router merges the doubled slash of a token that starts
+    # with "/" (`/confirm//x`) and redirects, before any view runs.
+    assert r.status_code in (200, 308, 400, 404, 409, 410)
 
 
 @FUZZ
