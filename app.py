@@ -52,21 +52,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     limiter.init_app(app)
     login_manager.init_app(app)
 
-    from blueprints import (
-        admin,
-        articles,
-        auth,
-        errors,
-        health,
-        marketing,
-        public_pages,
-        security,
-        subscriptions,
-    )
+    from blueprints import admin, articles, auth, health, marketing, subscriptions
     from commands import register_commands
-    from services.analytics import ViewCounter
-    from services.auth import load_user
     from services.content import ArticleStore
+    from services.reporting.page_views import ViewCounter
+    from services.staff.auth import load_user
+    from web import errors, public_pages, security
 
     login_manager.user_loader(load_user)
     app.extensions["articles"] = ArticleStore(

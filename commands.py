@@ -17,7 +17,7 @@ from flask.cli import with_appcontext
 @with_appcontext
 def worker_command(once: bool) -> None:
     """Run the delivery worker (forever, or --once)."""
-    from services.delivery import Worker
+    from services.delivery.worker import Worker
 
     # The app itself, not the proxy: the worker's sender threads push their
     # own app contexts. LocalProxy._get_current_object is public API, as
@@ -84,7 +84,7 @@ def outbox_group() -> None:
 @with_appcontext
 def outbox_status() -> None:
     """Counts by status, the oldest due row's age, recent errors."""
-    from services.outbox_report import status_report
+    from services.delivery.outbox_report import status_report
 
     report = status_report()
     for status, count in report.counts.items():
@@ -156,7 +156,7 @@ def serve_command(port: int, workers: int) -> None:
 
 
 def _first_admin_hint(port: int) -> None:
-    from services.auth import any_user_exists
+    from services.staff.auth import any_user_exists
 
     if not any_user_exists():
         click.secho(
@@ -181,7 +181,7 @@ def users_group() -> None:
 def users_create(email: str, role: str, password: str | None) -> None:
     """Create a staff user."""
     from extensions import db
-    from services.auth import AuthError, create_user
+    from services.staff.auth import AuthError, create_user
 
     if password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
@@ -215,7 +215,7 @@ def leads_group() -> None:
 def leads_export(output: str, excel: bool, **raw) -> None:
     """Write the same CSV as the web export."""
     from extensions import db
-    from services import audit, export, lead_query
+    from services.reporting import export, lead_query
 
     try:
         filters = lead_query.LeadFilters.parse({k: v for k, v in raw.items() if v})
@@ -229,16 +229,8 @@ def leads_export(output: str, excel: bool, **raw) -> None:
     ):
         for chunk in export.iter_csv(filters, excel=excel, on_progress=bar.update, counter=counter):
             fh.write(chunk)
-    db.session.rollback()
-    audit.record(
-        None,
-        "leads.export",
-        output,
-        filters=filters.describe(),
-        rows=counter[0],
-        completed=True,
-        via="cli",
-    )
+    db.session.rollback()  # end the read before writing the audit row
+    export.record_export(None, filters, counter[0], completed=True, target=output, via="cli")
     db.session.commit()
     click.echo(f"Wrote {counter[0]:,} leads to {output}", err=True)
 

@@ -64,7 +64,7 @@ METHOD = """\
   alongside.
 - **lead list / dashboard**: sequential GETs signed in, 3 warm-up requests
   then the median of 25.
-- **fan-out**: `services.announcements.fan_out()` + commit in-process vs one
+- **fan-out**: `services.campaigns.announcements.fan_out()` + commit in-process vs one
   raw `INSERT INTO outbox_message ... SELECT ... FROM lead JOIN lead_topic`
   + commit on a DB-API connection, on the same database, to exactly 200,000
   confirmed leads who want the topic; the rows are deleted between runs.

@@ -349,7 +349,7 @@ def _download(port: int, path: str, cookie: str | None) -> dict:
 
 
 def _export_side(ctx: Context, side: str, db: Database, rnd: int, cookie: str) -> dict:
-    from services.export import HEADER
+    from services.reporting.export import HEADER
 
     env = common.env_for(ctx.scratch, db, BENCH_EXPORT_HEADER=",".join(HEADER))
     spec_app = "app:create_app()" if side == "ours" else "bench.baselines.export_app:app"
@@ -547,7 +547,8 @@ def _clean_fanout(db: Database) -> None:
 def _fanout_ours(app) -> tuple[float, int]:
     from extensions import db as sa
     from models import Announcement, AnnouncementStatus
-    from services import announcements, clock
+    from services import clock
+    from services.campaigns import announcements
 
     with app.app_context():
         ann = Announcement(
@@ -728,7 +729,7 @@ def _samples(db: Database, out: Path) -> None:
     from app import create_app
     from extensions import db as sa
     from models import Lead, OutboxMessage
-    from services.compose import compose
+    from services.mail.compose import compose
 
     out.mkdir(parents=True, exist_ok=True)
     app = create_app({"SQLALCHEMY_DATABASE_URI": db.url, "SECRET_KEY": "bench"})

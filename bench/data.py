@@ -29,7 +29,7 @@ FANOUT_LEADS = 250_000
 def key() -> str:
     return common.code_key(
         "devtools/fake_data.py",
-        "services/stats.py",
+        "services/reporting/funnel.py",
         "models/*.py",
         "migrations/versions/*.py",
         "bench/data.py",

@@ -2,9 +2,9 @@
 
     python -m bench.mime_choice [--number 2000]
 
-- compat32: `services.mime.build`, the email.mime classes under compat32
+- compat32: `services.mail.mime.build`, the email.mime classes under compat32
   (as Django and Flask-Mail use them), header values checked and encoded by
-  services.mime first, as compose() does;
+  services.mail.mime first, as compose() does;
 - EmailMessage: `email.message.EmailMessage` with
   `policy.SMTP.clone(max_line_length=998)`, headers set as plain strings
   (its header registry parses each), `set_content` + `add_alternative`.
@@ -25,7 +25,7 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import formataddr
 
-from services import mime
+from services.mail import mime
 
 URL = "https://leads.example.com/unsubscribe/eyJsIjoiYmVuY2gxIn0.aK3xQw.Zm9vYmFyYmF6cXV4cXV1eA"
 FOOTER = (

@@ -4,7 +4,7 @@
 
 signup and article drive the app through Flask's test client (so gunicorn's
 own cost is left out); delivery runs Worker.run(once=True) against the bench's
-SMTP sink; export iterates services.export.iter_csv over the cached
+SMTP sink; export iterates services.reporting.export.iter_csv over the cached
 1,000,000 leads (the first 200,000 rows). Prints the time per request, mail
 or row without the profiler, then the profile. For a profile of the real
 gunicorn processes under load, run py-spy against them, e.g.
@@ -71,8 +71,8 @@ def article(scratch: Path, n: int):
 
 def export(scratch: Path, n: int):
     app = _app(scratch, data.million().db)
-    from services import export as export_service
-    from services.lead_query import LeadFilters
+    from services.reporting import export as export_service
+    from services.reporting.lead_query import LeadFilters
 
     def rows(limit: int) -> None:
         with app.app_context():
@@ -92,7 +92,7 @@ def delivery(scratch: Path, n: int):
 
     def drain(profile: bool) -> float:
         """Worker.run(once=True) over the n queued mails; ms per mail."""
-        from services.delivery import Worker
+        from services.delivery.worker import Worker
 
         benchmarks._reset_queue(db)
         with benchmarks._sink(ctx, "profile") as (port, _sink):

@@ -13,13 +13,13 @@ from flask import (
     url_for,
 )
 
-from blueprints import public_pages
-from blueprints.subscriptions import new_signup_form
+from blueprints.subscriptions.signup import new_signup_form
 from extensions import db
-from services import tokens
-from services import training as classes_service
-from services.analytics import is_bot
+from services.campaigns import classes as classes_service
 from services.content import TRAINING_PATH
+from services.leads import tokens
+from services.reporting.page_views import is_bot
+from web import public_pages
 
 bp = Blueprint("articles", __name__)
 
@@ -78,7 +78,7 @@ def class_ics(public_id: str):
 def register(token: str):
     """A tracked register click, sent on to the class's own registration
     page and nowhere else. Counted for browsers only: mail link scanners
-    and other known bots (services.analytics.is_bot) open it too, and HEAD
+    and other known bots (services.reporting.page_views.is_bot) open it too, and HEAD
     changes nothing."""
     counted = request.method == "GET" and not is_bot(request.headers.get("User-Agent"))
     try:

@@ -16,9 +16,9 @@ from flask_login import current_user, login_user, logout_user
 from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, Length
 
-from blueprints.forms import HtmlForm
 from extensions import db, limiter
-from services import auth
+from services.staff import auth
+from web.forms import HtmlForm
 
 bp = Blueprint("auth", __name__)
 

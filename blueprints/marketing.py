@@ -18,11 +18,14 @@ from flask import (
 )
 from flask_login import current_user
 
-from blueprints.access import protect_blueprint
 from extensions import db
-from models import Lead, OutboxMessage, Role, User
-from services import audit, clock, dashboard, export, lead_query, privacy, subscriptions, topics
-from services.lead_query import FilterError, LeadFilters
+from models import Lead, Role
+from services import clock
+from services.leads import privacy, subscriptions, topics
+from services.reporting import dashboard, export, lead_query
+from services.reporting.lead_query import FilterError, LeadFilters
+from services.staff import audit
+from web.access import protect_blueprint
 
 bp = Blueprint("marketing", __name__, url_prefix="/marketing")
 protect_blueprint(bp, Role.MARKETER)
@@ -101,15 +104,7 @@ def leads_csv():
             completed = True
         finally:
             db.session.rollback()  # end the read before writing the audit row
-            audit.record(
-                db.session.get(User, user_id),
-                "leads.export",
-                None,
-                filters=filters.describe(),
-                rows=counter[0],
-                completed=completed,
-                excel=excel,
-            )
+            export.record_export(user_id, filters, counter[0], completed, excel=excel)
             db.session.commit()
 
     filename = export.filename(clock.now().date())
@@ -131,23 +126,8 @@ def _lead_or_404(public_id: str) -> Lead:
 @bp.get("/leads/<public_id>")
 def lead_detail(public_id: str):
     lead = _lead_or_404(public_id)
-    mails = (
-        db.session.execute(
-            db.select(OutboxMessage)
-            .where(OutboxMessage.lead_id == lead.id)
-            .order_by(OutboxMessage.id)
-        )
-        .scalars()
-        .all()
-    )
-    # One timeline in time order: consent acts and mails interleave (given,
-    # confirmation mail, confirmed, welcome...). The sort is stable, so a mail
-    # queued in the same instant as its consent act comes after it.
-    timeline = sorted(
-        [("consent", e.at, e) for e in lead.consent_events]
-        + [("mail", m.created_at, m) for m in mails],
-        key=lambda item: item[1],
-    )
+    mails = privacy.mails_to(lead)
+    timeline = privacy.timeline(lead, mails)
     return render_template("marketing/lead.html", lead=lead, mails=mails, timeline=timeline)
 
 

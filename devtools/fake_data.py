@@ -28,7 +28,9 @@ from sqlalchemy import func, select, text
 
 from extensions import db
 from models import Lead
-from services import clock, stats, topics
+from services import clock
+from services.leads import topics
+from services.reporting import funnel
 
 ARTICLES = [
     "cspo-certification-benefits",
@@ -43,25 +45,9 @@ CHUNK = 50_000
 # 256 MiB of page cache for the load (SQLite; negative means KiB).
 BULK_CACHE_KIB = 262_144
 
-LEAD_COLUMNS = (
-    "id",
-    "public_id",
-    "email",
-    "name",
-    "status",
-    "source_slug",
-    "source_placement",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "referrer",
-    "created_at",
-    "confirmed_at",
-    "unsubscribed_at",
-    "last_confirmation_at",
-)
+# The model's columns in its own order; the rows below are built in this order
+# (a column added to Lead makes the INSERT fail loudly until they are too).
+LEAD_COLUMNS = tuple(Lead.__table__.c.keys())
 DAY = 86_400
 # Column names are the constants above, never input.
 INSERT_LEAD = (
@@ -176,7 +162,7 @@ def generate_leads(
         db.session.execute(
             text("SELECT setval(pg_get_serial_sequence('lead', 'id'), (SELECT max(id) FROM lead))")
         )
-    stats.rebuild()
+    funnel.rebuild()
     db.session.commit()
     # Fresh statistics, or the planner guesses which index to use.
     db.session.execute(text("ANALYZE"))

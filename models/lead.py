@@ -69,12 +69,16 @@ class Lead(Base):
         return f"<Lead {self.public_id} {self.status}>"
 
 
+# Where a lead came from, by campaign: the form, the export and the signup
+# all read this list from the model.
+UTM_KEYS = tuple(c.key for c in Lead.__table__.c if c.key.startswith("utm_"))
+
 # Name search is by prefix, case-insensitive.
 Index("ix_lead_name_lower", func.lower(Lead.name))
 
 
 class LeadTopic(Base):
-    """What a lead asked to hear about (see services.topics for the list)."""
+    """What a lead asked to hear about (see services.leads.topics for the list)."""
 
     __tablename__ = "lead_topic"
 

@@ -1,1 +1,6 @@
-"""The product's logic. No Flask request objects in here; callers own transactions."""
+"""The product's logic, one subpackage per domain. No Flask request objects in
+here; callers own transactions.
+
+Beside the subpackages sit the building blocks every domain uses: the clock,
+upserts, keyset paging, time zones, and the articles (content).
+"""

@@ -28,8 +28,11 @@ from models import (
     TrainingClass,
 )
 from models.outbox import TRANSACTIONAL_KINDS
-from services import clock, subscriptions, training
-from services.subscriptions import Evidence, SignupRequest
+from services import clock
+from services.campaigns import classes
+from services.leads import signup, subscriptions
+from services.leads.signup import SignupRequest
+from services.leads.subscriptions import Evidence
 
 # --- Leads.
 
@@ -89,9 +92,7 @@ def bulk_leads(n: int, topic: str = "cspo-classes", prefix: str = "bulk") -> Non
 def subscribed_lead(email: str, topics: Iterable[str] = ("newsletter",)) -> Lead:
     """A pending lead, signed up through the service the form calls (consent
     recorded, confirmation queued); in an app context, committed."""
-    subscriptions.subscribe(
-        SignupRequest(email=email, topics=list(topics), placement="page"), Evidence()
-    )
+    signup.subscribe(SignupRequest(email=email, topics=list(topics), placement="page"), Evidence())
     db.session.commit()
     return subscriptions.lead_by_email(email)
 
@@ -115,9 +116,9 @@ def make_class(
     day, wall = start or ((clock.now() + timedelta(days=40)).date(), time(9, 0))
     end = datetime.combine(day, wall) + timedelta(hours=hours)
     cls = TrainingClass()
-    training.apply(
+    classes.apply(
         cls,
-        training.ClassInput(
+        classes.ClassInput(
             title=title,
             start_day=day,
             start_time=wall,

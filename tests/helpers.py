@@ -26,8 +26,11 @@ from sqlalchemy import func, select
 
 from extensions import db
 from models import AuditEvent, Lead, OutboxMessage, OutboxStatus, Role, User
-from services import auth, subscriptions
-from services.delivery import Worker
+from services.delivery.rules import load_batch
+from services.delivery.send import deliver
+from services.delivery.worker import Worker
+from services.leads import subscriptions
+from services.staff import auth
 
 # --- Services the suite runs against: skipped where missing, required under CI.
 
@@ -416,6 +419,13 @@ def drain(app) -> dict[str, int]:
     with app.app_context():
         total = Worker(app).run(once=True)
     return {"sent": total.sent, "skipped": total.skipped, "failed": total.failed}
+
+
+def deliver_one(row_id: int, token: int, transport, stats) -> None:
+    """One claimed row on its own (a batch of one), as a worker would send it."""
+    with db.engine.connect() as conn:
+        batch = load_batch(conn, [row_id])
+        deliver(batch.rows[row_id], token, batch, transport, stats)
 
 
 def received(smtp) -> dict[str, list]:

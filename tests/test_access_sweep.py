@@ -16,7 +16,7 @@ from werkzeug.routing.converters import NumberConverter, UUIDConverter
 
 from extensions import db
 from models import Role
-from services import subscriptions
+from services.leads import subscriptions
 from tests.factories import subscribed_lead
 from tests.helpers import csrf_token, sign_in_as
 
@@ -150,7 +150,7 @@ def test_admins_reach_every_staff_page(app, client):
 
 
 def test_a_disabled_users_session_is_anonymous_everywhere(app, client):
-    from services import auth
+    from services.staff import auth
 
     sign_in_as(app, client, Role.ADMIN)
     with app.app_context():

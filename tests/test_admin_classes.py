@@ -17,7 +17,7 @@ from models import (
     Role,
     TrainingClass,
 )
-from services import training
+from services.campaigns import classes
 from tests.factories import SEPT_2026, make_class
 from tests.helpers import (
     audit_actions,
@@ -213,7 +213,7 @@ def test_admin_lists_edits_and_cancels_a_class(app, client, frozen):
     )
     assert r.status_code == 303, page_text(r)
     with app.app_context():
-        cls = training.class_by_public_id(public_id)
+        cls = classes.class_by_public_id(public_id)
         assert cls.title == "CSPO remote (US)"
         assert cls.starts_at == datetime(2026, 11, 3, 14, 0, tzinfo=UTC)  # EST, UTC-5
         assert count(app, TrainingClass) == 2
@@ -225,7 +225,7 @@ def test_admin_lists_edits_and_cancels_a_class(app, client, frozen):
     )
     assert r.status_code == 400
     with app.app_context():
-        assert training.class_by_public_id(public_id).title == "CSPO remote (US)"
+        assert classes.class_by_public_id(public_id).title == "CSPO remote (US)"
 
     assert client.get("/admin/classes/no-such-class").status_code == 404
 
@@ -234,8 +234,8 @@ def test_admin_lists_edits_and_cancels_a_class(app, client, frozen):
     r = client.post(f"/admin/classes/{public_id}/cancel", data={"csrf_token": token})
     assert r.status_code == 303
     with app.app_context():
-        assert training.class_by_public_id(public_id).status == ClassStatus.CANCELLED
-        assert training.class_by_public_id(past_id).status == ClassStatus.SCHEDULED
+        assert classes.class_by_public_id(public_id).status == ClassStatus.CANCELLED
+        assert classes.class_by_public_id(past_id).status == ClassStatus.SCHEDULED
     assert audit_actions(app, public_id) == ["class.update", "class.cancel"]
     listing = page_text(client.get("/admin/classes"))
     assert "Reminders for it will not be sent." in listing

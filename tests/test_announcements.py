@@ -23,7 +23,11 @@ from models import (
     OutboxMessage,
     OutboxStatus,
 )
-from services import announcements, delivery
+from services.campaigns import announcements
+from services.delivery.claim import claim
+from services.delivery.send import BatchStats
+from services.delivery.worker import plan_due_work
+from services.mail.mailer import transport_from_config
 from tests.factories import SEPT_2026, make_class, make_lead
 from tests.helpers import (
     ADMIN_EMAIL,
@@ -32,6 +36,7 @@ from tests.helpers import (
     count,
     create_announcement,
     csrf_token,
+    deliver_one,
     drain,
     input_value,
     page_text,
@@ -39,8 +44,6 @@ from tests.helpers import (
     sign_in_admin,
     smtp_settings,
 )
-
-S = AnnouncementStatus
 
 
 @pytest.fixture
@@ -129,7 +132,7 @@ def test_schedule_in_the_spring_forward_gap_moves_forward_and_says_so(app, clien
         "it was moved to 03:30." in html
     )
     row = ann(app, public_id)
-    assert row.status == S.SCHEDULED
+    assert row.status == AnnouncementStatus.SCHEDULED
     assert row.send_at == datetime(2027, 3, 28, 1, 30, tzinfo=UTC)  # 03:30 CEST
     assert row.send_timezone == "Europe/Berlin"
     # The detail page states the moment in both clocks.
@@ -155,7 +158,7 @@ def test_schedule_in_the_repeated_autumn_hour_uses_the_first_one(app, client, fr
 
     # Back to draft, then an ordinary time that day: no note.
     act(client, public_id, "unschedule")
-    assert ann(app, public_id).status == S.DRAFT
+    assert ann(app, public_id).status == AnnouncementStatus.DRAFT
     r = schedule(
         client,
         public_id,
@@ -195,7 +198,7 @@ def test_schedule_mistakes_are_explained_and_change_nothing(app, client, fields,
     assert r.status_code == 200
     assert message in page_text(r)
     row = ann(app, public_id)
-    assert row.status == S.DRAFT and row.send_at is None
+    assert row.status == AnnouncementStatus.DRAFT and row.send_at is None
 
 
 # --- Writing: the form, the audience and its count.
@@ -275,8 +278,8 @@ def test_edit_keeps_the_linked_class_and_is_refused_once_sending(app, client, fr
 
     schedule(client, public_id, send_now="1")
     with app.app_context():
-        delivery.plan_due_work()
-    assert ann(app, public_id).status == S.SENT  # nobody in the audience
+        plan_due_work()
+    assert ann(app, public_id).status == AnnouncementStatus.SENT  # nobody in the audience
     r = client.post(
         f"/admin/announcements/{public_id}/edit",
         data=announcement_form(token, subject="Too late", training_class=class_id),
@@ -337,7 +340,7 @@ def test_preview_is_sandboxed_and_a_test_goes_to_the_admin(app, client, smtp_ser
     assert "Hi Alex, see CSPO October" in msg.get_body(("plain",)).get_content()
     # A test send neither starts the announcement nor counts as a recipient.
     row = ann(app, public_id)
-    assert row.status == S.DRAFT and row.recipients is None
+    assert row.status == AnnouncementStatus.DRAFT and row.recipients is None
     assert outbox_statuses(app, public_id) == {}
     assert audit_actions(app, public_id) == ["announcement.create", "announcement.test"]
 
@@ -353,7 +356,7 @@ def test_send_now_reaches_confirmed_leads_of_the_topic_once_with_list_headers(
     public_id = create_announcement(client)
     r = schedule(client, public_id, send_now="1", timezone="Europe/Berlin")
     assert "Sending now" in page_text(r)
-    assert ann(app, public_id).status == S.SCHEDULED
+    assert ann(app, public_id).status == AnnouncementStatus.SCHEDULED
 
     assert drain(app) == {"sent": 3, "skipped": 0, "failed": 0}
     by_rcpt = received(smtp_server)
@@ -371,7 +374,11 @@ def test_send_now_reaches_confirmed_leads_of_the_topic_once_with_list_headers(
         assert msg["List-Unsubscribe"].strip("<>") in html
 
     row = ann(app, public_id)
-    assert row.status == S.SENT and row.recipients == 3 and row.finished_at is not None
+    assert (
+        row.status == AnnouncementStatus.SENT
+        and row.recipients == 3
+        and row.finished_at is not None
+    )
     progress = client.get(f"/admin/announcements/{public_id}/progress.json").get_json()
     assert progress["status"] == "sent"
     assert (progress["sent"], progress["total"], progress["done"], progress["queued"]) == (
@@ -396,7 +403,7 @@ def test_unsubscribe_between_fan_out_and_send_is_honoured(app, client, smtp_serv
     public_id = create_announcement(client)
     schedule(client, public_id, send_now="1")
     with app.app_context():
-        delivery.plan_due_work()
+        plan_due_work()
         db.session.execute(
             update(Lead)
             .where(Lead.email == "bob@example.com")
@@ -417,27 +424,27 @@ def test_pause_then_resume_mails_each_lead_exactly_once(app, client, smtp_server
     schedule(client, public_id, send_now="1")
 
     with app.app_context():
-        delivery.plan_due_work()
+        plan_due_work()
         # A worker has 4 mails in hand when the admin pauses.
-        claimed = delivery.claim(4, 120, "test-worker")
+        claimed = claim(4, 120, "test-worker")
     assert len(claimed) == 4
     r = act(client, public_id, "pause")
     assert "Paused: nothing more goes out until you resume." in page_text(r)
     assert outbox_statuses(app, public_id)["held"] == 8
-    assert ann(app, public_id).status == S.PAUSED
+    assert ann(app, public_id).status == AnnouncementStatus.PAUSED
 
     # The 4 in hand finish; nothing held goes, however often the worker runs.
     with app.app_context():
-        transport = delivery.transport_from_config(app.config)
-        stats = delivery.BatchStats()
+        transport = transport_from_config(app.config)
+        stats = BatchStats()
         for row_id, token in claimed:
-            delivery.deliver_one(row_id, token, transport, stats)
+            deliver_one(row_id, token, transport, stats)
         transport.close()
     assert stats.sent == 4
     assert drain(app)["sent"] == 0
     assert drain(app)["sent"] == 0
     assert len(smtp_server.messages) == 4
-    assert ann(app, public_id).status == S.PAUSED  # not "sent" while rows are held
+    assert ann(app, public_id).status == AnnouncementStatus.PAUSED  # not "sent" while rows are held
 
     # Pausing twice is refused with a message, not an error page.
     r = act(client, public_id, "pause")
@@ -450,7 +457,7 @@ def test_pause_then_resume_mails_each_lead_exactly_once(app, client, smtp_server
     assert set(by_rcpt) == {f"lead{i}@example.com" for i in range(12)}
     assert all(len(m) == 1 for m in by_rcpt.values())
     row = ann(app, public_id)
-    assert row.status == S.SENT and row.recipients == 12
+    assert row.status == AnnouncementStatus.SENT and row.recipients == 12
     # Fanning out again (a second worker, a retry) adds nobody.
     with app.app_context():
         assert announcements.fan_out(row.id) is None
@@ -467,13 +474,13 @@ def test_cancel_while_sending_stops_every_mail_not_yet_sent(app, client, smtp_se
     public_id = create_announcement(client)
     schedule(client, public_id, send_now="1")
     with app.app_context():
-        delivery.plan_due_work()
-        transport = delivery.transport_from_config(app.config)
-        stats = delivery.BatchStats()
+        plan_due_work()
+        transport = transport_from_config(app.config)
+        stats = BatchStats()
         # 3 sent, 2 in a worker's hands, 5 still queued.
-        for row_id, token in delivery.claim(3, 120, "w1"):
-            delivery.deliver_one(row_id, token, transport, stats)
-        in_hand = delivery.claim(2, 120, "w2")
+        for row_id, token in claim(3, 120, "w1"):
+            deliver_one(row_id, token, transport, stats)
+        in_hand = claim(2, 120, "w2")
     assert stats.sent == 3
 
     r = act(client, public_id, "cancel")
@@ -489,7 +496,7 @@ def test_cancel_while_sending_stops_every_mail_not_yet_sent(app, client, smtp_se
     # The worker holding two rows checks at send time: cancelled, skipped.
     with app.app_context():
         for row_id, token in in_hand:
-            delivery.deliver_one(row_id, token, transport, stats)
+            deliver_one(row_id, token, transport, stats)
         transport.close()
     assert stats.skipped == 2
     assert drain(app)["sent"] == 0
@@ -502,7 +509,7 @@ def test_cancel_while_sending_stops_every_mail_not_yet_sent(app, client, smtp_se
         )
     assert reasons == {"announcement cancelled"}
     row = ann(app, public_id)
-    assert row.status == S.CANCELLED and row.finished_at is not None
+    assert row.status == AnnouncementStatus.CANCELLED and row.finished_at is not None
     r = act(client, public_id, "resume")
     assert "Only a paused announcement can be resumed." in page_text(r)
     r = act(client, public_id, "cancel")
@@ -528,7 +535,7 @@ def test_cancel_a_scheduled_announcement_before_its_time(app, client, smtp_serve
     assert drain(app)["sent"] == 0
     assert smtp_server.messages == []
     assert outbox_statuses(app, public_id) == {}
-    assert ann(app, public_id).status == S.CANCELLED
+    assert ann(app, public_id).status == AnnouncementStatus.CANCELLED
 
 
 def test_scheduled_announcement_goes_when_its_time_comes(app, client, smtp_server, frozen):
@@ -607,7 +614,7 @@ def test_outbox_shows_the_mail_retries_a_failed_one_and_suppression_stops_it(
     with app.app_context():
         row = db.session.get(OutboxMessage, int(row_id))
         assert (row.status, row.last_error) == (OutboxStatus.SKIPPED, "address suppressed (manual)")
-    assert ann(app, public_id).status == S.SENT
+    assert ann(app, public_id).status == AnnouncementStatus.SENT
 
     audit = page_text(client.get("/admin/audit"))
     for action in (
@@ -678,23 +685,23 @@ def test_a_stale_page_cannot_undo_a_fan_out_that_already_started(app):
             subject="s",
             body="b",
             topic="cspo-classes",
-            status=S.SCHEDULED,
+            status=AnnouncementStatus.SCHEDULED,
             send_at=datetime.now(UTC) - timedelta(seconds=1),
             created_at=datetime.now(UTC),
         )
         db.session.add(row)
         db.session.commit()
         stale = db.session.get(Announcement, row.id)
-        assert stale.status == S.SCHEDULED  # what the admin's request saw
+        assert stale.status == AnnouncementStatus.SCHEDULED  # what the admin's request saw
 
         def worker() -> None:
             with app.app_context():
-                delivery.plan_due_work()
+                plan_due_work()
 
         t = threading.Thread(target=worker)
         t.start()
         t.join(30)
-        assert stale.status == S.SCHEDULED  # still the stale view
+        assert stale.status == AnnouncementStatus.SCHEDULED  # still the stale view
 
         with pytest.raises(announcements.AnnouncementError, match="this one is sending"):
             announcements.unschedule(stale)
@@ -703,7 +710,7 @@ def test_a_stale_page_cannot_undo_a_fan_out_that_already_started(app):
             announcements.schedule(stale, None, None, "UTC", now=True)
         db.session.rollback()
         fresh = db.session.get(Announcement, row.id)
-        assert fresh.status == S.SENDING and fresh.recipients == 3
+        assert fresh.status == AnnouncementStatus.SENDING and fresh.recipients == 3
 
 
 def test_subject_refuses_what_a_visitor_typed(app, client):

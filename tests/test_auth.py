@@ -14,7 +14,7 @@ from argon2 import PasswordHasher
 
 from extensions import db
 from models import AuditEvent, Role, User
-from services import auth
+from services.staff import auth
 from tests.helpers import (
     CSRF_FIELD,
     PASSWORD,

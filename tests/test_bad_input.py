@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from extensions import db
 from models import ConsentEvent, ConsentText, Lead, LeadStatus, OutboxMessage
-from services.subscriptions import preferences_token, unsubscribe_token
+from services.leads.subscriptions import preferences_token, unsubscribe_token
 from tests.helpers import browser_headers, form_fields, signup, start_tags
 
 ARTICLE = "/cspo-certification-benefits"

@@ -27,8 +27,9 @@ from models import (
     LeadStatus,
     MailKind,
 )
-from services import clock, tokens
-from services.delivery import Worker
+from services import clock
+from services.delivery.worker import Worker
+from services.leads import tokens
 from tests.factories import queue_every_kind
 from tests.helpers import count, form_fields, mail_files, mails_to_go, start_tags
 
@@ -130,7 +131,7 @@ def test_bots_are_answered_like_people_and_leave_nothing(app, client, settings):
     fresh = form_fields(page)
     assert fresh["started"]
     with app.app_context():
-        # The page's stamp: a signed time in whole seconds (services.signup_guard).
+        # The page's stamp: a signed time in whole seconds (services.leads.signup_guard).
         a_minute_ago = int(clock.now().timestamp()) - 60
         old = tokens.make("form-time", a_minute_ago)
         in_the_future = tokens.make("form-time", a_minute_ago + 3600)

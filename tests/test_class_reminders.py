@@ -22,8 +22,9 @@ from models import (
     OutboxMessage,
     OutboxStatus,
 )
-from services import delivery, training
-from services.delivery import Worker
+from services.campaigns import classes
+from services.delivery import worker
+from services.delivery.worker import Worker
 from tests.factories import make_class, make_lead
 from tests.helpers import smtp_settings
 
@@ -166,7 +167,7 @@ def test_no_reminder_for_a_full_or_cancelled_class(app, smtp_server, change, fro
 
     def apply_change():
         with app.app_context():
-            cls = training.class_by_public_id(public_id)
+            cls = classes.class_by_public_id(public_id)
             if change == "full":
                 cls.status = ClassStatus.FULL
             elif change == "seats-taken":
@@ -178,7 +179,7 @@ def test_no_reminder_for_a_full_or_cancelled_class(app, smtp_server, change, fro
     # Queued while seats remained, but full or cancelled by the time it goes.
     frozen.set(START - timedelta(days=21))
     with app.app_context():
-        delivery.plan_due_work()
+        worker.plan_due_work()
     apply_change()
     assert at(frozen, START - timedelta(days=21), app) == {"sent": 0, "skipped": 1}
     (row,) = reminder_rows(app)

@@ -177,7 +177,7 @@ def test_the_flask_cli_shows_a_bad_setting_in_one_line(tmp_path):
 
 
 def test_a_lease_shorter_than_one_send_stops_the_worker(tmp_path):
-    from services.delivery import Worker
+    from services.delivery.worker import Worker
 
     app = create_app(
         {

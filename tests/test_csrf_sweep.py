@@ -20,7 +20,8 @@ from sqlalchemy import text
 
 from extensions import db
 from models import OutboxMessage, Role
-from services import announcements, subscriptions, training
+from services.campaigns import announcements, classes
+from services.leads import subscriptions
 from tests.factories import queue_every_kind, subscribed_lead
 from tests.helpers import sign_in_as
 
@@ -31,7 +32,7 @@ GET_WRITES = {
     # in mail and on the training page counts the click (analytics only,
     # nothing a visitor can see changes), then redirects to the class's own
     # registration page. Not counted for known bots and mail link scanners
-    # (services.analytics.is_bot), nor on HEAD: see the test below.
+    # (services.reporting.page_views.is_bot), nor on HEAD: see the test below.
     "articles.register": {"class_click", "signup_stats_daily"},
     # Downloads of personal data leave an audit record of who took them.
     "marketing.lead_data": {"audit_event"},
@@ -62,14 +63,14 @@ def _values(app) -> dict[str, dict[str, object]]:
         queue_every_kind(["Ann"])
         db.session.commit()
         lead = subscriptions.lead_by_email("confirmed0@example.com")
-        cls = training.upcoming_classes(limit=1)[0]
+        cls = classes.upcoming_classes(limit=1)[0]
         ann = db.session.execute(db.select(announcements.Announcement)).scalar_one()
         row_id = db.session.execute(db.select(OutboxMessage.id).limit(1)).scalar_one()
         return {
             "subscriptions.confirm_page": {"token": subscriptions.confirm_token(pending)},
             "subscriptions.preferences": {"token": subscriptions.preferences_token(lead)},
             "subscriptions.unsubscribe_page": {"token": subscriptions.unsubscribe_token(lead)},
-            "articles.register": {"token": training.register_token(cls, lead, "page")},
+            "articles.register": {"token": classes.register_token(cls, lead, "page")},
             "articles.class_ics": {"public_id": cls.public_id},
             "articles.article": {"slug": ARTICLE_SLUG},
             "admin.class_edit": {"public_id": cls.public_id},

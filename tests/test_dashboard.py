@@ -13,8 +13,10 @@ from sqlalchemy import select
 
 from extensions import db
 from models import PageViewDaily, SignupStatsDaily
-from services import dashboard, stats, subscriptions
-from services.subscriptions import Evidence, SignupRequest
+from services.leads import signup, subscriptions
+from services.leads.signup import SignupRequest
+from services.leads.subscriptions import Evidence
+from services.reporting import dashboard, funnel
 from tests.helpers import sign_in_as
 
 NOW = datetime(2026, 4, 15, 10, 0, tzinfo=UTC)
@@ -51,7 +53,7 @@ def staff(app, client):
 
 def join(frozen, email, slug, placement, *, utm_source=None, when=NOW - timedelta(days=1)):
     frozen.set(when)
-    subscriptions.subscribe(
+    signup.subscribe(
         SignupRequest(
             email=email,
             topics=["newsletter"],
@@ -241,7 +243,7 @@ def test_rebuild_gives_the_same_figures_as_the_incremental_bumps(app, frozen):
     with app.app_context():
         incremental = _rollup()
         assert incremental
-        stats.rebuild()
+        funnel.rebuild()
         db.session.commit()
         assert _rollup() == incremental
 
@@ -254,7 +256,7 @@ def test_rebuild_agrees_for_a_lead_that_unsubscribes_and_comes_back(app, frozen)
         join(frozen, "back@example.com", ARTICLE, "inline", when=NOW - timedelta(hours=2))
         confirm(frozen, "back@example.com", when=NOW - timedelta(hours=1))
         incremental = _rollup()
-        stats.rebuild()
+        funnel.rebuild()
         db.session.commit()
         assert _rollup() == incremental
 

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from app import create_app
 from extensions import db
 from models import Lead
-from services import subscriptions
+from services.leads import subscriptions
 from tests import delivery_procs as dp
 from tests import procs
 

@@ -24,7 +24,7 @@ from models import (
     TrainingClass,
     email_hash,
 )
-from services import subscriptions
+from services.leads import subscriptions
 from tests import delivery_procs as dp
 from tests import procs
 from tests.helpers import T0, confirm_address, drain, signup, smtp_settings

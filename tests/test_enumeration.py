@@ -20,8 +20,10 @@ from sqlalchemy import func, select
 
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus, Role
-from services import auth, privacy, subscriptions
-from services.subscriptions import Evidence, SignupRequest
+from services.leads import privacy, signup, subscriptions
+from services.leads.signup import SignupRequest
+from services.leads.subscriptions import Evidence
+from services.staff import auth
 from tests.helpers import PASSWORD, add_user, browser_headers, csrf_token, form_fields
 
 ARTICLE = "/cspo-certification-benefits"
@@ -51,7 +53,7 @@ def _existing(app, n: int) -> dict[str, list[str]]:
     with app.app_context():
         for group in ("pending", "confirmed", "unsubscribed", "erased"):
             for email in out[group]:
-                subscriptions.subscribe(
+                signup.subscribe(
                     SignupRequest(email=email, topics=["newsletter"], placement="page"),
                     Evidence(),
                 )

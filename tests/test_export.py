@@ -18,9 +18,10 @@ from app import create_app
 from devtools.fake_data import generate_leads
 from extensions import db
 from models import AuditEvent, Role
-from services import clock, export
-from services.export import BOM, HEADER, ROWS_PER_CHUNK, neutralise
-from services.lead_query import LeadFilters, count
+from services import clock
+from services.reporting import export
+from services.reporting.export import BOM, HEADER, ROWS_PER_CHUNK, neutralise
+from services.reporting.lead_query import LeadFilters, count
 from tests.factories import BASE, CASES, Seeded, make_leads, store
 from tests.helpers import add_user, base_config, sign_in, sign_in_as, walk
 

@@ -1,7 +1,7 @@
 """Two workers pick up the same due announcement at once: exactly one outbox
 row and one mail per lead, on SQLite and PostgreSQL.
 
-First the planner itself (services.delivery.plan_due_work, which fans out)
+First the planner itself (services.delivery.worker.plan_due_work, which fans out)
 from two threads released by one barrier, 2,000 leads; then two real
 `flask worker --once` processes started at the same moment on a migrated
 database, mail written as .eml files.
@@ -28,7 +28,8 @@ from models import (
     OutboxMessage,
     OutboxStatus,
 )
-from services import announcements, delivery
+from services.campaigns import announcements
+from services.delivery import worker
 from tests import procs
 from tests.factories import bulk_leads, make_lead
 
@@ -84,7 +85,7 @@ def test_two_planners_at_once_queue_one_row_per_lead(app):
         with app.app_context():
             try:
                 barrier.wait()
-                delivery.plan_due_work()
+                worker.plan_due_work()
                 results[n] = "ok"
             except Exception as exc:  # reported below, with its type
                 results[n] = exc
@@ -118,7 +119,7 @@ def test_two_planners_at_once_queue_one_row_per_lead(app):
 
         # Re-running the fan-out, directly or through the planner, is a no-op.
         assert announcements.fan_out(ann_id) is None
-        delivery.plan_due_work()
+        worker.plan_due_work()
         db.session.commit()
         assert announcements.progress(ann_id)["total"] == LEADS
 

@@ -26,8 +26,8 @@ from sqlalchemy import select, text
 from app import create_app
 from extensions import db
 from models import Lead, LeadStatus, Role, User
-from services import subscriptions
-from services.auth import hash_password
+from services.leads import signup, subscriptions
+from services.staff.auth import hash_password
 from tests.helpers import ORIGIN, base_config, browser_headers, form_fields
 
 ARTICLE = "/cspo-certification-benefits"
@@ -328,8 +328,8 @@ class Site:
                 ("confirmed@example.com", LeadStatus.CONFIRMED),
                 ("gone@example.com", LeadStatus.UNSUBSCRIBED),
             ):
-                subscriptions.subscribe(
-                    subscriptions.SignupRequest(
+                signup.subscribe(
+                    signup.SignupRequest(
                         email=email, topics=["newsletter", "cspo-classes"], placement="page"
                     ),
                     subscriptions.Evidence(),

@@ -16,8 +16,10 @@ from sqlalchemy import select, update
 
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus
-from services import consent, outbox, subscriptions
-from services.subscriptions import Evidence, SignupRequest
+from services.delivery import outbox
+from services.leads import consent, signup, subscriptions
+from services.leads.signup import SignupRequest
+from services.leads.subscriptions import Evidence
 from tests.factories import (
     ARTICLE_SLUG,
     BASE,
@@ -256,7 +258,7 @@ def test_the_filter_form_shows_the_current_filters(staff, seeded):
 
 def test_lead_page_shows_consent_evidence_mails_and_statuses(app, staff):
     with app.app_context():
-        subscriptions.subscribe(
+        signup.subscribe(
             SignupRequest(
                 email="zoe@example.com",
                 name="Zoë <b>",

@@ -1,4 +1,4 @@
-"""services/mime.py: what a mail reader and a mail server see.
+"""services/mail/mime.py: what a mail reader and a mail server see.
 
 mime.py builds our mails with the stdlib's email.mime classes (compat32),
 after checking each header value itself. Every test here reads the bytes back
@@ -30,10 +30,10 @@ from sqlalchemy import select
 from extensions import db
 from models import Announcement, Lead, MailKind, OutboxMessage
 from models.outbox import TRANSACTIONAL_KINDS
-from services import mime
-from services.compose import Composed, compose
-from services.delivery import Worker
-from services.mailer import DeliveryError, OutgoingMail, SmtpTransport
+from services.delivery.worker import Worker
+from services.mail import mime
+from services.mail.compose import Composed, compose
+from services.mail.mailer import DeliveryError, OutgoingMail, SmtpTransport
 from tests.delivery_procs import Recorder, smtp_on_loopback
 from tests.factories import queue_every_kind
 from tests.helpers import smtp_settings

@@ -20,9 +20,10 @@ from models import (
     Suppression,
     email_hash,
 )
-from services import consent, subscriptions
-from services.delivery import Worker
-from services.subscriptions import Evidence, SignupRequest
+from services.delivery.worker import Worker
+from services.leads import consent, signup, subscriptions
+from services.leads.signup import SignupRequest
+from services.leads.subscriptions import Evidence
 from tests.helpers import csrf_token, sign_in_as
 
 EMAIL = "zoe@example.com"
@@ -37,7 +38,7 @@ def staff(app, client):
 def make_lead(app, email: str = EMAIL) -> str:
     """Signed up on the training page and an article, confirmed; mail queued."""
     with app.app_context():
-        subscriptions.subscribe(
+        signup.subscribe(
             SignupRequest(
                 email=email,
                 name="Zoë",

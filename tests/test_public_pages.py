@@ -11,7 +11,7 @@ import pytest
 
 from extensions import db
 from models import PageViewDaily, Role, TrainingClass
-from services import signup_guard
+from services.leads import signup_guard
 from tests.helpers import T0, csrf_token, sign_in_as
 
 ARTICLE = "/cspo-certification-benefits"

@@ -16,8 +16,10 @@ from sqlalchemy import select
 
 from extensions import db
 from models import ClassClick, ClassStatus, Lead, SignupStatsDaily
-from services import dashboard, tokens, training
+from services.campaigns import classes as classes_service
 from services.content import TRAINING_PATH
+from services.leads import tokens
+from services.reporting import dashboard
 from tests.factories import SEPT_2026, make_class, make_lead
 from tests.helpers import (
     class_form,
@@ -56,11 +58,11 @@ def classes(app, frozen) -> dict[str, str]:
 
 def token_for(app, public_id: str, lead_email: str | None = None, via: str = "page") -> str:
     with app.app_context():
-        cls = training.class_by_public_id(public_id)
+        cls = classes_service.class_by_public_id(public_id)
         lead = None
         if lead_email:
             lead = db.session.execute(select(Lead).where(Lead.email == lead_email)).scalar_one()
-        return training.register_token(cls, lead, via)
+        return classes_service.register_token(cls, lead, via)
 
 
 def clicks(app) -> list[tuple[str, str | None, str]]:
@@ -72,7 +74,7 @@ def clicks(app) -> list[tuple[str, str | None, str]]:
         ).all()
         out = []
         for class_id, lead_id, via in rows:
-            cls = db.session.get(training.TrainingClass, class_id)
+            cls = db.session.get(classes_service.TrainingClass, class_id)
             lead = db.session.get(Lead, lead_id) if lead_id else None
             out.append((cls.title, lead.email if lead else None, via))
         return out
@@ -236,7 +238,7 @@ def test_class_without_registration_url_or_cancelled_gives_a_410_page(app, clien
     # A link in an older mail, after the class was cancelled.
     token = token_for(app, classes["A"], via="announcement")
     with app.app_context():
-        training.class_by_public_id(classes["A"]).status = ClassStatus.CANCELLED
+        classes_service.class_by_public_id(classes["A"]).status = ClassStatus.CANCELLED
         db.session.commit()
     r = client.get(f"/register/{token}")
     assert r.status_code == 410
@@ -257,7 +259,7 @@ def test_registration_urls_that_could_mislead_are_refused_when_saved(app, client
         r = client.post("/admin/classes/new", data=class_form(token, registration_url=url))
         assert r.status_code == 400, url
         assert message in page_text(r), url
-    assert count(app, training.TrainingClass) == 0
+    assert count(app, classes_service.TrainingClass) == 0
 
     # Non-ASCII is kept, percent-encoded, so the Location header stays valid.
     r = client.post(
@@ -266,7 +268,7 @@ def test_registration_urls_that_could_mislead_are_refused_when_saved(app, client
     )
     assert r.status_code == 303
     with app.app_context():
-        cls = db.session.execute(select(training.TrainingClass)).scalar_one()
+        cls = db.session.execute(select(classes_service.TrainingClass)).scalar_one()
         assert cls.registration_url == "https://tickets.example.org/kurs/M%C3%BCnchen?p=%E2%82%AC"
         public_id = cls.public_id
     r = client.get(f"/register/{token_for(app, public_id)}")

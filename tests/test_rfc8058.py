@@ -33,7 +33,7 @@ from models import (
 )
 from models.outbox import TRANSACTIONAL_KINDS
 from services import clock
-from services.delivery import Worker
+from services.delivery.worker import Worker
 from tests.factories import MARKETING_KINDS, queue_every_kind
 from tests.helpers import smtp_settings
 

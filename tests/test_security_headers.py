@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from services import subscriptions
 from services.content import TRAINING_PATH
+from services.leads import subscriptions
 from tests.factories import subscribed_lead
 from tests.helpers import browser_headers, form_fields, signup
 

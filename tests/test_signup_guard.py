@@ -10,7 +10,7 @@ import pytest
 
 from extensions import db
 from models import Lead
-from services import signup_guard
+from services.leads import signup_guard
 from tests.helpers import T0, form_fields
 
 ARTICLE = "/cspo-certification-benefits"

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from models import ConsentEvent, Lead, LeadStatus, OutboxMessage
-from services.mailer import SmtpTransport
+from services.mail.mailer import SmtpTransport
 from tests.helpers import confirm, drain, signup, smtp_settings
 
 
@@ -76,7 +76,7 @@ def test_signup_confirm_welcome_unsubscribe(app, client, smtp_server):
 
 
 def test_smtp_transport_reuses_connection(smtp_server):
-    from services.mailer import OutgoingMail
+    from services.mail.mailer import OutgoingMail
 
     t = SmtpTransport(smtp_server.host, smtp_server.port, timeout=5)
     for i in range(3):

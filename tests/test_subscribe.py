@@ -22,9 +22,9 @@ from models import (
     OutboxMessage,
     OutboxStatus,
 )
-from services import consent
 from services.content import TRAINING_PATH
-from services.subscriptions import unsubscribe_token
+from services.leads import consent
+from services.leads.subscriptions import unsubscribe_token
 from tests.helpers import (
     REDIS_URL,
     browser_headers,

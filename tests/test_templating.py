@@ -16,8 +16,9 @@ from sqlalchemy import select
 
 from extensions import db
 from models import Announcement, MailKind, OutboxMessage
-from services import announcements, compose, templating
-from services.templating import MergeTagError
+from services.campaigns import announcements
+from services.mail import compose, templating
+from services.mail.templating import MergeTagError
 from tests.factories import SEPT_2026, make_class, make_lead
 from tests.helpers import (
     announcement_form,

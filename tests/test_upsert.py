@@ -11,7 +11,10 @@ from sqlalchemy import bindparam, func, select
 
 from extensions import db
 from models import MailKind, OutboxMessage, SignupStatsDaily
-from services import outbox, stats, subscriptions, upsert
+from services import upsert
+from services.delivery import outbox
+from services.leads import signup, subscriptions
+from services.reporting import funnel
 
 NOW = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
 DAY = date(2026, 5, 4)
@@ -45,9 +48,9 @@ def test_insert_ignore_many_leaves_out_existing_keys_only(app):
 
 def test_insert_or_add_adds_to_the_row_with_the_same_key(app):
     with app.app_context():
-        stats.bump(DAY, "article", "inline", None, submissions=1, signups=1)
-        stats.bump(DAY, "article", "inline", None, conn=db.session.connection(), submissions=2)
-        stats.bump(DAY, "article", "end", None, submissions=1)
+        funnel.bump(DAY, "article", "inline", None, submissions=1, signups=1)
+        funnel.bump(DAY, "article", "inline", None, conn=db.session.connection(), submissions=2)
+        funnel.bump(DAY, "article", "end", None, submissions=1)
         db.session.commit()
         rows = db.session.execute(
             select(
@@ -84,9 +87,9 @@ def test_upserts_of_the_same_shape_keep_their_own_sql(app):
 def test_signup_statements_are_compiled_once(app, caplog):
     # SQLAlchemy's SQL log says how each statement was compiled: "[no key]"
     # is the dialects' ON CONFLICT construct compiled again for this call.
-    def signup(email: str) -> None:
-        subscriptions.subscribe(
-            subscriptions.SignupRequest(
+    def sign_up(email: str) -> None:
+        signup.subscribe(
+            signup.SignupRequest(
                 email=email, topics=["newsletter", "cspo-classes"], placement="inline"
             ),
             subscriptions.Evidence(ip="192.0.2.1", user_agent="test"),
@@ -94,12 +97,12 @@ def test_signup_statements_are_compiled_once(app, caplog):
         db.session.commit()
 
     with app.app_context():
-        signup("first@example.com")
+        sign_up("first@example.com")
         db.session.remove()
         caplog.set_level(logging.INFO, logger="sqlalchemy.engine.Engine")
-        signup("second@example.com")
-        signup("first@example.com")  # known, and within its mail window
-        stats.bump_for_lead(subscriptions.lead_by_email("second@example.com"), confirmed=1)
+        sign_up("second@example.com")
+        sign_up("first@example.com")  # known, and within its mail window
+        funnel.bump_for_lead(subscriptions.lead_by_email("second@example.com"), confirmed=1)
         db.session.commit()
         # Two mails each, but one for the throttled post (its reminder exists).
         assert db.session.execute(select(func.count()).select_from(OutboxMessage)).scalar() == 5

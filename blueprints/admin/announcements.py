@@ -11,9 +11,12 @@ from blueprints.admin.base import bp, sandboxed_mail
 from blueprints.admin.forms import ActionForm, AnnouncementForm, ScheduleForm
 from extensions import db
 from models import Announcement
-from services import announcements, audit, compose, templating, timezones, training
-from services.lead_query import FilterError, LeadFilters
-from services.templating import MergeTagError
+from services import timezones
+from services.campaigns import announcements, classes
+from services.mail import compose, templating
+from services.mail.templating import MergeTagError
+from services.reporting.lead_query import FilterError, LeadFilters
+from services.staff import audit
 
 
 def _announcement_or_404(public_id: str) -> Announcement:
@@ -21,9 +24,9 @@ def _announcement_or_404(public_id: str) -> Announcement:
 
 
 def _fill_choices(form: AnnouncementForm) -> None:
-    upcoming = training.upcoming_classes()
+    upcoming = classes.upcoming_classes()
     form.training_class.choices = [SelectChoice("", "No class")] + [
-        SelectChoice(c.public_id, f"{c.title} — {training.local_times(c)[0]:%-d %b %Y}")
+        SelectChoice(c.public_id, f"{c.title} — {classes.local_times(c)[0]:%-d %b %Y}")
         for c in upcoming
     ]
     articles = current_app.extensions["articles"].all()
@@ -35,9 +38,7 @@ def _fill_choices(form: AnnouncementForm) -> None:
 
 
 def _announcement_input(form: AnnouncementForm) -> announcements.AnnouncementInput:
-    cls = (
-        training.class_by_public_id(form.training_class.data) if form.training_class.data else None
-    )
+    cls = classes.class_by_public_id(form.training_class.data) if form.training_class.data else None
     return announcements.AnnouncementInput(
         subject=form.subject.data,
         body=form.body.data,

@@ -7,9 +7,11 @@ from __future__ import annotations
 from flask import Blueprint, Response, render_template
 from markupsafe import escape
 
-from blueprints.access import protect_blueprint
 from models import Role
-from services import announcements, outbox_report, timezones, training
+from services import timezones
+from services.campaigns import announcements, classes
+from services.delivery import outbox_report
+from web.access import protect_blueprint
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 protect_blueprint(bp, Role.ADMIN)
@@ -30,7 +32,7 @@ def _zone_suggestions():
 def index():
     return render_template(
         "admin/index.html",
-        classes=training.upcoming_classes(limit=5),
+        classes=classes.upcoming_classes(limit=5),
         scheduled=announcements.scheduled(),
         report=outbox_report.status_report(5),
     )

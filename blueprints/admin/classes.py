@@ -5,21 +5,25 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from blueprints import public_pages
 from blueprints.admin.base import bp
 from blueprints.admin.forms import ActionForm, ClassForm
 from extensions import db
 from models import ClassStatus, TrainingClass
-from services import audit, clock, timezones, training
+from services import clock, timezones
+from services.campaigns import classes as classes_service
+from services.staff import audit
+from web import public_pages
 
 
 @bp.get("/classes")
 def classes():
-    return render_template("admin/classes.html", classes=training.recent_classes(), now=clock.now())
+    return render_template(
+        "admin/classes.html", classes=classes_service.recent_classes(), now=clock.now()
+    )
 
 
-def _class_input(form: ClassForm) -> training.ClassInput:
-    return training.ClassInput(
+def _class_input(form: ClassForm) -> classes_service.ClassInput:
+    return classes_service.ClassInput(
         title=form.title.data.strip(),
         course=(form.course.data or "CSPO").strip(),
         start_day=form.start_date.data,
@@ -44,10 +48,10 @@ def _save_class(cls: TrainingClass | None, form: ClassForm):
     is_new = cls is None
     try:
         if cls is None:
-            cls, notes = training.create(_class_input(form))
+            cls, notes = classes_service.create(_class_input(form))
         else:
-            notes = training.apply(cls, _class_input(form))
-    except (training.ClassError, timezones.TimezoneError) as exc:
+            notes = classes_service.apply(cls, _class_input(form))
+    except (classes_service.ClassError, timezones.TimezoneError) as exc:
         form.form_errors.append(str(exc))
         return None
     audit.record(
@@ -65,23 +69,27 @@ def _save_class(cls: TrainingClass | None, form: ClassForm):
     return redirect(url_for(".classes"), 303)
 
 
-@bp.route("/classes/new", methods=["GET", "POST"])
-def class_new():
-    form = ClassForm()
+def _class_form_page(cls: TrainingClass | None, form: ClassForm):
+    """Save a valid post (a redirect), or show the form: 400 with its errors."""
     if form.validate_on_submit():
-        done = _save_class(None, form)
+        done = _save_class(cls, form)
         if done:
             return done
     status = 400 if request.method == "POST" else 200
-    return render_template("admin/class_form.html", form=form, cls=None), status
+    return render_template("admin/class_form.html", form=form, cls=cls), status
+
+
+@bp.route("/classes/new", methods=["GET", "POST"])
+def class_new():
+    return _class_form_page(None, ClassForm())
 
 
 @bp.route("/classes/<public_id>", methods=["GET", "POST"])
 def class_edit(public_id: str):
-    cls = training.class_by_public_id(public_id) or abort(404)
+    cls = classes_service.class_by_public_id(public_id) or abort(404)
     form = ClassForm()
     if request.method == "GET":
-        start, end = training.local_times(cls)
+        start, end = classes_service.local_times(cls)
         form.process(
             obj=cls,
             start_date=start.date(),
@@ -90,20 +98,15 @@ def class_edit(public_id: str):
             end_time=end.time(),
             status=cls.status.value,
         )
-    elif form.validate_on_submit():
-        done = _save_class(cls, form)
-        if done:
-            return done
-    status = 400 if request.method == "POST" else 200
-    return render_template("admin/class_form.html", form=form, cls=cls), status
+    return _class_form_page(cls, form)
 
 
 @bp.post("/classes/<public_id>/cancel")
 def class_cancel(public_id: str):
-    cls = training.class_by_public_id(public_id) or abort(404)
+    cls = classes_service.class_by_public_id(public_id) or abort(404)
     if not ActionForm().validate_on_submit():
         abort(400)
-    training.cancel(cls)
+    classes_service.cancel(cls)
     audit.record(current_user, "class.cancel", cls.public_id, title=cls.title)
     db.session.commit()
     public_pages.forget()

@@ -20,7 +20,7 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from blueprints.forms import topic_choices
+from web.forms import topic_choices
 
 ROLE_CHOICES = [SelectChoice("marketer", "Marketer"), SelectChoice("admin", "Admin")]
 

@@ -9,8 +9,11 @@ from blueprints.admin.base import PER_PAGE, bp, sandboxed_mail
 from blueprints.admin.forms import ActionForm, SuppressForm
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus, email_hash
-from services import audit, compose, outbox, outbox_report, suppressions
-from services.addresses import InvalidAddress, normalise
+from services.delivery import outbox, outbox_report
+from services.leads import suppressions
+from services.leads.addresses import InvalidAddress, normalise
+from services.mail import compose
+from services.staff import audit
 
 
 @bp.get("/outbox")

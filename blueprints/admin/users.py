@@ -9,7 +9,7 @@ from blueprints.admin.base import PER_PAGE, bp
 from blueprints.admin.forms import UserCreateForm, UserUpdateForm
 from extensions import db
 from models import Role
-from services import audit, auth
+from services.staff import audit, auth
 
 
 @bp.route("/users", methods=["GET", "POST"])

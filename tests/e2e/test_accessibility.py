@@ -28,7 +28,7 @@ import pytest
 from app import create_app
 from extensions import db
 from models import Lead, LeadStatus, LeadTopic, TrainingClass
-from services import subscriptions
+from services.leads import subscriptions
 from tests import procs
 from tests.e2e.chromium import launch_chromium
 from tests.helpers import require_service

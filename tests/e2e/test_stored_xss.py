@@ -42,7 +42,7 @@ from models import (
     TrainingClass,
     User,
 )
-from services.auth import hash_password
+from services.staff.auth import hash_password
 from tests import procs
 from tests.e2e.chromium import launch_chromium
 

@@ -137,7 +137,7 @@ def sign_up(page, form_id: str, email: str, name: str) -> None:
     form.get_by_label("Email address").fill(email)
     form.get_by_label("First name (optional)").fill(name)
     form.get_by_label("CSPO class announcements").check()
-    # The page's time stamp is rounded down (services.signup_guard): the app
+    # The page's time stamp is rounded down (services.leads.signup_guard): the app
     # never sees the form as younger than it is, so a little past is enough.
     time.sleep(max(0.0, FORM_MIN_SECONDS + 0.3 - (time.monotonic() - shown)))
     form.get_by_role("button", name="Subscribe").click()

@@ -10,7 +10,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from extensions import db
 from models import ClassClick, ClassReminderRun, Lead, MailKind, OutboxMessage, OutboxStatus
-from services import announcements, clock, topics, training
+from services import clock
+from services.campaigns import announcements, classes
+from services.leads import topics
 
 
 def _insert():
@@ -25,8 +27,8 @@ def plan() -> int:
     insert = _insert()
     queued = 0
     steps = current_app.config["CLASS_REMINDER_DAYS"]  # whole days, parsed by Config
-    for cls, days in training.reminder_due_classes(steps, now):
-        if not training.seats_remain(cls):
+    for cls, days in classes.reminder_due_classes(steps, now):
+        if not classes.seats_remain(cls):
             continue
         claimed = db.session.execute(
             insert(ClassReminderRun)

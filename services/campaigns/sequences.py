@@ -1,7 +1,7 @@
 """The follow-up sequence: which mails a lead's state changes set in motion.
 
 Each step is an outbox row with a send_after; whether it still goes is
-decided at send time (services.delivery.skip_reason), so a reminder to a lead
+decided at send time (services.delivery.rules.skip_reason), so a reminder to a lead
 who confirmed meanwhile is skipped, not sent.
 """
 
@@ -13,7 +13,8 @@ from flask import current_app
 from sqlalchemy import Connection
 
 from models import MailKind
-from services import clock, outbox
+from services import clock
+from services.delivery import outbox
 
 
 def confirmation_requested(

@@ -1,4 +1,5 @@
-"""Form parsing (Flask-WTF). Validation of meaning lives in services."""
+"""Form base classes and field validators that every blueprint's forms use
+(Flask-WTF). Validation of meaning lives in services."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import re
 from flask import request
 from flask_wtf import FlaskForm
 from flask_wtf.form import SUBMIT_METHODS
-from wtforms import EmailField, HiddenField, SelectMultipleField, StringField, SubmitField
+from wtforms import SelectMultipleField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms.validators import ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from services import topics
+from services.leads import topics
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ufffd]")
 # Anything a mail client would turn into a link (they link bare domains such
@@ -59,7 +60,7 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = CheckboxInput()
 
     def pre_validate(self, form) -> None:
-        # Unknown values are dropped by services.topics.clean, not an error.
+        # Unknown values are dropped by services.leads.topics.clean, not an error.
         pass
 
 
@@ -76,55 +77,3 @@ class HtmlForm(FlaskForm):
             if formdata is None or hasattr(formdata, "getlist"):  # given explicitly
                 return formdata
             return request.form if request.method in SUBMIT_METHODS else None
-
-
-class PublicForm(HtmlForm):
-    """A form on a page that is the same for every visitor: no CSRF token.
-    The signup is guarded by its Origin check and traps instead; the resend
-    form carries its own capability (the expired link's token)."""
-
-    class Meta(HtmlForm.Meta):
-        csrf = False
-
-
-class SignupForm(PublicForm):
-    email = EmailField(
-        "Email address",
-        validators=[DataRequired("Enter your email address."), Length(max=254), readable],
-        render_kw={"autocomplete": "email", "spellcheck": "false", "maxlength": 254},
-    )
-    name = StringField(
-        "First name (optional)",
-        validators=[Optional(), Length(max=100), readable, no_control_characters, no_links],
-        render_kw={"autocomplete": "given-name", "maxlength": 100},
-    )
-    topics = MultiCheckboxField(
-        "Send me",
-        choices=topic_choices(),
-        validators=[known_topic],
-    )
-    placement = HiddenField()
-    source = HiddenField()
-    started = HiddenField()
-    ref = HiddenField()
-    utm_source = HiddenField()
-    utm_medium = HiddenField()
-    utm_campaign = HiddenField()
-    utm_term = HiddenField()
-    utm_content = HiddenField()
-    # The honeypot: hidden from people by CSS, filled in by naive bots.
-    nickname = StringField(
-        "Leave this field empty", render_kw={"autocomplete": "off", "tabindex": "-1"}
-    )
-    submit = SubmitField("Subscribe")
-
-
-class PreferencesForm(HtmlForm):
-    topics = MultiCheckboxField("I want to receive", choices=topic_choices())
-    save = SubmitField("Save my choices")
-    unsubscribe_all = SubmitField("Unsubscribe from everything")
-
-
-class ResendForm(PublicForm):
-    token = HiddenField()
-    submit = SubmitField("Send me a new link")

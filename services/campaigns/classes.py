@@ -15,8 +15,10 @@ from werkzeug.urls import iri_to_uri
 
 from extensions import db
 from models import ClassClick, ClassStatus, Lead, TrainingClass
-from services import clock, stats, subscriptions, timezones, tokens
+from services import clock, timezones
 from services.content import TRAINING_PATH
+from services.leads import subscriptions, tokens
+from services.reporting import funnel
 
 
 class ClassError(ValueError):
@@ -222,9 +224,9 @@ def record_click(token: str, count: bool = True) -> TrainingClass:
         )
     )
     if lead is not None:
-        stats.bump_for_lead(lead, clicks=1)
+        funnel.bump_for_lead(lead, clicks=1)
     else:
-        stats.bump(clock.now().date(), TRAINING_PATH.strip("/"), "training", None, clicks=1)
+        funnel.bump(clock.now().date(), TRAINING_PATH.strip("/"), "training", None, clicks=1)
     return cls
 
 

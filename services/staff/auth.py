@@ -13,7 +13,7 @@ from extensions import db
 from models import Role, User
 from models.user import new_session_token
 from services import clock
-from services.addresses import InvalidAddress, normalise
+from services.leads.addresses import InvalidAddress, normalise
 
 # RFC 9106's second recommended option (64 MiB, t=3, p=4): above OWASP's
 # minimum for argon2id. Stored hashes carry their parameters; hashes made

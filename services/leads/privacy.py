@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from extensions import db
 from models import Lead, OutboxMessage
-from services import suppressions
+from services.leads import suppressions
 
 
 def _iso(value):
     return value.isoformat() if value else None
 
 
+def mails_to(lead: Lead) -> list[OutboxMessage]:
+    """Every mail queued for the lead, oldest first."""
+    return list(
+        db.session.execute(
+            db.select(OutboxMessage)
+            .where(OutboxMessage.lead_id == lead.id)
+            .order_by(OutboxMessage.id)
+        ).scalars()
+    )
+
+
+def timeline(lead: Lead, mails: list[OutboxMessage]) -> list[tuple[str, datetime, object]]:
+    """Consent acts and mails in one list, in time order: they interleave
+    (given, confirmation mail, confirmed, welcome...). The sort is stable, so
+    a mail queued in the same instant as its consent act comes after it."""
+    return sorted(
+        [("consent", e.at, e) for e in lead.consent_events]
+        + [("mail", m.created_at, m) for m in mails],
+        key=lambda item: item[1],
+    )
+
+
 def lead_data(lead: Lead) -> dict:
     """Everything held about a lead, as plain JSON-able data."""
-    outbox = db.session.execute(
-        db.select(OutboxMessage).where(OutboxMessage.lead_id == lead.id).order_by(OutboxMessage.id)
-    ).scalars()
+    outbox = mails_to(lead)
     return {
         "id": lead.public_id,
         "email": lead.email,

@@ -22,7 +22,7 @@ HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
     # Same-origin posts carry the page's whole URL: the signup reads its UTM
-    # parameters from there (blueprints/subscriptions.py).
+    # parameters from there (blueprints/subscriptions/signup.py).
     ("Referrer-Policy", "strict-origin-when-cross-origin"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),

@@ -13,9 +13,12 @@ from markupsafe import Markup
 from extensions import db
 from models import Announcement, Lead, LeadStatus, MailKind, OutboxMessage, TrainingClass
 from models.outbox import CONFIRMATION_KINDS
-from services import clock, mime, subscriptions, templating, topics, training
-from services.links import external_url
-from services.mailer import OutgoingMail
+from services import clock
+from services.campaigns import classes
+from services.leads import subscriptions, topics
+from services.mail import mime, templating
+from services.mail.links import external_url
+from services.mail.mailer import OutgoingMail
 
 SUBJECTS = {
     MailKind.CONFIRMATION: "Please confirm your subscription",
@@ -89,7 +92,7 @@ class Refs:
 
     def upcoming_classes(self) -> list[TrainingClass]:
         if self.upcoming is None:
-            self.upcoming = training.upcoming_classes(limit=5)
+            self.upcoming = classes.upcoming_classes(limit=5)
         return self.upcoming
 
 
@@ -113,7 +116,7 @@ def message_id(row: MailRow) -> str:
 
 def class_context(cls: TrainingClass, lead: MailLead | None, via: str = "mail") -> dict:
     """A class as merge tags and template values see it."""
-    start, end = training.local_times(cls)
+    start, end = classes.local_times(cls)
     same_day = start.date() == end.date()
     price = f"{cls.currency} {cls.price:,.2f}" if cls.price is not None else ""
     return {
@@ -121,13 +124,13 @@ def class_context(cls: TrainingClass, lead: MailLead | None, via: str = "mail") 
         "start": start.strftime("%A %-d %B %Y, %H:%M"),
         "end": end.strftime("%H:%M" if same_day else "%A %-d %B %Y, %H:%M"),
         "timezone": cls.timezone,
-        "when": training.when_text(cls),
-        "where": training.where(cls),
+        "when": classes.when_text(cls),
+        "where": classes.where(cls),
         "trainer": cls.trainer or "",
         "price": price,
         "seats_left": cls.seats_left if cls.seats_left is not None else "",
         "register_url": external_url(
-            "articles.register", token=training.register_token(cls, lead, via)
+            "articles.register", token=classes.register_token(cls, lead, via)
         )
         if cls.registration_url
         else "",
@@ -164,7 +167,7 @@ def _context(row: MailRow, lead: MailLead | None, refs: Refs) -> dict:
         **_lead_links(lead),
     }
     if row.kind == MailKind.CLASSES_FOLLOWUP:
-        ctx["classes"] = [(cls, *training.local_times(cls)) for cls in refs.upcoming_classes()]
+        ctx["classes"] = [(cls, *classes.local_times(cls)) for cls in refs.upcoming_classes()]
     if row.kind in CONFIRMATION_KINDS:
         ctx["confirm_url"] = external_url(
             "subscriptions.confirm", token=subscriptions.confirm_token(lead)

@@ -5,7 +5,7 @@ the articles, the training page and the signup page.
 ETag, Last-Modified where known, a Cache-Control that lets a shared cache keep
 it. `PublicPageCache` sits in front of the Flask app like a small reverse
 proxy: it keeps each such response until the time trap's stamp moves on
-(services.signup_guard, every 2 s), and answers anonymous GETs and HEADs from
+(services.leads.signup_guard, every 2 s), and answers anonymous GETs and HEADs from
 it, 304s included, without running the app's request hooks. Signed-in staff
 pass through to a private, per-request render with their navigation.
 """
@@ -23,7 +23,8 @@ from flask_login import current_user
 from werkzeug.datastructures import Headers
 from werkzeug.http import is_resource_modified, parse_cookie, remove_entity_headers
 
-from services import clock, signup_guard
+from services import clock
+from services.leads import signup_guard
 
 log = logging.getLogger("leads.public_pages")
 
@@ -97,7 +98,7 @@ def serve(
 
 
 def count_view(app: Flask, slug: str, user_agent: str | None) -> None:
-    """Counted in memory; written every few seconds (services.analytics)."""
+    """Counted in memory; written every few seconds (services.reporting.page_views)."""
     counter = app.extensions["view_counter"]
     if counter.count(slug, user_agent):
         try:

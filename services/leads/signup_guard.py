@@ -15,9 +15,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from flask import current_app
 
-from services import clock, tokens
+from models.lead import UTM_KEYS
+from services import clock
 from services.content import TRAINING_PATH
-from services.subscriptions import UTM_KEYS
+from services.leads import tokens
 
 # The page's stamp is rounded down to this many seconds, so a page stays the
 # same bytes that long. A post is refused sooner than FORM_MIN_SECONDS after

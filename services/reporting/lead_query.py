@@ -14,7 +14,7 @@ from sqlalchemy import Select, and_, exists, func, or_, select
 
 from extensions import db
 from models import Lead, LeadStatus, LeadTopic
-from services import topics
+from services.leads import topics
 
 SORTS = {
     "newest": (Lead.created_at, "desc"),

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 from sqlalchemy import String, func, select, type_coerce
 
 from extensions import db
-from models import Lead, LeadTopic, UTCDateTime
-from services.lead_query import LeadFilters, filtered, ordered
+from models import Lead, LeadTopic, User, UTCDateTime
+from services.reporting.lead_query import LeadFilters, filtered, ordered
+from services.staff import audit
 
 COLUMNS = (
     ("id", Lead.public_id),
@@ -131,3 +132,24 @@ def iter_csv(
 
 def filename(today) -> str:
     return f"leads-{today.isoformat()}.csv"
+
+
+def record_export(
+    user_id: int | None,
+    filters: LeadFilters,
+    rows: int,
+    completed: bool,
+    target: str | None = None,
+    **details,
+) -> None:
+    """The audit row of one export, from the web (a user) or the CLI (a file)."""
+    user = db.session.get(User, user_id) if user_id is not None else None
+    audit.record(
+        user,
+        "leads.export",
+        target,
+        filters=filters.describe(),
+        rows=rows,
+        completed=completed,
+        **details,
+    )

@@ -27,10 +27,11 @@ from models import (
     TrainingClass,
     User,
 )
-from services import clock, templating, timezones, topics
+from services import clock, timezones
+from services.leads import topics
+from services.mail import templating
 
-S = AnnouncementStatus
-EDITABLE = (S.DRAFT, S.SCHEDULED)
+EDITABLE = (AnnouncementStatus.DRAFT, AnnouncementStatus.SCHEDULED)
 
 
 class AnnouncementError(ValueError):
@@ -51,7 +52,7 @@ class AnnouncementInput:
 
 def sample_context(training_class: TrainingClass | None) -> dict:
     """What a preview is rendered with: a made-up lead."""
-    from services.compose import class_context
+    from services.mail.compose import class_context
 
     return {
         "first_name": "Alex",
@@ -81,7 +82,15 @@ def scheduled() -> list[Announcement]:
     return list(
         db.session.execute(
             select(Announcement)
-            .where(Announcement.status.in_([S.SCHEDULED, S.SENDING, S.PAUSED]))
+            .where(
+                Announcement.status.in_(
+                    [
+                        AnnouncementStatus.SCHEDULED,
+                        AnnouncementStatus.SENDING,
+                        AnnouncementStatus.PAUSED,
+                    ]
+                )
+            )
             .order_by(Announcement.send_at)
         ).scalars()
     )
@@ -110,7 +119,9 @@ def apply(ann: Announcement, data: AnnouncementInput) -> None:
 def create(data: AnnouncementInput, user: User | None) -> Announcement:
     """A new draft, flushed: its public id is known."""
     ann = Announcement(
-        status=S.DRAFT, created_at=clock.now(), created_by_id=user.id if user else None
+        status=AnnouncementStatus.DRAFT,
+        created_at=clock.now(),
+        created_by_id=user.id if user else None,
     )
     apply(ann, data)
     db.session.add(ann)
@@ -184,7 +195,9 @@ def schedule(
             raise AnnouncementError("That time has passed: pick a time in the future, or send now.")
     # Conditional, like every other state change: a worker may have started
     # sending it since this request read it, and that must not be undone.
-    if not _conditional_status(ann.id, EDITABLE, S.SCHEDULED, send_at=when, send_timezone=zone):
+    if not _conditional_status(
+        ann.id, EDITABLE, AnnouncementStatus.SCHEDULED, send_at=when, send_timezone=zone
+    ):
         db.session.refresh(ann)
         raise AnnouncementError(f"A {ann.status.value} announcement cannot be scheduled.")
     db.session.refresh(ann)
@@ -192,7 +205,9 @@ def schedule(
 
 
 def unschedule(ann: Announcement) -> None:
-    if not _conditional_status(ann.id, (S.SCHEDULED,), S.DRAFT, send_at=None):
+    if not _conditional_status(
+        ann.id, (AnnouncementStatus.SCHEDULED,), AnnouncementStatus.DRAFT, send_at=None
+    ):
         db.session.refresh(ann)
         raise AnnouncementError(
             f"Only a scheduled announcement can go back to draft; this one is {ann.status.value}."
@@ -200,7 +215,9 @@ def unschedule(ann: Announcement) -> None:
     db.session.refresh(ann)
 
 
-def _conditional_status(ann_id: int, from_: tuple[S, ...], to: S, **values) -> bool:
+def _conditional_status(
+    ann_id: int, from_: tuple[AnnouncementStatus, ...], to: AnnouncementStatus, **values
+) -> bool:
     result = db.session.execute(
         update(Announcement)
         .where(Announcement.id == ann_id, Announcement.status.in_(from_))
@@ -215,7 +232,9 @@ def fan_out(ann_id: int) -> int | None:
     another process got there first. The caller commits."""
     now = clock.now()
     # The status change is the claim: of two workers, one flips it.
-    if not _conditional_status(ann_id, (S.SCHEDULED,), S.SENDING, fanned_out_at=now):
+    if not _conditional_status(
+        ann_id, (AnnouncementStatus.SCHEDULED,), AnnouncementStatus.SENDING, fanned_out_at=now
+    ):
         return None
     ann = db.session.get(Announcement, ann_id)
     db.session.refresh(ann)
@@ -253,7 +272,7 @@ def fan_out(ann_id: int) -> int | None:
         queued = _row_count(ann_id)
     ann.recipients = queued
     if queued == 0:
-        ann.status, ann.finished_at = S.SENT, now
+        ann.status, ann.finished_at = AnnouncementStatus.SENT, now
     return queued
 
 
@@ -269,7 +288,8 @@ def due_announcements() -> list[int]:
     return list(
         db.session.execute(
             select(Announcement.id).where(
-                Announcement.status == S.SCHEDULED, Announcement.send_at <= clock.now()
+                Announcement.status == AnnouncementStatus.SCHEDULED,
+                Announcement.send_at <= clock.now(),
             )
         ).scalars()
     )
@@ -284,27 +304,56 @@ def _move_rows(ann_id: int, from_: OutboxStatus, to: OutboxStatus) -> int:
     ).rowcount
 
 
-def pause(ann: Announcement) -> int:
-    if not _conditional_status(ann.id, (S.SENDING,), S.PAUSED):
-        raise AnnouncementError("Only an announcement that is sending can be paused.")
-    held = _move_rows(ann.id, OutboxStatus.QUEUED, OutboxStatus.HELD)
+def _switch(
+    ann: Announcement,
+    from_: AnnouncementStatus,
+    to: AnnouncementStatus,
+    rows: tuple[OutboxStatus, OutboxStatus],
+    refusal: str,
+) -> int:
+    """Move the announcement between two states, and its unsent rows with it."""
+    if not _conditional_status(ann.id, (from_,), to):
+        raise AnnouncementError(refusal)
+    moved = _move_rows(ann.id, *rows)
     db.session.refresh(ann)
-    return held
+    return moved
+
+
+def pause(ann: Announcement) -> int:
+    """Hold the rows not yet sent; returns how many."""
+    return _switch(
+        ann,
+        AnnouncementStatus.SENDING,
+        AnnouncementStatus.PAUSED,
+        (OutboxStatus.QUEUED, OutboxStatus.HELD),
+        "Only an announcement that is sending can be paused.",
+    )
 
 
 def resume(ann: Announcement) -> int:
-    if not _conditional_status(ann.id, (S.PAUSED,), S.SENDING):
-        raise AnnouncementError("Only a paused announcement can be resumed.")
-    released = _move_rows(ann.id, OutboxStatus.HELD, OutboxStatus.QUEUED)
-    db.session.refresh(ann)
-    return released
+    """Release the held rows; returns how many."""
+    return _switch(
+        ann,
+        AnnouncementStatus.PAUSED,
+        AnnouncementStatus.SENDING,
+        (OutboxStatus.HELD, OutboxStatus.QUEUED),
+        "Only a paused announcement can be resumed.",
+    )
 
 
 def cancel(ann: Announcement) -> int:
     """Cancel before or while sending: rows not yet sent are cancelled.
     Returns how many mails will not go."""
     if not _conditional_status(
-        ann.id, (S.DRAFT, S.SCHEDULED, S.SENDING, S.PAUSED), S.CANCELLED, finished_at=clock.now()
+        ann.id,
+        (
+            AnnouncementStatus.DRAFT,
+            AnnouncementStatus.SCHEDULED,
+            AnnouncementStatus.SENDING,
+            AnnouncementStatus.PAUSED,
+        ),
+        AnnouncementStatus.CANCELLED,
+        finished_at=clock.now(),
     ):
         raise AnnouncementError(f"A {ann.status.value} announcement cannot be cancelled.")
     n = _move_rows(ann.id, OutboxStatus.QUEUED, OutboxStatus.CANCELLED)
@@ -337,7 +386,7 @@ def finish_sent() -> int:
     )
     return db.session.execute(
         update(Announcement)
-        .where(Announcement.status == S.SENDING, ~exists(pending))
-        .values(status=S.SENT, finished_at=clock.now())
+        .where(Announcement.status == AnnouncementStatus.SENDING, ~exists(pending))
+        .values(status=AnnouncementStatus.SENT, finished_at=clock.now())
         .execution_options(synchronize_session=False)
     ).rowcount

@@ -16,7 +16,7 @@ def _page(template: str, status: int, **ctx):
 
 
 def not_found(_exc):
-    from blueprints.subscriptions import new_signup_form
+    from blueprints.subscriptions.signup import new_signup_form
 
     return _page(
         "errors/404.html",

@@ -46,18 +46,15 @@ class FunnelRow:
         return self.rate(self.unsubscribed, self.confirmed)
 
 
-R = SignupStatsDaily
-
-
 def _funnel(group_col) -> dict[str, tuple[int, int, int, int, int]]:
     rows = db.session.execute(
         select(
             group_col,
-            func.sum(R.submissions),
-            func.sum(R.signups),
-            func.sum(R.confirmed),
-            func.sum(R.unsubscribed),
-            func.sum(R.clicks),
+            func.sum(SignupStatsDaily.submissions),
+            func.sum(SignupStatsDaily.signups),
+            func.sum(SignupStatsDaily.confirmed),
+            func.sum(SignupStatsDaily.unsubscribed),
+            func.sum(SignupStatsDaily.clicks),
         ).group_by(group_col)
     ).all()
     return {key: tuple(int(v or 0) for v in values) for key, *values in rows}
@@ -87,11 +84,11 @@ def funnel_by_article() -> list[FunnelRow]:
             select(PageViewDaily.slug, func.sum(PageViewDaily.views)).group_by(PageViewDaily.slug)
         ).all()
     )
-    return _rows(_funnel(R.source_slug), views)
+    return _rows(_funnel(SignupStatsDaily.source_slug), views)
 
 
 def funnel_by_placement() -> list[FunnelRow]:
-    return _rows(_funnel(R.placement), None)
+    return _rows(_funnel(SignupStatsDaily.placement), None)
 
 
 def signups_per_day(days: int) -> list[tuple[date, int]]:
@@ -99,7 +96,9 @@ def signups_per_day(days: int) -> list[tuple[date, int]]:
     today = clock.now().date()
     first = today - timedelta(days=days - 1)
     rows = db.session.execute(
-        select(R.day, func.sum(R.signups)).where(R.day >= first).group_by(R.day)
+        select(SignupStatsDaily.day, func.sum(SignupStatsDaily.signups))
+        .where(SignupStatsDaily.day >= first)
+        .group_by(SignupStatsDaily.day)
     ).all()
     counts = {d: int(n or 0) for d, n in rows}
     return [
@@ -109,11 +108,11 @@ def signups_per_day(days: int) -> list[tuple[date, int]]:
 
 def top_utm_sources(limit: int = 10) -> list[tuple[str, int, int]]:
     """(utm_source, signups, confirmed), most signups first."""
-    signups = func.sum(R.signups)
+    signups = func.sum(SignupStatsDaily.signups)
     rows = db.session.execute(
-        select(R.utm_source, signups, func.sum(R.confirmed))
-        .where(R.utm_source != "")
-        .group_by(R.utm_source)
+        select(SignupStatsDaily.utm_source, signups, func.sum(SignupStatsDaily.confirmed))
+        .where(SignupStatsDaily.utm_source != "")
+        .group_by(SignupStatsDaily.utm_source)
         .order_by(signups.desc())
         .limit(limit)
     ).all()

@@ -1,0 +1,205 @@
+"""The delivery worker: claims batches, sends them, and plans the work the
+clock sets in motion. One process runs WORKER_CONNECTIONS sender threads.
+The guarantees are in services.delivery.claim."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from sqlalchemy import Connection, text
+
+from config import ConfigError
+from extensions import db
+from services.delivery.claim import claim, release, worker_id
+from services.delivery.rules import load_batch
+from services.delivery.send import BatchStats, deliver
+from services.mail.mailer import Transport, transport_from_config
+
+log = logging.getLogger("leads.worker")
+
+
+def plan_due_work() -> None:
+    """Work the clock sets in motion: announcements whose time has come are
+    fanned out, class reminders planned, finished announcements closed.
+    Safe to run from any number of workers at once."""
+    from services.campaigns import announcements, reminders
+
+    for ann_id in announcements.due_announcements():
+        queued = announcements.fan_out(ann_id)
+        db.session.commit()
+        if queued is not None:
+            log.info("announcement %s: queued %d mails", ann_id, queued)
+    queued = reminders.plan()
+    db.session.commit()
+    if queued:
+        log.info("class reminders: queued %d mails", queued)
+    announcements.finish_sent()
+    db.session.commit()
+
+
+def optimise_sqlite_statistics() -> None:
+    """SQLite's planner needs table statistics to pick the right index at a
+    million rows; PRAGMA optimize refreshes them only where they went stale."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        db.session.execute(text("PRAGMA optimize"))
+        db.session.commit()
+
+
+def send_margin(cfg) -> float:
+    """The lease one send may need at worst: connect and a reply, each up to
+    MAIL_TIMEOUT, and a second to record the outcome."""
+    return 2 * cfg["MAIL_TIMEOUT"] + 1
+
+
+class RateLimiter:
+    """At most `rate` sends per second across all of a worker's connections."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self, stop: threading.Event) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(self._next, now)
+            self._next = slot + self.interval
+        if slot > now:
+            stop.wait(slot - now)
+
+
+class Worker:
+    """Claims and delivers batches until stopped (or until idle, with once).
+
+    WORKER_CONNECTIONS threads each hold one SMTP connection and claim their
+    own batches, exactly as that many worker processes would.
+    """
+
+    def __init__(self, app, transport: Transport | None = None):
+        lease, margin = app.config["WORKER_LEASE_SECONDS"], send_margin(app.config)
+        if lease <= margin:
+            # run_batch would release every row it claims, for ever.
+            raise ConfigError(
+                f"WORKER_LEASE_SECONDS ({lease}) must be longer than one send can take, "
+                f"2 × MAIL_TIMEOUT + 1 = {margin:g} s: raise it or lower MAIL_TIMEOUT"
+            )
+        self.app = app
+        self.transport = transport
+        self.owner = worker_id()
+        self._stop = threading.Event()
+        self.rate = RateLimiter(app.config["WORKER_RATE_PER_SECOND"])
+        self.total = BatchStats()
+        self._total_lock = threading.Lock()
+
+    def stop(self, *_args) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run_batch(
+        self, conn: Connection, transport: Transport, owner: str | None = None
+    ) -> BatchStats:
+        cfg = self.app.config
+        stats = BatchStats()
+        claimed = claim(cfg["WORKER_BATCH_SIZE"], cfg["WORKER_LEASE_SECONDS"], owner or self.owner)
+        stats.claimed = len(claimed)
+        if not claimed:
+            return stats
+        lease_end = time.monotonic() + cfg["WORKER_LEASE_SECONDS"]
+        # Leave the rest of the batch to others rather than send on a lease
+        # that may run out mid-conversation with a slow server.
+        margin = send_margin(cfg)
+        batch = load_batch(conn, [row_id for row_id, _ in claimed])
+        for i, (row_id, token) in enumerate(claimed):
+            # Wait for the rate limit first: the wait itself uses up lease.
+            self.rate.wait(self._stop)
+            if self._stop.is_set() or time.monotonic() + margin > lease_end:
+                for rest_id, rest_token in claimed[i:]:
+                    stats.released += release(conn, rest_id, rest_token)
+                break
+            deliver(batch.rows[row_id], token, batch, transport, stats)
+        return stats
+
+    def _loop(self, transport: Transport, owner: str, once: bool) -> None:
+        with self.app.app_context(), db.engine.connect() as conn:
+            try:
+                optimise_sqlite_statistics()
+                planner = owner.endswith("/0") or owner == self.owner
+                next_plan = 0.0
+                while not self._stop.is_set():
+                    started = time.monotonic()
+                    if planner and started >= next_plan:
+                        self._plan()
+                        next_plan = started + self.app.config["WORKER_PLAN_SECONDS"]
+                    stats = self.run_batch(conn, transport, owner)
+                    self._add(stats)
+                    if stats.claimed:
+                        elapsed = max(time.monotonic() - started, 1e-6)
+                        log.info(
+                            "batch claimed=%d sent=%d retried=%d failed=%d skipped=%d "
+                            "lost=%d released=%d rate=%.1f/s",
+                            stats.claimed,
+                            stats.sent,
+                            stats.retried,
+                            stats.failed,
+                            stats.skipped,
+                            stats.lost,
+                            stats.released,
+                            stats.sent / elapsed,
+                        )
+                    elif once:
+                        if planner:
+                            self._plan()  # close announcements that just finished
+                        break
+                    else:
+                        transport.close()  # do not hold an idle SMTP connection
+                        self._stop.wait(self.app.config["WORKER_POLL_SECONDS"])
+            finally:
+                transport.close()
+                db.session.remove()
+
+    def _plan(self) -> None:
+        try:
+            plan_due_work()
+        except Exception:  # planning must never stop delivery
+            db.session.rollback()
+            log.exception("planning due work failed")
+
+    def _add(self, stats: BatchStats) -> None:
+        with self._total_lock:
+            for name in ("claimed", "sent", "retried", "failed", "skipped", "lost", "released"):
+                setattr(self.total, name, getattr(self.total, name) + getattr(stats, name))
+
+    def run(self, once: bool = False) -> BatchStats:
+        connections = max(1, int(self.app.config["WORKER_CONNECTIONS"]))
+        if self.transport is not None or connections == 1:
+            transport = self.transport or transport_from_config(self.app.config)
+            self._loop(transport, self.owner, once)
+            return self.total
+        threads = [
+            threading.Thread(
+                target=self._loop,
+                args=(transport_from_config(self.app.config), f"{self.owner}/{n}", once),
+                name=f"sender-{n}",
+                daemon=True,
+            )
+            for n in range(connections)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            # join with a timeout so the main thread still receives signals
+            while t.is_alive():
+                t.join(0.5)
+        return self.total
