@@ -12,18 +12,19 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from app import create_app
 from devtools.fake_data import generate_leads
 from extensions import db
-from models import AuditEvent, Role
+from models import AuditEvent, Lead, LeadStatus, Role
+from models.lead import UTM_KEYS
 from services import clock
 from services.reporting import export
 from services.reporting.export import BOM, HEADER, ROWS_PER_CHUNK, neutralise
 from services.reporting.lead_query import LeadFilters, count
 from tests.factories import BASE, CASES, Seeded, make_leads, store
-from tests.helpers import add_user, base_config, sign_in, sign_in_as, walk
+from tests.helpers import add_user, base_config, sign_in, sign_in_as, signup, walk
 
 DANGEROUS = ["=1+1", "+1", "-1", "@SUM(A1:A2)", "\tx", "\rx", "\nx", '=HYPERLINK("http://x")']
 SAFE_VALUES = [
@@ -145,20 +146,56 @@ def test_neutralise_leaves_other_values_alone(value):
     assert neutralise(value) == value
 
 
-def test_dangerous_cells_get_a_leading_quote(staff, app, db_url):
-    leads: list[Seeded] = []
+# Columns the app fills itself; every other column holds text a visitor
+# typed or sent (or another tool's CSV held), and must come out neutral.
+OWN_COLUMNS = {"id", "status", "topics", "signed_up_at", "confirmed_at", "unsubscribed_at"}
+
+
+def test_every_visitor_controlled_column_is_neutralised(staff, app, db_url):
+    visitor_columns = [name for name in HEADER if name not in OWN_COLUMNS]
+    assert visitor_columns == [
+        "email", "name", "source", "placement", "utm_source", "utm_medium",
+        "utm_campaign", "utm_term", "utm_content", "referrer",
+    ]  # fmt: skip
+    column = {name: col for name, col in export.COLUMNS if col is not None}
     values = list(DANGEROUS)
     if db_url.startswith("sqlite"):
         values.append("\0x")  # PostgreSQL refuses NUL in text columns
-    for i, v in enumerate(values):
-        one(leads, i, name=v, utm_source=v, utm_campaign=v)
-    store(app, leads)
-    rows = rows_of(get_csv(staff, {"sort": "email"}).data)[1:]
+    stored = []
+    for i, value in enumerate(values):
+        # As long as each column holds (source_placement: 20 characters).
+        row = {column[name].key: value[: column[name].type.length] for name in visitor_columns}
+        row.update(
+            public_id=f"f{i:04d}",
+            email=f"{value}{i}@example.com",
+            status=LeadStatus.CONFIRMED,
+            created_at=BASE - timedelta(minutes=i),
+        )
+        stored.append(row)
+    with app.app_context():
+        db.session.execute(insert(Lead), stored)
+        db.session.commit()
+    rows = rows_of(get_csv(staff, {"sort": "oldest"}).data)[1:]
     assert len(rows) == len(values)
-    col = {name: HEADER.index(name) for name in HEADER}
-    for row, value in zip(rows, values, strict=True):
-        for name in ("name", "utm_source", "utm_campaign"):
-            assert row[col[name]] == "'" + value, (name, value, row)
+    by_id = {r["public_id"]: r for r in stored}
+    for row in rows:
+        lead = by_id[row[HEADER.index("id")]]
+        for name in visitor_columns:
+            value = lead[column[name].key]
+            assert row[HEADER.index(name)] == "'" + value, (name, value)
+
+
+def test_a_visitors_formulas_typed_into_the_signup_come_out_neutral(staff, app):
+    """The same through the real signup: the form keeps what the visitor
+    typed as it is (it is theirs), and the export quotes it."""
+    typed = {"name": "-2+3+cmd|' /C calc'!A0"}
+    typed.update({k: f'=HYPERLINK("http://x/{k}")' for k in UTM_KEYS})
+    assert signup(staff, "=1+1@example.com", **typed).status_code == 303
+    header, row = rows_of(get_csv(staff).data)  # the one lead
+    cells = dict(zip(header, row, strict=True))
+    assert cells["email"] == "'=1+1@example.com"
+    for name, value in typed.items():
+        assert cells[name] == "'" + value, name
 
 
 def test_round_trip_gives_back_the_stored_values(staff, app):
