@@ -135,6 +135,28 @@ def make_class(
     return cls
 
 
+# --- Announcements.
+
+
+def due_announcement(topic: str = "cspo-classes", **fields) -> Announcement:
+    """A scheduled announcement whose time has come (the planner fans it
+    out on its next pass); in an app context, committed."""
+    now = clock.now()
+    ann = Announcement(
+        subject="New CSPO dates",
+        body="Hello {{ first_name or 'there' }}. [Unsubscribe]({{ unsubscribe_url }})",
+        topic=topic,
+        status=AnnouncementStatus.SCHEDULED,
+        send_at=now - timedelta(seconds=1),
+        send_timezone="UTC",
+        created_at=now - timedelta(minutes=5),
+        **fields,
+    )
+    db.session.add(ann)
+    db.session.commit()
+    return ann
+
+
 # --- One mail of every kind, queued to leads inserted directly (names bypass the form).
 
 MARKETING_KINDS = set(MailKind) - TRANSACTIONAL_KINDS
