@@ -290,6 +290,31 @@ def worker_proc(env: Mapping[str, str], log_path: Path, *args: str) -> Proc:
     return Proc([PYTHON, "-m", "flask", "--app", "app", "worker", *args], env, log_path)
 
 
+# What `flask worker` prints once its SIGTERM handler is installed (commands.py).
+# A SIGTERM before that line kills it (exit -15) instead of stopping it.
+WORKER_READY = "delivering with MAIL_BACKEND="
+
+
+def wait_worker_ready(proc: Proc, timeout: float = 60.0) -> None:
+    """Wait until a `flask worker` process is ready to stop gracefully."""
+    deadline = time.monotonic() + timeout
+    while WORKER_READY not in _log_head(proc):
+        if not proc.alive():
+            raise ProcessFailed(f"worker exited with {proc.popen.returncode}:\n{proc.log()}")
+        if time.monotonic() > deadline:
+            raise ProcessFailed(f"worker not ready after {timeout:.0f}s:\n{proc.log()}")
+        time.sleep(0.02)
+
+
+def _log_head(proc: Proc, size: int = 1 << 16) -> str:
+    """The start of a log (where start-up lines are), however long it grew."""
+    try:
+        with proc.log_path.open("rb") as f:
+            return f.read(size).decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 @contextlib.contextmanager
 def worker(env: Mapping[str, str], log_path: Path | None = None) -> Iterator[Proc]:
     """`flask worker` running forever until the block ends (or .kill())."""

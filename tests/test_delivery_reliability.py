@@ -43,6 +43,12 @@ def _stop_all(workers) -> None:
 
 KILL_MAILS = 5000
 KILLS = 10
+# Each worker is killed after a random number of mails, at most this many:
+# the kills together send at most half the queue (plus what goes between
+# the count being seen and the kill), so it never drains before the last
+# worker. A kill at a random moment instead sent it all on a fast machine,
+# and the last worker was stopped before it was ready (exit -15).
+MAILS_PER_KILL = KILL_MAILS // (2 * KILLS)
 
 
 def test_sigkill_ten_times_loses_nothing_and_duplicates_at_most_one_per_kill(tmp_path):
@@ -56,28 +62,39 @@ def test_sigkill_ten_times_loses_nothing_and_duplicates_at_most_one_per_kill(tmp
     workers: list[procs.Proc] = []
     with dp.smtp_recorder(keep_messages=False) as smtp:
         # A 5 s lease: the batch a killed worker held comes back 5 s later.
+        # The rate cap bounds what goes while the test is slow to see the count.
         env = dp.worker_env(
-            tmp_path, url, smtp, WORKER_LEASE_SECONDS="5", MAIL_TIMEOUT="1", LOG_LEVEL="INFO"
+            tmp_path,
+            url,
+            smtp,
+            WORKER_LEASE_SECONDS="5",
+            MAIL_TIMEOUT="1",
+            WORKER_RATE_PER_SECOND="1000",
+            LOG_LEVEL="INFO",
         )
         try:
             in_flight_at_kill = []
             for k in range(KILLS):
                 w = procs.worker_proc(env, tmp_path / f"worker-{k}.log").start()
                 workers.append(w)
-                before = smtp.count()
-                # Kill only while it is really sending, at a random moment.
+                # Kill only while it is really sending, after a random number of mails.
+                target = smtp.count() + rng.randint(1, MAILS_PER_KILL)
                 dp.wait_for(
-                    lambda before=before: smtp.count() > before,
+                    lambda target=target: smtp.count() >= target,
                     30,
-                    lambda w=w, k=k: f"worker {k} sent nothing; log:\n{w.log()}",
-                    interval=0.01,
+                    lambda w=w, k=k: (
+                        f"worker {k} stopped sending; rows {dp.status_counts(engine)}; "
+                        f"log:\n{w.log()}"
+                    ),
+                    interval=0.005,
                 )
-                time.sleep(rng.uniform(0.0, 0.8))
                 w.kill()
                 in_flight_at_kill.append(dp.status_counts(engine).get("sending", 0))
             received_at_last_kill = smtp.count()
             last = procs.worker_proc(env, tmp_path / "worker-final.log").start()
             workers.append(last)
+            # Stopped only once it can stop gracefully, however soon the queue drains.
+            procs.wait_worker_ready(last)
             dp.wait_for(
                 lambda: dp.status_counts(engine) == {"sent": KILL_MAILS},
                 90,
