@@ -190,3 +190,16 @@ def test_public_pages_stay_shared_for_a_browser_with_a_device_cookie(app, owner,
     assert r.headers["Cache-Control"].startswith("public")
     assert r.headers["ETag"] == first.headers["ETag"]
     assert r.data == first.data
+
+
+def test_an_address_no_account_can_have_is_never_looked_up(app, owner):
+    # PostgreSQL text refuses NUL: the device check, which runs before the
+    # form is validated, must not send such an address to the database.
+    from services.staff import devices
+
+    browser = trusted_browser(app)
+    cookie = browser.get_cookie(DEVICE_COOKIE, path="/login").value
+    with app.app_context():
+        assert devices.trusted_device(cookie, OWNER) is not None
+        for email in ("owner\x00@example.com", "owner@example.com\n", "o" * 400):
+            assert devices.trusted_device(cookie, email) is None
