@@ -75,7 +75,7 @@ def _account_held_back(limit: RequestLimit) -> None:
     # The alert: someone is guessing, or the owner is trying from a new
     # browser during an attack. Their own browsers still get in.
     log.warning(
-        "sign-in to %s held back: more than %s attempts from browsers that never signed in to it",
+        "sign-in to %r held back: more than %s attempts from browsers that never signed in to it",
         _email(),
         limit.limit,
     )
