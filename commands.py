@@ -97,12 +97,22 @@ def outbox_status() -> None:
             click.echo(f"  {count} × {error}")
 
 
+# A client that sends its header slowly holds a gunicorn thread until it is
+# done. Threads start on demand and a held one costs about 60 kB, so each
+# worker has enough for a slowloris script's 150 sockets on its own, with room
+# to spare (measured: README, "Running at scale"; tests/test_slow_clients.py).
+SERVE_THREADS = 256
+
+
 @click.command("serve")
 @click.option(
     "--port", type=int, default=lambda: current_app.config["PORT"], show_default="PORT or 5000"
 )
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")
-def serve_command(port: int, workers: int) -> None:
+@click.option(
+    "--threads", default=SERVE_THREADS, show_default=True, help="threads per worker process"
+)
+def serve_command(port: int, workers: int, threads: int) -> None:
     """Web server and delivery worker in one command (what `make run` runs)."""
     app = current_app
     env = dict(os.environ)
@@ -129,7 +139,7 @@ def serve_command(port: int, workers: int) -> None:
             "--worker-class",
             "gthread",
             "--threads",
-            "4",
+            str(threads),
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import (
     Blueprint,
+    Response,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
     session,
     url_for,
 )
+from flask_limiter import RequestLimit
 from flask_login import current_user, login_user, logout_user
 from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, Length
 
 from extensions import db, limiter
-from services.staff import auth
+from services.staff import auth, devices
 from web.forms import HtmlForm
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger("leads.auth")
 
 
 class LoginForm(HtmlForm):
@@ -37,8 +43,42 @@ class LoginForm(HtmlForm):
     submit = SubmitField("Sign in")
 
 
+def _email() -> str:
+    return (request.form.get("email") or "").strip().lower()[:320]
+
+
+def _device() -> str | None:
+    """This browser's nonce when it signed in to the account before (see
+    services.staff.devices); asked once per request by each limit."""
+    if "login_device" not in g:
+        g.login_device = devices.trusted_device(request.cookies.get(devices.COOKIE_NAME), _email())
+    return g.login_device
+
+
+def _trusted() -> bool:
+    return _device() is not None
+
+
+def _untrusted() -> bool:
+    return _device() is None
+
+
 def _account_key() -> str:
-    return "login-account:" + (request.form.get("email") or "").strip().lower()[:320]
+    return "login-account:" + _email()
+
+
+def _device_key() -> str:
+    return "login-device:" + (_device() or "")
+
+
+def _account_held_back(limit: RequestLimit) -> None:
+    # The alert: someone is guessing, or the owner is trying from a new
+    # browser during an attack. Their own browsers still get in.
+    log.warning(
+        "sign-in to %r held back: more than %s attempts from browsers that never signed in to it",
+        _email(),
+        limit.limit,
+    )
 
 
 def _login_limit() -> str:
@@ -50,8 +90,17 @@ def home_for(user) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])  # per IP
-@limiter.limit(_login_limit, methods=["POST"], key_func=_account_key)  # per account
+# Browsers that never signed in to the account: per IP, and per account.
+@limiter.limit(_login_limit, methods=["POST"], exempt_when=_trusted)
+@limiter.limit(
+    _login_limit,
+    methods=["POST"],
+    key_func=_account_key,
+    exempt_when=_trusted,
+    on_breach=_account_held_back,
+)
+# A browser that did (it has the account's device cookie): per browser.
+@limiter.limit(_login_limit, methods=["POST"], key_func=_device_key, exempt_when=_untrusted)
 def login():
     target = auth.safe_next(request.args.get("next"))
     if current_user.is_authenticated:
@@ -64,12 +113,27 @@ def login():
             # A fresh session: nothing from before sign-in carries over.
             session.clear()
             login_user(user)
-            return redirect(target or home_for(user), 303)
+            response = redirect(target or home_for(user), 303)
+            _remember_device(response, user)
+            return response
         db.session.rollback()
         form.password.errors.append("That email and password do not match an active account.")
         return render_template("auth/login.html", form=form), 401
     status = 400 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form), status
+
+
+def _remember_device(response: Response, user) -> None:
+    # Sent back to /login only: public pages stay cookie-free and cacheable.
+    response.set_cookie(
+        devices.COOKIE_NAME,
+        devices.issue(user.id),
+        max_age=devices.MAX_AGE_SECONDS,
+        path=url_for("auth.login"),
+        secure=current_app.config["SESSION_COOKIE_SECURE"],
+        httponly=True,
+        samesite="Lax",
+    )
 
 
 @bp.get("/logout")

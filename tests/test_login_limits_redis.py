@@ -1,6 +1,8 @@
 """Login limits hold across processes: gunicorn with two workers sharing a
 Redis rate-limit storage. Per account (whatever the address it comes from)
-and per IP (whatever account it tries).
+and per IP (whatever account it tries), for browsers that never signed in to
+the account; a browser that did is limited on its own, so the owner still
+gets in (device cookies: test_login_lockout).
 
 The server trusts one proxy hop (TRUSTED_PROXY_COUNT=1), so each simulated
 client can come from its own address with X-Forwarded-For.
@@ -64,7 +66,7 @@ def server(tmp_path_factory):
         TRUSTED_PROXY_COUNT=1,
     )
     procs.flask_db_upgrade(env)
-    for email in ("target@example.com", "other@example.com"):
+    for email in ("target@example.com", "other@example.com", "owner@example.com"):
         procs.flask(env, "users", "create", email, "--role", "marketer", "--password", PASSWORD)
     log_args = ["--access-logfile", "-", "--access-logformat", "pid=%(p)s %(m)s %(U)s %(s)s"]
     try:
@@ -76,9 +78,12 @@ def server(tmp_path_factory):
         store.close()
 
 
-def attempt(server, email: str, password: str, ip: str) -> int:
-    """One client: its own cookies, its own CSRF token, new connections."""
-    jar = http.cookiejar.CookieJar()
+def attempt(
+    server, email: str, password: str, ip: str, jar: http.cookiejar.CookieJar | None = None
+) -> int:
+    """One client: its own cookies (a new browser unless `jar` is given), its
+    own CSRF token, new connections."""
+    jar = http.cookiejar.CookieJar() if jar is None else jar
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), _NoRedirect)
     headers = {"X-Forwarded-For": ip, "User-Agent": "limits-test"}
     with opener.open(
@@ -126,3 +131,16 @@ def test_per_ip_limit_holds_across_workers(server):
     assert codes == Counter({401: LIMIT, 429: ATTEMPTS - LIMIT}), codes
     assert attempt(server, "other@example.com", PASSWORD, ip) == 429
     assert attempt(server, "other@example.com", PASSWORD, "10.2.0.2") == 303
+
+
+def test_a_browser_that_signed_in_before_gets_in_during_an_attack(server):
+    browser = http.cookiejar.CookieJar()
+    assert attempt(server, "owner@example.com", PASSWORD, "10.3.0.1", browser) == 303
+    # Closed and opened again: the session cookie is gone, the device cookie stays.
+    browser.clear_session_cookies()
+    assert [c.name for c in browser] == ["login_device"]
+    wrong = [("owner@example.com", "wrong password!", f"10.3.1.{i}") for i in range(ATTEMPTS)]
+    codes = burst(server, wrong)
+    assert codes[429] >= ATTEMPTS - LIMIT, codes
+    assert attempt(server, "owner@example.com", PASSWORD, "10.3.2.1") == 429  # a new browser
+    assert attempt(server, "owner@example.com", PASSWORD, "10.3.2.2", browser) == 303

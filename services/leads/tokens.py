@@ -14,7 +14,9 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSaf
 
 from services import clock
 
-PURPOSES = frozenset({"confirm", "preferences", "unsubscribe", "form-time", "register"})
+PURPOSES = frozenset(
+    {"confirm", "preferences", "unsubscribe", "form-time", "register", "login-device"}
+)
 
 
 class TokenInvalid(Exception):
