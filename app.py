@@ -57,7 +57,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from services.content import ArticleStore
     from services.reporting.page_views import ViewCounter
     from services.staff.auth import load_user
-    from web import errors, public_pages, routing, security
+    from web import access, errors, public_pages, routing, security
 
     login_manager.user_loader(load_user)
     app.extensions["articles"] = ArticleStore(
@@ -66,6 +66,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["view_counter"] = ViewCounter(app.config["VIEW_FLUSH_SECONDS"])
     security.init_app(app)
     errors.init_app(app)
+    access.init_app(app)
     routing.init_app(app)  # before the blueprints add their rules
     app.register_blueprint(subscriptions.bp)
     app.register_blueprint(health.bp)

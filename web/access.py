@@ -1,12 +1,12 @@
 """Who may see staff pages: anonymous visitors go to the login page, signed-in
 users of the wrong role get 403. Staff pages also refuse control characters
-in their input."""
+in their input, and are never kept in a cache."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flask import Blueprint, abort, request
+from flask import Blueprint, Flask, Response, abort, request
 from flask_login import current_user
 from werkzeug.datastructures import MultiDict
 
@@ -42,3 +42,23 @@ def _names_and_values(*multidicts: MultiDict) -> Iterator[str]:
         for name, value in multidict.items(multi=True):
             yield name
             yield value
+
+
+def staff_page() -> bool:
+    """The request is for a staff page, or for the sign-in page."""
+    path = request.path
+    if request.endpoint == login_manager.login_view:
+        return True
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in _STAFF_PREFIXES)
+
+
+def _no_store(response: Response) -> Response:
+    # Staff pages show addresses, IPs and user agents: nothing keeps a copy,
+    # not even the browser's back button cache on a shared computer.
+    if staff_page():
+        response.cache_control.no_store = True
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(_no_store)
