@@ -5,9 +5,12 @@ trusted proxy, X-Forwarded-Host is held to the same list."""
 
 from __future__ import annotations
 
+import http.client
+
 import pytest
 
 from app import create_app
+from tests import procs
 from tests.helpers import ARTICLE_PATH, base_config
 
 
@@ -116,3 +119,21 @@ def test_error_pages_still_render_for_our_own_host(client):
     r = client.get("/confirm/tampered")
     assert r.status_code == 400
     assert "This link does not work" in r.get_data(as_text=True)
+
+
+@pytest.mark.slow
+def test_gunicorn_behind_a_proxy_refuses_another_host(tmp_path):
+    """As the attack run found it: gunicorn, one trusted proxy in front."""
+    env = procs.app_env(tmp_path, f"sqlite:///{tmp_path / 'leads.sqlite3'}", TRUSTED_PROXY_COUNT=1)
+    procs.flask(env, "db", "upgrade")
+    with procs.gunicorn(env, workers=1) as server:
+        for headers in ({"Host": EVIL}, {"X-Forwarded-Host": EVIL}):
+            for path in ("/marketing", "/admin", "/static//x", ARTICLE_PATH):
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                conn.request("GET", path, headers=headers)
+                r = conn.getresponse()
+                body = r.read().decode()
+                conn.close()
+                assert r.status == 400, (headers, path, r.status)
+                assert "Unknown site" in body
+                assert EVIL not in (r.getheader("Location") or "") + body
