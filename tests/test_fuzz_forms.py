@@ -28,7 +28,15 @@ from extensions import db
 from models import Lead, LeadStatus, Role, User
 from services.leads import signup, subscriptions
 from services.staff.auth import hash_password
-from tests.helpers import ORIGIN, base_config, browser_headers, form_fields, sign_in
+from tests.helpers import (
+    ORIGIN,
+    announcement_form,
+    base_config,
+    browser_headers,
+    class_form,
+    form_fields,
+    sign_in,
+)
 
 ARTICLE = "/cspo-certification-benefits"
 EXAMPLES = 300
@@ -375,6 +383,8 @@ class Site:
         # The staff and preferences forms' token, in this client's session.
         login = self.client.get("/login").get_data(as_text=True)
         self.csrf = re.search(r'name="csrf_token"[^>]*?value="([^"]+)"', login)[1]
+        staff_page = self.admin.get("/admin/classes/new").get_data(as_text=True)
+        self.admin_csrf = re.search(r'name="csrf_token"[^>]*?value="([^"]+)"', staff_page)[1]
 
     def snapshot(self) -> tuple:
         """Row counts of every table, and the state of every lead and user:
@@ -546,6 +556,34 @@ def test_fuzz_path_parameters(site, data):
     r = site.check(method, url, client=client)
     if any(ord(c) < 0x20 or c == "\x7f" for c in unquote(url)):
         assert r.status_code in (308, 404), url  # the router: before any view
+
+
+# The admin's forms that need nothing to exist first, and what fills them in.
+STAFF_FORMS = {
+    "/admin/classes/new": class_form(""),
+    "/admin/announcements/new": announcement_form(""),
+    "/admin/users": {"email": "new@example.com", "role": "marketer", "password": "p" * 12},
+    "/admin/suppressions": {"email": "gone@example.com"},
+}
+
+
+@settings(FUZZ, max_examples=200)
+@given(data=st.data())
+def test_fuzz_staff_forms(site, data):
+    """An admin's forms, with NUL, huge numbers, dates at the edges, JSON,
+    files and broken bodies (test_input_sweep.py sweeps each field on both
+    databases)."""
+    path = data.draw(st.sampled_from(sorted(STAFF_FORMS)))
+    plausible = {k: v for k, v in STAFF_FORMS[path].items() if k != "csrf_token"}
+    edge = st.sampled_from(
+        ["0001-01-01", "9999-12-31", "2147483648", "9223372036854775808", "1e400", "NaN"]
+    )
+    for name in plausible:
+        if data.draw(st.integers(0, 5)) == 0:
+            plausible[name] = data.draw(st.one_of(values, edge))
+    names = [*plausible, "submit"]
+    ctype, body, headers = data.draw(bodies(names, site.admin_csrf, plausible))
+    site.check("POST", path, ctype, body, headers, client=site.admin)
 
 
 # --- Targeted cases the fuzzer found, kept as plain regressions.

@@ -13,17 +13,19 @@ this sweep goes through a fixed list on both databases.
 
 from __future__ import annotations
 
+import io
 import re
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import pytest
+from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 from werkzeug.routing.converters import NumberConverter
 
 from extensions import db
-from models import Role
+from models import Announcement, Role, TrainingClass
 from services.leads import subscriptions
 from tests.factories import make_class, queue_every_kind
 from tests.helpers import (
@@ -260,6 +262,42 @@ def test_a_control_character_in_a_staff_query_is_a_400(app, client, value):
     assert client.get(f"/admin/audience-count.json?{q}").status_code == 400
     q = urlencode({"class": value})
     assert client.get(f"/admin/announcements/new?{q}").status_code == 400
+
+
+@pytest.mark.parametrize("body", ["json", "file"])
+def test_a_staff_form_takes_no_json_and_no_file(app, client, body):
+    """Flask-WTF would hand a JSON body's numbers and lists, or an uploaded
+    file, to validators that expect text: a 500 (POST /admin/users with
+    {"email": 5}). No staff page sends either."""
+    seed(app, client)
+    token = re.search(r'name="csrf_token"[^>]*?value="([^"]+)"', client.get("/admin/").text)[1]
+    with app.app_context():
+        ids = {
+            "lead": subscriptions.lead_by_email(LEAD_EMAIL).public_id,
+            "class": db.session.scalars(select(TrainingClass.public_id)).first(),
+            "announcement": db.session.scalars(select(Announcement.public_id)).first(),
+        }
+    posts = [
+        rule
+        for rule in app.url_map.iter_rules()
+        if "POST" in rule.methods and rule.endpoint.startswith(("admin.", "marketing."))
+    ]
+    assert len(posts) > 10
+    wrong = []
+    for rule in posts:
+        # Real ids, so that each view is reached, not a 404.
+        kind = next((k for k in ids if k in rule.endpoint), None)
+        url = _urls(rule, "public_id", ids[kind]) if kind else _urls(rule, "", "")
+        if body == "json":
+            odd = {"email": 5, "title": ["x"], "password": 7, "confirm_email": {"a": 1}}
+            r = client.post(url, json=odd, headers={"X-CSRFToken": token})
+        else:
+            data = {"csrf_token": token, "email": (io.BytesIO(b"a@example.com"), "a.txt")}
+            data |= {"title": (io.BytesIO(b"x"), "t.txt"), "body": (io.BytesIO(b"x"), "b.txt")}
+            r = client.post(url, data=data, content_type="multipart/form-data")
+        if r.status_code != 400:
+            wrong.append(f"{url} ({rule.endpoint}): {r.status_code}")
+    assert not wrong, "\n".join(wrong)
 
 
 # --- Forms and query strings: whatever the pages themselves offer.

@@ -1,6 +1,6 @@
 """Who may see staff pages: anonymous visitors go to the login page, signed-in
-users of the wrong role get 403. Staff pages also refuse control characters
-in their input, and are never kept in a cache."""
+users of the wrong role get 403. Staff pages also take form bodies only,
+refuse control characters in their input, and are never kept in a cache."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ def protect_blueprint(bp: Blueprint, role: Role) -> None:
             return login_manager.unauthorized()
         if not current_user.can(role):
             abort(403)
+        # Staff forms are HTML forms. Flask-WTF would hand a JSON body's
+        # numbers and lists, or a file, to validators expecting text (a 500).
+        if request.is_json or request.files:
+            abort(400)
         # Before any view reads them: PostgreSQL refuses NUL in text (a 500),
         # and no one types control characters into a filter or a form.
         if has_untypable(_names_and_values(request.args, request.form)):
