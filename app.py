@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 from extensions import csrf, db, limiter, login_manager, migrate
+from web import hosts
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -38,13 +39,17 @@ def create_app(test_config: dict | None = None) -> Flask:
                 "SECRET_KEY is not set. Set it in the environment or in .env "
                 "(make run creates one in instance/secret_key for you)."
             )
-    if app.config["TRUSTED_PROXY_COUNT"]:
-        n = app.config["TRUSTED_PROXY_COUNT"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+    # The host names this site answers for: Flask checks them, and
+    # web.hosts.HostCheck answers every other one with a 400 page.
+    app.config["TRUSTED_HOSTS"] = hosts.trusted_hosts(
+        app.config["SITE_URL"], app.config["TRUSTED_HOSTS"] or (), local=app.debug or app.testing
+    )
 
     _configure_engine(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
+    # First of all: a request for another host gets its 400 page and no more.
+    app.before_request(hosts.refuse_untrusted_host)
     # Before CSRFProtect's own check: a multipart part without a name lands
     # in request.form under None, and Flask-WTF would fail on it with a 500.
     app.before_request(_refuse_nameless_form_parts)
@@ -57,7 +62,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from services.content import ArticleStore
     from services.reporting.page_views import ViewCounter
     from services.staff.auth import load_user
-    from web import errors, public_pages, security
+    from web import access, errors, public_pages, routing, security
 
     login_manager.user_loader(load_user)
     app.extensions["articles"] = ArticleStore(
@@ -66,6 +71,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["view_counter"] = ViewCounter(app.config["VIEW_FLUSH_SECONDS"])
     security.init_app(app)
     errors.init_app(app)
+    access.init_app(app)
+    routing.init_app(app)  # before the blueprints add their rules
     app.register_blueprint(subscriptions.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
@@ -76,8 +83,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Reading pages has no limit to check (Flask-Limiter's public exemption).
     limiter.exempt(articles.bp)
     register_commands(app)
-    # Outermost: anonymous reads of public pages are answered before the app.
+    # Anonymous reads of public pages are answered before the app...
     app.wsgi_app = public_pages.PublicPageCache(app)
+    # ...for this site's own host names only...
+    app.wsgi_app = hosts.HostCheck(app)
+    # ...as the proxies in front say (their X-Forwarded-Host is checked too).
+    if app.config["TRUSTED_PROXY_COUNT"]:
+        n = app.config["TRUSTED_PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
 
     if not app.debug and not app.testing:
         logging.basicConfig(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +25,8 @@ from sqlalchemy.exc import ArgumentError
 BASE_DIR = Path(__file__).resolve().parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAIL_BACKENDS = ("file", "smtp", "console")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -126,6 +129,24 @@ class _Environment:
                     f'{name}: "{item}" is not an origin such as https://partner.example'
                 )
             out.append(origin)
+        return out
+
+    def hosts(self, name: str) -> list[str]:
+        """Comma-separated host names, without scheme or port; a leading dot
+        takes in every subdomain (Werkzeug's rule). Lower-cased, IDNA-encoded."""
+        out = []
+        for item in self.items(name):
+            dot, name_part = (".", item[1:]) if item.startswith(".") else ("", item)
+            try:
+                host = name_part.lower().encode("idna").decode("ascii")
+            except UnicodeError:
+                host = ""
+            if not _HOST.fullmatch(host):
+                raise ConfigError(
+                    f'{name}: "{item}" is not a host name such as www.example.com '
+                    "(or .example.com for every subdomain)"
+                )
+            out.append(dot + host)
         return out
 
     def site_url(self, name: str, default: str) -> str:
@@ -248,6 +269,8 @@ class Config:
             "RATELIMIT_STORAGE_URI": env.text("RATELIMIT_STORAGE_URI", "memory://"),
             "RATELIMIT_HEADERS_ENABLED": True,
             "TRUSTED_PROXY_COUNT": env.integer("TRUSTED_PROXY_COUNT", 0, minimum=0),
+            # Host names answered besides SITE_URL's (app.py adds that one).
+            "TRUSTED_HOSTS": env.hosts("TRUSTED_HOSTS"),
             # Forms stay valid while someone reads a long article.
             "WTF_CSRF_TIME_LIMIT": env.integer("WTF_CSRF_TIME_LIMIT", 24 * 3600, minimum=1),
             "MAX_CONTENT_LENGTH": env.integer("MAX_CONTENT_LENGTH", 64 * 1024, minimum=1),

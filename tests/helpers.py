@@ -3,7 +3,8 @@
 A test module imports what it needs from here, never from conftest.py or
 from another test module. Real processes (gunicorn, the worker, the Flask
 CLI) are started with tests/procs.py; SMTP servers and bulk data for the
-delivery tests are in tests/delivery_procs.py; Chromium in tests/e2e/chromium.py.
+delivery tests are in tests/delivery_procs.py; Chromium in tests/e2e/chromium.py;
+the forms and links of a page, as a browser would send them, in tests/page_forms.py.
 """
 
 from __future__ import annotations

@@ -149,6 +149,30 @@ def test_admins_reach_every_staff_page(app, client):
             assert not r.headers["Location"].startswith("/login"), where
 
 
+def _no_store(r) -> bool:
+    return "no-store" in r.headers.get("Cache-Control", "")
+
+
+@pytest.mark.parametrize("role", [None, Role.MARKETER, Role.ADMIN])
+def test_no_staff_response_is_kept_in_a_cache(app, client, role):
+    """Lead pages, the lead list, the dashboard, users, the outbox and the
+    audit log show addresses, IPs and user agents: whatever the answer
+    (a page, a redirect, a refusal, an error), no browser keeps a copy."""
+    if role is not None:
+        sign_in_as(app, client, role)
+    token = csrf_token(client, "/marketing/" if role else "/login")
+    for rule, url, method in staff_rules(app):
+        r = call(client, method, url, token)
+        assert _no_store(r), f"{method} {url} ({rule.endpoint}): {r.headers.get('Cache-Control')}"
+    for url in ("/marketing/no-such-page", "/admin/no-such-page", "/login", "/login?next=/admin/"):
+        r = client.get(url)
+        assert _no_store(r), f"GET {url}: {r.status_code} {r.headers.get('Cache-Control')}"
+    # Public pages stay cacheable for anonymous readers.
+    if role is None:
+        r = client.get("/")
+        assert r.headers["Cache-Control"].startswith("public")
+
+
 def test_a_disabled_users_session_is_anonymous_everywhere(app, client):
     from services.staff import auth
 

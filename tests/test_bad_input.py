@@ -100,7 +100,7 @@ def fresh_fields(client) -> str:
         ({"email": "   "}, "email", "Enter your email address."),
         ({"email": "not-an-email"}, "email", "doesn't look like an email address"),
         ({"email": "a" * 10_000 + "@example.com"}, "email", "characters"),
-        ({"email": "ann\x00@example.com"}, "email", "email address"),
+        ({"email": "ann\x00@example.com"}, "email", "characters no keyboard types"),
         ({"email": "ann@example.com\r\nBcc: x@evil.example"}, "email", "email address"),
         ({"name": "N" * 10_000}, "name", "100 characters"),
         ({"name": "Ann\r\nBcc: x@evil.example"}, "name", "letters, spaces"),
@@ -348,11 +348,14 @@ def test_a_post_from_another_origin_is_refused_and_stores_nothing(app, client, h
 
 
 def _tampered_paths(token: str) -> list[str]:
+    # A NUL or another control character is refused by the router, a 404
+    # before any view (test_input_sweep.py); bytes that are not UTF-8 reach
+    # the view and its "link does not work" page.
     return [
         token[:-2] + ("AA" if not token.endswith("AA") else "BB"),
         token[: len(token) // 2],
         "x" * 2000,
-        "%00%FF",
+        "%FF%FE",
         "a.b.c",
     ]
 

@@ -4,6 +4,7 @@ app with a message naming the setting and the value."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -189,3 +190,18 @@ def test_a_lease_shorter_than_one_send_stops_the_worker(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"WORKER_LEASE_SECONDS \(10\) must be longer"):
         Worker(app)
+
+
+@pytest.mark.parametrize(
+    "value", ["https://leads.example.com", "leads.example.com:443", "bad host", "a..b", "*.x.com"]
+)
+def test_a_bad_trusted_host_stops_the_app(tmp_path, value):
+    expected = re.escape(f'TRUSTED_HOSTS: "{value}" is not a host name')
+    with pytest.raises(ConfigError, match=expected):
+        Config.from_env(str(tmp_path), {"TRUSTED_HOSTS": f"ok.example, {value}"})
+
+
+def test_trusted_hosts_are_read_lower_cased(tmp_path):
+    cfg = Config.from_env(str(tmp_path), {"TRUSTED_HOSTS": " WWW.Example.com, .example.net ,"})
+    assert cfg["TRUSTED_HOSTS"] == ["www.example.com", ".example.net"]
+    assert Config.from_env(str(tmp_path), {})["TRUSTED_HOSTS"] == []

@@ -16,7 +16,7 @@ import json
 import re
 import sqlite3
 from collections import Counter
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,7 +28,15 @@ from extensions import db
 from models import Lead, LeadStatus, Role, User
 from services.leads import signup, subscriptions
 from services.staff.auth import hash_password
-from tests.helpers import ORIGIN, base_config, browser_headers, form_fields
+from tests.helpers import (
+    ORIGIN,
+    announcement_form,
+    base_config,
+    browser_headers,
+    class_form,
+    form_fields,
+    sign_in,
+)
 
 ARTICLE = "/cspo-certification-benefits"
 EXAMPLES = 300
@@ -344,7 +352,10 @@ class Site:
                     role=Role.MARKETER,
                 )
             )
+            admin = User(email="admin@example.com", password_hash="-", role=Role.ADMIN)
+            db.session.add(admin)
             db.session.commit()
+            admin_id = admin.get_id()
             self.tokens = [
                 make(lead)
                 for lead in leads.values()
@@ -362,6 +373,9 @@ class Site:
         self.counts_sql = "SELECT " + ", ".join(counts)
         self.reader = sqlite3.connect(tmp_path / "fuzz.sqlite3")
         self.client = self.app.test_client()
+        # A signed-in admin reaches every staff view (no argon2 round trip).
+        self.admin = self.app.test_client()
+        sign_in(self.admin, admin_id)
         self.seen: Counter[tuple[str, int]] = Counter()  # (route, status) -> examples
         page = self.client.get(ARTICLE).get_data(as_text=True)
         self.signup_fields = form_fields(page)
@@ -369,6 +383,8 @@ class Site:
         # The staff and preferences forms' token, in this client's session.
         login = self.client.get("/login").get_data(as_text=True)
         self.csrf = re.search(r'name="csrf_token"[^>]*?value="([^"]+)"', login)[1]
+        staff_page = self.admin.get("/admin/classes/new").get_data(as_text=True)
+        self.admin_csrf = re.search(r'name="csrf_token"[^>]*?value="([^"]+)"', staff_page)[1]
 
     def snapshot(self) -> tuple:
         """Row counts of every table, and the state of every lead and user:
@@ -385,11 +401,11 @@ class Site:
             ).fetchall(),
         )
 
-    def check(self, method: str, url: str, ctype=None, body=b"", headers=None):
+    def check(self, method: str, url: str, ctype=None, body=b"", headers=None, client=None):
         """The request, and its answer checked: no 5xx, and nothing changed
         by a refused request, a GET or a HEAD."""
         before = self.snapshot()
-        r = self.client.open(
+        r = (client or self.client).open(
             url, method=method, data=body, content_type=ctype, headers=headers or {}
         )
         where = f"{method} {url[:200]!r} {ctype!r} {body[:300]!r} {headers!r}"
@@ -508,6 +524,66 @@ def test_fuzz_login(site, data):
     r = site.check("POST", "/login" + query, ctype, body, headers)
     # Nothing signs in with a fuzzed password.
     assert not 300 <= r.status_code < 400
+
+
+@st.composite
+def path_values(draw) -> str:
+    """A path parameter, quoted: text, nasty values, integers of any size."""
+    value = draw(
+        st.one_of(
+            st.text(min_size=1, max_size=40),
+            nasty.filter(bool),
+            st.integers().map(str),
+            st.integers(min_value=2**31 - 2, max_value=2**64).map(str),
+            st.dates().map(str),
+        )
+    )
+    return quote(value.encode("utf-8", "surrogatepass"), safe="")
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_path_parameters(site, data):
+    """Any route of the URL map, each parameter replaced, as a visitor and as
+    an admin (test_input_sweep.py runs a fixed list on both databases)."""
+    rules = [r for r in site.app.url_map.iter_rules() if r.arguments]
+    rule = data.draw(st.sampled_from(sorted(rules, key=str)))
+    url = rule.rule
+    for name in sorted(rule.arguments):
+        url = re.sub(rf"<(?:[^:<>]+:)?{name}>", lambda _m: data.draw(path_values()), url, count=1)
+    method = data.draw(st.sampled_from(sorted(rule.methods - {"OPTIONS"})))
+    client = data.draw(st.sampled_from([site.client, site.admin]))
+    r = site.check(method, url, client=client)
+    if any(ord(c) < 0x20 or c == "\x7f" for c in unquote(url)):
+        assert r.status_code in (308, 404), url  # the router: before any view
+
+
+# The admin's forms that need nothing to exist first, and what fills them in.
+STAFF_FORMS = {
+    "/admin/classes/new": class_form(""),
+    "/admin/announcements/new": announcement_form(""),
+    "/admin/users": {"email": "new@example.com", "role": "marketer", "password": "p" * 12},
+    "/admin/suppressions": {"email": "gone@example.com"},
+}
+
+
+@settings(FUZZ, max_examples=200)
+@given(data=st.data())
+def test_fuzz_staff_forms(site, data):
+    """An admin's forms, with NUL, huge numbers, dates at the edges, JSON,
+    files and broken bodies (test_input_sweep.py sweeps each field on both
+    databases)."""
+    path = data.draw(st.sampled_from(sorted(STAFF_FORMS)))
+    plausible = {k: v for k, v in STAFF_FORMS[path].items() if k != "csrf_token"}
+    edge = st.sampled_from(
+        ["0001-01-01", "9999-12-31", "2147483648", "9223372036854775808", "1e400", "NaN"]
+    )
+    for name in plausible:
+        if data.draw(st.integers(0, 5)) == 0:
+            plausible[name] = data.draw(st.one_of(values, edge))
+    names = [*plausible, "submit"]
+    ctype, body, headers = data.draw(bodies(names, site.admin_csrf, plausible))
+    site.check("POST", path, ctype, body, headers, client=site.admin)
 
 
 # --- Targeted cases the fuzzer found, kept as plain regressions.

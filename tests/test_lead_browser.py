@@ -199,9 +199,8 @@ ODD_BUT_VALID = [
     {"until": "9999-12-31"},
     {"since": "0001-01-01"},
     {"since": "0001-01-01", "until": "9999-12-31", "sort": "oldest"},
-    {"q": "a\u0000b"},
-    {"utm_source": "x\u0000"},
-    {"source": "\u0000"},
+    {"q": "a\tb"},
+    {"utm_source": "x\n"},
     {"q": "x" * 5000},
     {"q": "\U0001f600"},
     {"q": "%_"},
@@ -217,6 +216,13 @@ def test_odd_but_valid_input_is_not_an_error(staff, seeded):
         if r.status_code != 200:
             failures.append(f"{args!r:.80}: {r.status_code}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("args", [{"q": "a\u0000b"}, {"utm_source": "x\u0000"}, {"source": "\x1b"}])
+def test_control_characters_in_a_filter_are_refused(staff, seeded, args):
+    # No one types them; PostgreSQL refuses NUL in text (web/access.py).
+    assert staff.get("/marketing/leads?" + urlencode(args)).status_code == 400
+    assert staff.get("/marketing/leads.csv?" + urlencode(args)).status_code == 400
 
 
 def test_wide_date_range_keeps_every_lead(staff, seeded):

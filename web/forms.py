@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from flask import request
 from flask_wtf import FlaskForm
 from flask_wtf.form import SUBMIT_METHODS
-from wtforms import SelectMultipleField
+from wtforms import HiddenField, PasswordField, SelectMultipleField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
@@ -16,6 +17,11 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from services.leads import topics
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ufffd]")
+# Control characters other than tab and line breaks: no keyboard types them,
+# and PostgreSQL refuses NUL in text. Tab and line breaks are whitespace that
+# fields trim, or refuse themselves (a name, a mail header).
+_UNTYPABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+UNTYPABLE_MESSAGE = "This contains characters no keyboard types. Please type it again."
 # Anything a mail client would turn into a link (they link bare domains such
 # as "bit.ly/x" and addresses too), and markup.
 _LINKISH = re.compile(
@@ -28,6 +34,10 @@ _LINKISH = re.compile(
 # Bytes that were not UTF-8 reach us as "%FF" (Werkzeug keeps them quoted in
 # urlencoded bodies) or as U+FFFD (multipart): the text did not arrive intact.
 _UNREADABLE = re.compile(r"\ufffd|%[89a-f][0-9a-f]", re.I)
+
+
+def has_untypable(texts: Iterable[str]) -> bool:
+    return any(_UNTYPABLE.search(text) for text in texts if isinstance(text, str))
 
 
 def readable(_form, field) -> None:
@@ -70,6 +80,10 @@ class HtmlForm(FlaskForm):
     Flask-WTF would also read a JSON body and uploaded files, handing the
     validators numbers, lists and FileStorage objects where they expect text
     (a 500, not a 400). No page of ours sends either.
+
+    Every field a person types into refuses control characters other than
+    tab and line breaks, so no such value reaches a query. Hidden fields are
+    the pages' own, cleaned where they are used; passwords are only hashed.
     """
 
     class Meta(FlaskForm.Meta):
@@ -77,3 +91,13 @@ class HtmlForm(FlaskForm):
             if formdata is None or hasattr(formdata, "getlist"):  # given explicitly
                 return formdata
             return request.form if request.method in SUBMIT_METHODS else None
+
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        for field in self:
+            if isinstance(field, HiddenField | PasswordField) or field.errors:
+                continue  # a field's own message says more
+            if has_untypable(field.raw_data or ()):
+                field.errors = [UNTYPABLE_MESSAGE]
+                valid = False
+        return valid

@@ -25,6 +25,7 @@ from werkzeug.http import is_resource_modified, parse_cookie, remove_entity_head
 
 from services import clock
 from services.leads import signup_guard
+from web.hosts import UNTRUSTED_HOST
 
 log = logging.getLogger("leads.public_pages")
 
@@ -127,7 +128,7 @@ class PublicPageCache:
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
-        if method not in ("GET", "HEAD") or self._from_staff(environ):
+        if method not in ("GET", "HEAD") or self._from_staff(environ) or UNTRUSTED_HOST in environ:
             return self.wsgi_app(environ, start_response)
         path = environ.get("PATH_INFO", "")
         entry = self.entries.get(path)

@@ -47,7 +47,10 @@ class ClassForm(FlaskForm):
     online = BooleanField("Online class")
     location = StringField("Location (for classes in person)", validators=[Length(max=200)])
     trainer = StringField("Trainer", validators=[Length(max=200)])
-    price = DecimalField("Price", places=2, validators=[Optional(), NumberRange(min=0)])
+    # The column holds 10 digits, 2 after the point.
+    price = DecimalField(
+        "Price", places=2, validators=[Optional(), NumberRange(min=0, max=99_999_999)]
+    )
     currency = StringField("Currency", validators=[Length(min=3, max=3)], default="EUR")
     seats = IntegerField("Seats", validators=[Optional(), NumberRange(min=0, max=10000)])
     seats_taken = IntegerField(
@@ -74,7 +77,12 @@ class AnnouncementForm(FlaskForm):
     )
     topic = SelectField("Send to leads who want", choices=topic_choices())
     training_class = SelectField("Linked class", choices=[], validate_choice=False)
-    source_slug = SelectField("Only leads who signed up on", choices=[], validate_choice=False)
+    source_slug = SelectField(
+        "Only leads who signed up on",
+        choices=[],
+        validate_choice=False,
+        validators=[Length(max=200)],
+    )
     signed_up_from = DateField("Signed up from", validators=[Optional()])
     signed_up_until = DateField("Signed up until", validators=[Optional()])
     ignore_frequency_cap = BooleanField("Send even to leads who got marketing mail recently")

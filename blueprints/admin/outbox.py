@@ -9,6 +9,7 @@ from blueprints.admin.base import PER_PAGE, bp, sandboxed_mail
 from blueprints.admin.forms import ActionForm, SuppressForm
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus, email_hash
+from services import paging
 from services.delivery import outbox, outbox_report
 from services.leads import suppressions
 from services.leads.addresses import InvalidAddress, normalise
@@ -22,10 +23,14 @@ def outbox_list():
     kind = request.args.get("kind", "")
     statuses = [s.value for s in OutboxStatus]
     kinds = [k.value for k in MailKind]
+    try:
+        before = paging.parse_before(request.args.get("before"))
+    except paging.PagingError:
+        abort(400)
     page = outbox_report.page(
         OutboxStatus(status) if status in statuses else None,
         MailKind(kind) if kind in kinds else None,
-        before=request.args.get("before", type=int),
+        before=before,
         per_page=PER_PAGE,
     )
     return render_template(

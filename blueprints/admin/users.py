@@ -9,6 +9,7 @@ from blueprints.admin.base import PER_PAGE, bp
 from blueprints.admin.forms import UserCreateForm, UserUpdateForm
 from extensions import db
 from models import Role
+from services import paging
 from services.staff import audit, auth
 
 
@@ -51,5 +52,9 @@ def user_update(user_id: int):
 
 @bp.get("/audit")
 def audit_log():
-    page = audit.page(request.args.get("before", type=int), PER_PAGE)
+    try:
+        before = paging.parse_before(request.args.get("before"))
+    except paging.PagingError:
+        abort(400)
+    page = audit.page(before, PER_PAGE)
     return render_template("admin/audit.html", rows=page.rows, next_before=page.next_before)
