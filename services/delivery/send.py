@@ -76,8 +76,12 @@ def deliver(
         record("failed", status=OutboxStatus.FAILED.value, last_error=f"render: {exc}"[:2000])
         if row.announcement_id is not None and row.lead_id is not None:
             batch.failed_announcements.add(row.announcement_id)
-            announcements.fail(row.announcement_id, str(exc))
-            db.session.commit()
+            try:
+                announcements.fail(row.announcement_id, str(exc))
+                db.session.commit()
+            except Exception:  # its rows fail one by one instead; the queue goes on
+                db.session.rollback()
+                log.exception("announcement %s: could not mark it failed", row.announcement_id)
         return
     except Exception as exc:  # a template bug must not stop the queue
         log.exception("could not render outbox row %s", row.id)

@@ -52,8 +52,12 @@ def _isolated(
     except Exception as exc:
         db.session.rollback()
         log.exception("%s: planning failed, giving up", label)
-        give_up(_reason(exc))
-        db.session.commit()
+        try:
+            give_up(_reason(exc))
+            db.session.commit()
+        except Exception:  # the next pass meets it again; the others go on now
+            db.session.rollback()
+            log.exception("%s: could not record the failure", label)
     return None
 
 
