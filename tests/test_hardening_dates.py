@@ -290,3 +290,28 @@ def test_cli_generate_keeps_signups_in_the_range(app, runner):
     result = runner.invoke(args=["leads", "generate", "3", "--days", "100000000"])
     assert result.exit_code == 2, result.output
     assert "--days" in result.output and "3650" in result.output
+
+
+def test_a_reminder_step_given_up_is_audited_once_and_not_tried_again(app, frozen):
+    """What the planner does with a reminder step that fails for a reason
+    of its own (a lock or a lost connection leaves it for the next pass)."""
+    from services.campaigns import reminders
+
+    frozen.set(SEPT_2026)
+    with app.app_context():
+        make_lead("ann@example.com")
+        cls = make_class(start=((SEPT_2026 + timedelta(days=5)).date(), time(9)))
+        db.session.commit()
+        (step,) = reminders.due_steps()
+        assert (step.class_id, step.days) == (cls.id, 7)
+        reminders.give_up(step, "ValueError: boom")
+        db.session.commit()
+        reminders.give_up(step, "ValueError: boom")  # another worker, later
+        db.session.commit()
+        plan_due_work()
+        assert count(app, OutboxMessage) == 0
+        event = db.session.execute(
+            select(AuditEvent).where(AuditEvent.action == "class.reminder_failed")
+        ).scalar_one()
+        assert event.target == cls.public_id and event.actor == "system"
+        assert event.details == {"days": 7, "reason": "ValueError: boom"}

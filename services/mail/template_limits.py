@@ -295,10 +295,7 @@ def _urlize(a: dict) -> None:
 
 def _tojson(a: dict) -> None:
     indent = a["indent"]
-    if (
-        indent is not None
-        and (len(indent) if isinstance(indent, str) else indent) > MAX_JSON_INDENT
-    ):
+    if (len(indent) if isinstance(indent, str) else _number(indent)) > MAX_JSON_INDENT:
         raise TooBig(f"tojson indents by at most {MAX_JSON_INDENT}")
 
 
