@@ -247,7 +247,12 @@ def leads_export(output: str, excel: bool, **raw) -> None:
 
 @leads_group.command("generate")
 @click.argument("count", type=int)
-@click.option("--days", default=365, help="spread signups over this many days")
+@click.option(
+    "--days",
+    default=365,
+    type=click.IntRange(1, 3650),  # signups after 2000, as services.dates expects
+    help="spread signups over this many days (up to 3650)",
+)
 @click.option("--seed", default=1)
 @with_appcontext
 def leads_generate(count: int, days: int, seed: int) -> None:

@@ -20,6 +20,9 @@ class AnnouncementStatus(enum.StrEnum):
     PAUSED = "paused"  # its queued rows are held
     SENT = "sent"  # every row finished
     CANCELLED = "cancelled"
+    # Could not be sent (a stored date out of range, a text past the render
+    # bounds): `failure` says why; its unsent rows are cancelled.
+    FAILED = "failed"
 
 
 class Announcement(Base):
@@ -50,6 +53,7 @@ class Announcement(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failure: Mapped[str | None] = mapped_column(Text)  # why it failed
 
     training_class: Mapped[TrainingClass | None] = relationship()
     created_by: Mapped[User | None] = relationship()

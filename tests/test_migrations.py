@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from app import create_app
 from extensions import db
@@ -110,3 +111,42 @@ def test_the_migrated_schema_takes_a_signup(migrated_app):
     assert signup(client, "ann@example.com").status_code == 303
     with app.app_context():
         assert db.session.execute(text("SELECT email FROM lead")).scalar_one() == "ann@example.com"
+
+
+def _insert_announcement(status: str) -> None:
+    db.session.execute(
+        text(
+            "INSERT INTO announcement (public_id, subject, body, topic, ignore_frequency_cap,"
+            " status, send_timezone, created_at)"
+            " VALUES (:p, 's', 'b', 'newsletter', false, :status, 'UTC', CURRENT_TIMESTAMP)"
+        ),
+        {"p": f"p-{status}", "status": status},
+    )
+
+
+def test_an_announcement_can_be_failed_with_its_reason_after_upgrade(migrated_app):
+    """The CHECK constraint of the status (issue 14) changes with the enum."""
+    app = migrated_app
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    with app.app_context():
+        _insert_announcement("failed")
+        db.session.execute(text("UPDATE announcement SET failure = 'why'"))
+        db.session.commit()
+        with pytest.raises(IntegrityError):
+            _insert_announcement("exploded")
+        db.session.rollback()
+        db.session.execute(text("DELETE FROM announcement"))
+        db.session.commit()
+    # Downgrading keeps the row (as cancelled) and the old constraint.
+    with app.app_context():
+        _insert_announcement("failed")
+        db.session.commit()
+        db.session.remove()
+    assert runner.invoke(args=["db", "downgrade", "f4538e6eb80d"]).exit_code == 0
+    with app.app_context():
+        status = db.session.execute(text("SELECT status FROM announcement")).scalar_one()
+        assert status == "cancelled"
+        with pytest.raises(IntegrityError):
+            _insert_announcement("failed")
+        db.session.rollback()

@@ -12,7 +12,7 @@ from blueprints.admin.forms import ActionForm, AnnouncementForm, ScheduleForm
 from extensions import db
 from models import Announcement
 from services import timezones
-from services.campaigns import announcements, classes
+from services.campaigns import announcements, audience, classes
 from services.mail import compose, templating
 from services.mail.templating import MergeTagError
 from services.reporting.lead_query import FilterError, LeadFilters
@@ -116,7 +116,7 @@ def announcement_detail(public_id: str):
         schedule_form.timezone.data = ann.training_class.timezone
     else:
         schedule_form.timezone.data = "Europe/Berlin"
-    count = announcements.audience_count(announcements.audience_of(ann))
+    count = audience.count(audience.of(ann))
     return render_template(
         "admin/announcement.html",
         ann=ann,
@@ -233,5 +233,5 @@ def audience_count():
         return jsonify(error=str(exc)), 400
     if not f.topic:
         return jsonify(error="choose a topic"), 400
-    stmt = announcements.audience(f.topic, request.args.get("source") or None, f.since, f.until)
-    return jsonify(count=announcements.audience_count(stmt))
+    stmt = audience.leads(f.topic, request.args.get("source") or None, f.since, f.until)
+    return jsonify(count=audience.count(stmt))

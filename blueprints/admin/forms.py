@@ -18,11 +18,27 @@ from wtforms import (
     URLField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    ValidationError,
+)
 
+from services import dates
 from web.forms import topic_choices
 
 ROLE_CHOICES = [SelectChoice("marketer", "Marketer"), SelectChoice("admin", "Admin")]
+
+
+def in_date_range(_form, field) -> None:
+    """services.dates' range, shown beside the field (the services check it too)."""
+    try:
+        dates.check(field.data, field.label.text)
+    except dates.DateRangeError as exc:
+        raise ValidationError(str(exc)) from exc
 
 
 class ClassForm(FlaskForm):
@@ -34,9 +50,9 @@ class ClassForm(FlaskForm):
     course = StringField("Course", validators=[Length(max=20)], default="CSPO")
     # InputRequired, not DataRequired: a date that does not parse keeps its
     # "Not a valid date value" instead of a misleading "This field is required".
-    start_date = DateField("Start date", validators=[InputRequired()])
+    start_date = DateField("Start date", validators=[InputRequired(), in_date_range])
     start_time = TimeField("Start time", validators=[InputRequired()])
-    end_date = DateField("End date", validators=[InputRequired()])
+    end_date = DateField("End date", validators=[InputRequired(), in_date_range])
     end_time = TimeField("End time", validators=[InputRequired()])
     timezone = StringField(
         "Time zone",
@@ -83,13 +99,14 @@ class AnnouncementForm(FlaskForm):
         validate_choice=False,
         validators=[Length(max=200)],
     )
-    signed_up_from = DateField("Signed up from", validators=[Optional()])
-    signed_up_until = DateField("Signed up until", validators=[Optional()])
+    signed_up_from = DateField("Signed up from", validators=[Optional(), in_date_range])
+    signed_up_until = DateField("Signed up until", validators=[Optional(), in_date_range])
     ignore_frequency_cap = BooleanField("Send even to leads who got marketing mail recently")
     submit = SubmitField("Save draft")
 
 
 class ScheduleForm(FlaskForm):
+    # Its range is checked by announcements.schedule, whose errors the page shows.
     send_date = DateField("Date", validators=[Optional()])
     send_time = TimeField("Time", validators=[Optional()])
     timezone = StringField(

@@ -1,4 +1,4 @@
-"""Announcements: audience, schedule, set-based fan-out, pause, cancel.
+"""Announcements: drafts, schedule, set-based fan-out, pause, cancel, failure.
 
 The fan-out is one INSERT ... SELECT into the outbox, guarded by a unique key
 on (announcement_id, lead_id): whoever runs it, however often, each lead gets
@@ -9,7 +9,7 @@ ever made twice, so nobody is mailed twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, time, timedelta
 
 from sqlalchemy import exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,19 +19,20 @@ from models import (
     Announcement,
     AnnouncementStatus,
     Lead,
-    LeadStatus,
-    LeadTopic,
     MailKind,
     OutboxMessage,
     OutboxStatus,
     TrainingClass,
     User,
 )
-from services import clock, timezones
+from services import clock, dates, timezones
+from services.campaigns import audience
 from services.leads import topics
 from services.mail import templating
+from services.staff import audit
 
 EDITABLE = (AnnouncementStatus.DRAFT, AnnouncementStatus.SCHEDULED)
+UNDERWAY = (AnnouncementStatus.SCHEDULED, AnnouncementStatus.SENDING, AnnouncementStatus.PAUSED)
 
 
 class AnnouncementError(ValueError):
@@ -82,18 +83,20 @@ def scheduled() -> list[Announcement]:
     return list(
         db.session.execute(
             select(Announcement)
-            .where(
-                Announcement.status.in_(
-                    [
-                        AnnouncementStatus.SCHEDULED,
-                        AnnouncementStatus.SENDING,
-                        AnnouncementStatus.PAUSED,
-                    ]
-                )
-            )
+            .where(Announcement.status.in_(UNDERWAY))
             .order_by(Announcement.send_at)
         ).scalars()
     )
+
+
+def _check_dates(signed_up_from: date | None, signed_up_until: date | None) -> None:
+    try:
+        dates.check(signed_up_from, "Signed up from")
+        dates.check(signed_up_until, "Signed up until")
+    except dates.DateRangeError as exc:
+        raise AnnouncementError(str(exc)) from exc
+    if signed_up_from and signed_up_until and signed_up_from > signed_up_until:
+        raise AnnouncementError("The signup date range ends before it starts.")
 
 
 def apply(ann: Announcement, data: AnnouncementInput) -> None:
@@ -103,8 +106,8 @@ def apply(ann: Announcement, data: AnnouncementInput) -> None:
         raise AnnouncementError("Choose who it goes to: one of the topics.")
     if not data.subject.strip() or not data.body.strip():
         raise AnnouncementError("Write a subject and a body.")
-    if data.signed_up_from and data.signed_up_until and data.signed_up_from > data.signed_up_until:
-        raise AnnouncementError("The signup date range ends before it starts.")
+    _check_dates(data.signed_up_from, data.signed_up_until)
+    # Bounded in time and size: a text that runs away is refused here.
     templating.check(data.subject, data.body, sample_context(data.training_class))
     ann.subject = data.subject.strip()
     ann.body = data.body
@@ -147,36 +150,6 @@ def queue_test(ann: Announcement, email: str) -> OutboxMessage:
     return row
 
 
-def audience(
-    topic: str,
-    source_slug: str | None = None,
-    signed_up_from: date | None = None,
-    signed_up_until: date | None = None,
-):
-    """SELECT lead.id of the confirmed leads who want the topic."""
-    stmt = select(Lead.id).where(
-        Lead.status == LeadStatus.CONFIRMED,
-        exists().where(LeadTopic.lead_id == Lead.id, LeadTopic.topic == topic),
-    )
-    if source_slug:
-        stmt = stmt.where(Lead.source_slug == source_slug)
-    if signed_up_from:
-        stmt = stmt.where(Lead.created_at >= datetime.combine(signed_up_from, time.min, UTC))
-    if signed_up_until:
-        stmt = stmt.where(
-            Lead.created_at < datetime.combine(signed_up_until + timedelta(days=1), time.min, UTC)
-        )
-    return stmt
-
-
-def audience_of(ann: Announcement):
-    return audience(ann.topic, ann.source_slug, ann.signed_up_from, ann.signed_up_until)
-
-
-def audience_count(stmt) -> int:
-    return db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-
-
 def schedule(
     ann: Announcement, day: date | None, wall: time | None, zone: str, now: bool = False
 ) -> str | None:
@@ -189,6 +162,10 @@ def schedule(
     else:
         if day is None or wall is None:
             raise AnnouncementError("Give a date and a time, or send it now.")
+        try:
+            dates.check(day, "Date")
+        except dates.DateRangeError as exc:
+            raise AnnouncementError(str(exc)) from exc
         resolved = timezones.to_utc(day, wall, zone)
         when, note = resolved.utc, resolved.note
         if when < clock.now() - timedelta(minutes=1):
@@ -238,7 +215,8 @@ def fan_out(ann_id: int) -> int | None:
         return None
     ann = db.session.get(Announcement, ann_id)
     db.session.refresh(ann)
-    recipients = audience_of(ann).with_only_columns(
+    check_stored(ann)
+    recipients = audience.of(ann).with_only_columns(
         literal(MailKind.ANNOUNCEMENT.value),
         Lead.id,
         literal(ann.id),
@@ -295,11 +273,40 @@ def due_announcements() -> list[int]:
     )
 
 
-def _move_rows(ann_id: int, from_: OutboxStatus, to: OutboxStatus) -> int:
+def check_stored(ann: Announcement) -> None:
+    """What apply checks, once more on the stored row before its fan-out:
+    text saved before a rule existed (or written by hand) fails here, with
+    its reason, instead of in every mail. Raises AnnouncementError or
+    templating.MergeTagError."""
+    _check_dates(ann.signed_up_from, ann.signed_up_until)
+    templating.check(ann.subject, ann.body, sample_context(ann.training_class))
+
+
+def fail(ann_id: int, reason: str) -> bool:
+    """Mark a scheduled, sending or paused announcement failed with its
+    reason, cancel its mail not yet sent, and audit it; False when it was in
+    none of those states (another worker failed it first). The caller commits."""
+    reason = reason[:2000]
+    if not _conditional_status(
+        ann_id, UNDERWAY, AnnouncementStatus.FAILED, failure=reason, finished_at=clock.now()
+    ):
+        return False
+    unsent = (OutboxStatus.QUEUED, OutboxStatus.HELD)
+    note = f"announcement failed: {reason}"[:2000]
+    cancelled = _move_rows(ann_id, unsent, OutboxStatus.CANCELLED, last_error=note)
+    public_id = db.session.execute(
+        select(Announcement.public_id).where(Announcement.id == ann_id)
+    ).scalar_one()
+    audit.record(None, "announcement.failed", public_id, reason=reason, cancelled=cancelled)
+    return True
+
+
+def _move_rows(ann_id: int, from_: OutboxStatus | tuple, to: OutboxStatus, **values) -> int:
+    from_ = from_ if isinstance(from_, tuple) else (from_,)
     return db.session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.announcement_id == ann_id, OutboxMessage.status == from_)
-        .values(status=to)
+        .where(OutboxMessage.announcement_id == ann_id, OutboxMessage.status.in_(from_))
+        .values(status=to, **values)
         .execution_options(synchronize_session=False)
     ).rowcount
 
@@ -356,8 +363,7 @@ def cancel(ann: Announcement) -> int:
         finished_at=clock.now(),
     ):
         raise AnnouncementError(f"A {ann.status.value} announcement cannot be cancelled.")
-    n = _move_rows(ann.id, OutboxStatus.QUEUED, OutboxStatus.CANCELLED)
-    n += _move_rows(ann.id, OutboxStatus.HELD, OutboxStatus.CANCELLED)
+    n = _move_rows(ann.id, (OutboxStatus.QUEUED, OutboxStatus.HELD), OutboxStatus.CANCELLED)
     db.session.refresh(ann)
     return n
 

@@ -15,7 +15,7 @@ from werkzeug.urls import iri_to_uri
 
 from extensions import db
 from models import ClassClick, ClassStatus, Lead, TrainingClass
-from services import clock, timezones
+from services import clock, dates, timezones
 from services.content import TRAINING_PATH
 from services.leads import subscriptions, tokens
 from services.reporting import funnel
@@ -125,6 +125,11 @@ def _check_url(url: str | None) -> str | None:
 
 def apply(cls: TrainingClass, data: ClassInput) -> list[str]:
     """Set a class from an admin's form; returns notes about DST edges."""
+    try:
+        dates.check(data.start_day, "Start date")
+        dates.check(data.end_day, "End date")
+    except dates.DateRangeError as exc:
+        raise ClassError(str(exc)) from exc
     start = timezones.to_utc(data.start_day, data.start_time, data.timezone)
     end = timezones.to_utc(data.end_day, data.end_time, data.timezone)
     if end.utc <= start.utc:

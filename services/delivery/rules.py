@@ -3,7 +3,7 @@ it, and the state read again right before the mail leaves."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
@@ -64,6 +64,9 @@ class Batch:
     refs: Refs
     recently_mailed: set[int]  # leads with capped mail inside the cap
     clicked: set[tuple[int, int]]  # (class, lead): register clicked
+    # Announcements failed while this batch was sent: the rest of their rows
+    # are not rendered again only to be refused.
+    failed_announcements: set[int] = field(default_factory=set)
 
     def lead_for(self, row: QueuedMail) -> Recipient | None:
         return self.leads.get(row.lead_id) if row.lead_id else None
@@ -192,6 +195,11 @@ def skip_reason(row: QueuedMail, lead: Recipient | None, batch: Batch) -> str | 
         announcement = batch.refs.announcement(row.announcement_id)
         if announcement is None or announcement.status == AnnouncementStatus.CANCELLED:
             return "announcement cancelled"
+        if (
+            announcement.status == AnnouncementStatus.FAILED
+            or announcement.id in batch.failed_announcements
+        ):
+            return "announcement failed"
         topic = announcement.topic
     else:
         topic = REQUIRED_TOPIC.get(kind)
@@ -238,6 +246,8 @@ def reason_now(conn: Connection, row: QueuedMail, lead: Recipient | None) -> str
             return reason
     if ann_status == AnnouncementStatus.CANCELLED.value:
         return "announcement cancelled"
+    if ann_status == AnnouncementStatus.FAILED.value:
+        return "announcement failed"
     if suppressed and (not kind.transactional or suppressed in HARD_SUPPRESSIONS):
         return f"address suppressed ({suppressed})"
     return None

@@ -11,9 +11,11 @@ from flask import current_app
 from extensions import db
 from models import MailKind, OutboxStatus
 from services import clock
+from services.campaigns import announcements
 from services.delivery.claim import backoff_seconds, finish
 from services.delivery.rules import CAPPED_KINDS, Batch, reason_now, skip_reason
 from services.leads import suppressions
+from services.mail import templating
 from services.mail.compose import QueuedMail, compose
 from services.mail.mailer import DeliveryError, Transport
 
@@ -68,6 +70,19 @@ def deliver(
         return
     try:
         composed = compose(row, lead, batch.refs)
+    except templating.TemplateLimitError as exc:
+        # Past the render bounds: every mail of the text would be, so the
+        # announcement fails with the reason and its other rows do not go.
+        record("failed", status=OutboxStatus.FAILED.value, last_error=f"render: {exc}"[:2000])
+        if row.announcement_id is not None and row.lead_id is not None:
+            batch.failed_announcements.add(row.announcement_id)
+            try:
+                announcements.fail(row.announcement_id, str(exc))
+                db.session.commit()
+            except Exception:  # its rows fail one by one instead; the queue goes on
+                db.session.rollback()
+                log.exception("announcement %s: could not mark it failed", row.announcement_id)
+        return
     except Exception as exc:  # a template bug must not stop the queue
         log.exception("could not render outbox row %s", row.id)
         record("failed", status=OutboxStatus.FAILED.value, last_error=f"render: {exc}"[:2000])

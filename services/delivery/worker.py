@@ -4,12 +4,15 @@ The guarantees are in services.delivery.claim."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from config import ConfigError
 from extensions import db
@@ -21,21 +24,67 @@ from services.mail.mailer import Transport, transport_from_config
 log = logging.getLogger("leads.worker")
 
 
+# Errors that pass (a lock, a lost connection, a serialization failure):
+# the item stays due and the next pass tries again. Any other error is the
+# item's own, and it is given up with its reason.
+PASSING_ERRORS = (OperationalError, InterfaceError)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValueError):  # ours: AnnouncementError, MergeTagError...
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _isolated(
+    label: str, work: Callable[[], int | None], give_up: Callable[[str], object]
+) -> int | None:
+    """Run one item of planned work in its own transaction. One that fails
+    is rolled back alone: given up (with its reason) unless the error
+    passes, and the loop goes on with the next."""
+    try:
+        result = work()
+        db.session.commit()
+        return result
+    except PASSING_ERRORS:
+        db.session.rollback()
+        log.exception("%s: planning failed, trying again on the next pass", label)
+    except Exception as exc:
+        db.session.rollback()
+        log.exception("%s: planning failed, giving up", label)
+        try:
+            give_up(_reason(exc))
+            db.session.commit()
+        except Exception:  # the next pass meets it again; the others go on now
+            db.session.rollback()
+            log.exception("%s: could not record the failure", label)
+    return None
+
+
 def plan_due_work() -> None:
     """Work the clock sets in motion: announcements whose time has come are
     fanned out, class reminders planned, finished announcements closed.
-    Safe to run from any number of workers at once."""
+    Safe to run from any number of workers at once. Each announcement and
+    each reminder step is its own transaction: a broken one is marked
+    failed and audited, and the others still go."""
     from services.campaigns import announcements, reminders
 
     for ann_id in announcements.due_announcements():
-        queued = announcements.fan_out(ann_id)
-        db.session.commit()
+        queued = _isolated(
+            f"announcement {ann_id}",
+            functools.partial(announcements.fan_out, ann_id),
+            functools.partial(announcements.fail, ann_id),
+        )
         if queued is not None:
             log.info("announcement %s: queued %d mails", ann_id, queued)
-    queued = reminders.plan()
-    db.session.commit()
-    if queued:
-        log.info("class reminders: queued %d mails", queued)
+    for step in reminders.due_steps():
+        queued = _isolated(
+            str(step),
+            functools.partial(reminders.plan_step, step),
+            functools.partial(reminders.give_up, step),
+        )
+        if queued:
+            log.info("%s: queued %d mails", step, queued)
     announcements.finish_sent()
     db.session.commit()
 

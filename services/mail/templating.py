@@ -13,6 +13,9 @@ filled in with autoescape on: the HTML's structure comes from the admin's
 text only, and a value (a lead's name such as `[Win](//evil.example)` or
 `<b>`) is always text. A `{% if %}` or `{% for %}` around whole Markdown
 blocks belongs on lines of its own, with blank lines around it.
+
+Every render is bounded in time and size (services.mail.template_limits):
+at save, at preview and in the worker alike.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
+
+from services.mail import template_limits as limits
+from services.mail.sandbox import BoundedSandbox
 
 MERGE_TAGS = {
     "first_name": "the lead's first name (empty when unknown): {{ first_name or 'there' }}",
@@ -52,46 +58,32 @@ class MergeTagError(ValueError):
     """An admin's template that cannot be rendered, with a readable reason."""
 
 
+class TemplateLimitError(MergeTagError):
+    """A render past the bounds in time or size: at save the text is
+    refused; in the worker its announcement fails."""
+
+
 # Text a lead typed (their name) and their address: never in the subject.
 LEAD_TYPED = ("first_name", "email")
-# The longest string or list one `*` may build, and the largest exponent of
-# `**`: an admin's typo must not take the web worker's memory or CPU.
-MAX_REPEAT = 10_000
-MAX_EXPONENT = 64
 _NOT_ALLOWED_TAGS = {
     nodes.Include: "{% include %}",
     nodes.Extends: "{% extends %}",
     nodes.Import: "{% import %}",
     nodes.FromImport: "{% from ... import %}",
+    # These keep their output aside, out of sight of the size bound, or call
+    # themselves: no announcement needs them.
+    nodes.Macro: "{% macro %}",
+    nodes.CallBlock: "{% call %}",
+    nodes.AssignBlock: "{% set %}…{% endset %}",
+    nodes.FilterBlock: "{% filter %}",
 }
 # The one name Jinja gives a template that may be used: inside a for loop.
 # (`self`, the template object, is refused like any name we did not hand in.)
 _LOOP_NAMES = frozenset({"loop"})
 
 
-class _TooBig(SecurityError):
-    pass
-
-
-class _MergeTagEnvironment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context, operator, left, right):
-        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-            raise _TooBig(f"the exponent {right} is too large")
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(times, int)
-                    and len(seq) * times > MAX_REPEAT
-                ):
-                    raise _TooBig("that repetition makes a text that is too long")
-        return super().call_binop(context, operator, left, right)
-
-
-def _environment(autoescape: bool) -> _MergeTagEnvironment:
-    env = _MergeTagEnvironment(
+def _environment(autoescape: bool) -> BoundedSandbox:
+    env = BoundedSandbox(
         undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=True
     )
     # No globals at all (Jinja's default lipsum, cycler, range...): admins get
@@ -111,12 +103,14 @@ def _check_names(parsed: nodes.Template, context: dict | frozenset[str]) -> None
     """Refuse, before rendering, what the merge tags do not offer: names we
     did not hand in (even in a branch that would not run, `self` included)
     and tags that load other templates."""
-    for node_type, label in _NOT_ALLOWED_TAGS.items():
-        if parsed.find(node_type) is not None:
-            raise MergeTagError(
-                f"{label} is not available in announcements. "
-                "Use only the merge tags listed beside the editor."
-            )
+    labels = [label for kind, label in _NOT_ALLOWED_TAGS.items() if parsed.find(kind) is not None]
+    if any(loop.recursive for loop in parsed.find_all(nodes.For)):
+        labels.append("{% for ... recursive %}")
+    if labels:
+        raise MergeTagError(
+            f"{labels[0]} is not available in announcements. "
+            "Use only the merge tags listed beside the editor."
+        )
     stored = {n.name for n in parsed.find_all(nodes.Name) if n.ctx in ("store", "param")}
     known = set(context) | stored | _LOOP_NAMES
     for name in parsed.find_all(nodes.Name):
@@ -135,8 +129,15 @@ def _readable_errors(context: dict) -> Iterator[None]:
         yield
     except MergeTagError:
         raise
-    except _TooBig as exc:
-        raise MergeTagError(f"That template would make a text far too long: {exc}.") from exc
+    except limits.TooBig as exc:
+        raise TemplateLimitError(f"That template would make a text far too long: {exc}.") from exc
+    except limits.TooSlow as exc:
+        raise TemplateLimitError(
+            f"That template takes too long to render ({exc}): "
+            "look for loops inside loops, or texts made very long."
+        ) from exc
+    except RecursionError as exc:
+        raise TemplateLimitError("That template nests too deeply to be rendered.") from exc
     except SecurityError as exc:
         raise MergeTagError(
             "That template tries to reach inside Python objects, which is not allowed. "
@@ -191,6 +192,16 @@ def _link_target(value: str) -> str:
 
 
 _html_env.filters["link_target"] = _link_target
+
+
+def _check_link_loops(parsed: nodes.Template) -> None:
+    """A link target is built aside before it is checked (a filter block):
+    a loop there would build it out of sight of the size bound."""
+    for block in parsed.find_all(nodes.FilterBlock):
+        if block.filter.name == "link_target" and block.find(nodes.For) is not None:
+            raise MergeTagError(
+                "A loop cannot make a link's address: use merge tags and {% if %} there."
+            )
 
 
 def _guard_links(tokens: list[Token]) -> None:
@@ -258,9 +269,17 @@ def _names_in(source: str) -> frozenset[str]:
         return frozenset()  # compiling reports the syntax error
 
 
-def _compile(env: _MergeTagEnvironment, source: str, names: frozenset[str]) -> Template:
-    _check_names(env.parse(source), names)
-    return env.from_string(source)
+def _compile(env: BoundedSandbox, source: str, names: frozenset[str]) -> Template:
+    parsed = env.parse(source)
+    _check_names(parsed, names)
+    return env.template(parsed)
+
+
+def _compile_html(body: str) -> Template:
+    """The same tags as the text part (checked there), in Markdown's HTML."""
+    parsed = _html_env.parse(_markdown_template(body))
+    _check_link_loops(parsed)
+    return _html_env.template(parsed)
 
 
 # An announcement goes to many leads with one text: parsed, checked and
@@ -279,7 +298,7 @@ def compile_announcement(subject: str, body: str, names: frozenset[str]) -> Comp
     return Compiled(
         subject=_compile(_text_env, subject, names),
         text=_compile(_text_env, body, names),
-        html=_html_env.from_string(_markdown_template(body)),  # the same tags as text
+        html=_compile_html(body),
     )
 
 
@@ -295,11 +314,12 @@ def render(subject: str, body: str, context: dict) -> RenderedBody:
     whatever the class fields produce."""
     with _readable_errors(context):
         compiled = compile_announcement(subject, body, frozenset(context))
-        return RenderedBody(
-            subject=" ".join(compiled.subject.render(context).split())[:200],
-            text=compiled.text.render(context),
-            html=compiled.html.render(context),
-        )
+        with limits.budget():  # for the three parts together, compiling aside
+            return RenderedBody(
+                subject=" ".join(limits.render(compiled.subject, context).split())[:200],
+                text=limits.render(compiled.text, context),
+                html=limits.render(compiled.html, context),
+            )
 
 
 def check(subject: str, body: str, context: dict) -> None:

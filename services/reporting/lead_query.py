@@ -8,12 +8,13 @@ import base64
 import json
 import re
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 
 from sqlalchemy import Select, and_, exists, func, or_, select
 
 from extensions import db
 from models import Lead, LeadStatus, LeadTopic
+from services import dates
 from services.leads import topics
 
 SORTS = {
@@ -59,7 +60,9 @@ class LeadFilters:
             if not raw:
                 return None
             try:
-                return date.fromisoformat(raw)
+                return dates.check(date.fromisoformat(raw), name)
+            except dates.DateRangeError as exc:
+                raise FilterError(str(exc)) from exc
             except ValueError as exc:
                 raise FilterError(f"{name}: use a date like 2026-01-31") from exc
 
@@ -103,10 +106,6 @@ class LeadFilters:
         }
 
 
-def _day_start(d: date) -> datetime:
-    return datetime.combine(d, time.min, tzinfo=UTC)
-
-
 def filtered(f: LeadFilters) -> Select:
     """SELECT lead WHERE <filters>, unordered."""
     stmt = select(Lead)
@@ -136,9 +135,10 @@ def filtered(f: LeadFilters) -> Select:
     if f.utm_campaign:
         stmt = stmt.where(Lead.utm_campaign == f.utm_campaign)
     if f.since:
-        stmt = stmt.where(Lead.created_at >= _day_start(f.since))
-    if f.until and f.until < date.max:  # until 9999-12-31 is no bound at all
-        stmt = stmt.where(Lead.created_at < _day_start(f.until + timedelta(days=1)))
+        stmt = stmt.where(Lead.created_at >= dates.day_start(f.since))
+    end = dates.day_end(f.until) if f.until else None
+    if end is not None:
+        stmt = stmt.where(Lead.created_at < end)
     return stmt
 
 
