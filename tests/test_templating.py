@@ -66,6 +66,9 @@ PAYLOADS = [
     ("{{ first_name ", "do not parse"),
     ("{{ first_name|no_such_filter }}", "No filter named 'no_such_filter'"),
     ("{{ class.title }}", "need a linked class"),
+    # A visitor's name must stay text in the HTML part (the email rules).
+    ("{{ first_name|safe }}", "No filter named 'safe'"),
+    ("{% autoescape false %}{{ first_name }}{% endautoescape %}", "{% autoescape %} is not"),
 ]
 PAYLOAD_IDS = [
     "mro",
@@ -91,6 +94,8 @@ PAYLOAD_IDS = [
     "unclosed",
     "unknown-filter",
     "class-without-class",
+    "safe-filter",
+    "autoescape-off",
 ]
 
 

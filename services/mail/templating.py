@@ -76,6 +76,8 @@ _NOT_ALLOWED_TAGS = {
     nodes.CallBlock: "{% call %}",
     nodes.AssignBlock: "{% set %}…{% endset %}",
     nodes.FilterBlock: "{% filter %}",
+    # What a lead typed stays text in the HTML part: no switching escaping off.
+    nodes.EvalContextModifier: "{% autoescape %}",
 }
 # The one name Jinja gives a template that may be used: inside a for loop.
 # (`self`, the template object, is refused like any name we did not hand in.)
@@ -89,6 +91,8 @@ def _environment(autoescape: bool) -> BoundedSandbox:
     # No globals at all (Jinja's default lipsum, cycler, range...): admins get
     # the merge tags and nothing else.
     env.globals.clear()
+    # `|safe` would let a lead's name into the HTML part as markup.
+    del env.filters["safe"]
     return env
 
 
