@@ -60,6 +60,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from blueprints import admin, articles, auth, health, marketing, subscriptions
     from commands import register_commands
     from services.content import ArticleStore
+    from services.mail import dkim
     from services.reporting.page_views import ViewCounter
     from services.staff.auth import load_user
     from web import access, errors, public_pages, routing, security
@@ -69,6 +70,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["CONTENT_DIR"], check_seconds=0 if app.debug else 2.0
     )
     app.extensions["view_counter"] = ViewCounter(app.config["VIEW_FLUSH_SECONDS"])
+    dkim.init_app(app)
     security.init_app(app)
     errors.init_app(app)
     access.init_app(app)

@@ -1,4 +1,4 @@
-"""Flask CLI: worker, content, outbox, serve."""
+"""Flask CLI: worker, content, outbox, serve, users, leads, dkim."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 from flask import Flask, current_app
@@ -41,10 +42,15 @@ def worker_command(once: bool) -> None:
 def _mail_destination(app: Flask) -> str:
     backend = app.config["MAIL_BACKEND"]
     if backend == "file":
-        return f"mail is written as .eml files to {app.config['MAIL_FILE_DIR']}"
-    if backend == "smtp":
-        return f"mail goes to {app.config['MAIL_SERVER']}:{app.config['MAIL_PORT']}"
-    return "mail is printed on the console"
+        where = f"mail is written as .eml files to {app.config['MAIL_FILE_DIR']}"
+    elif backend == "smtp":
+        where = f"mail goes to {app.config['MAIL_SERVER']}:{app.config['MAIL_PORT']}"
+    else:
+        where = "mail is printed on the console"
+    signer = app.extensions.get("dkim")
+    if signer:
+        where += f", DKIM-signed ({signer.selector}._domainkey.{signer.domain})"
+    return where
 
 
 @click.group("content")
@@ -266,6 +272,56 @@ def leads_generate(count: int, days: int, seed: int) -> None:
     click.echo(f"Made {made:,} leads.", err=True)
 
 
+@click.group("dkim")
+def dkim_group() -> None:
+    """DKIM: the signing key and its DNS record."""
+
+
+@dkim_group.command("keygen")
+@click.option("--selector", required=True, help="The DKIM selector the key is published under.")
+@click.option("--domain", help="The signing domain. [default: DKIM_DOMAIN, else the From domain]")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The key file. [default: DKIM_PRIVATE_KEY_FILE for DKIM_SELECTOR, "
+    "else instance/dkim/SELECTOR.pem]",
+)
+@click.option("--force", is_flag=True, help="Replace an existing key file.")
+@with_appcontext
+def dkim_keygen(selector: str, domain: str | None, output: Path | None, force: bool) -> None:
+    """Write a 2048-bit RSA key (mode 0600) and print the DNS TXT record to publish."""
+    from services.mail import dkim
+    from services.mail.compose import sender_domain
+
+    cfg = current_app.config
+    path = output or dkim.default_key_file(cfg, current_app.instance_path, selector)
+    domain = (domain or cfg.get("DKIM_DOMAIN") or sender_domain()).lower().rstrip(".")
+    try:
+        dkim.generate_key(path, force=force)
+        public_key = dkim.public_key_b64(path)
+    except FileExistsError:
+        raise click.ClickException(
+            f"{path} exists: give --force to replace it (mail signed with the new key fails "
+            "to verify until its record is published), or make a key for a new selector"
+        ) from None
+    except dkim.DkimKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    name, value = dkim.dns_record(selector, domain, public_key)
+    click.echo(f"Wrote a {dkim.KEY_BITS}-bit RSA key to {path} (mode 0600).\n")
+    click.echo("Publish this DNS TXT record:\n")
+    click.echo(f"  name:  {name}")
+    click.echo(f"  value: {value}\n")
+    click.echo(
+        "In a zone file, a value over 255 bytes is split into quoted strings "
+        "that resolvers join back into one:\n"
+    )
+    click.echo(dkim.zone_file_line(name, value) + "\n")
+    click.echo(
+        f"Once it is published (dig +short TXT {name}), sign mail with: "
+        f"DKIM_DOMAIN={domain} DKIM_SELECTOR={selector} DKIM_PRIVATE_KEY_FILE={path}"
+    )
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(worker_command)
     app.cli.add_command(content_group)
@@ -273,3 +329,4 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(serve_command)
     app.cli.add_command(users_group)
     app.cli.add_command(leads_group)
+    app.cli.add_command(dkim_group)

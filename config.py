@@ -25,8 +25,11 @@ from sqlalchemy.exc import ArgumentError
 BASE_DIR = Path(__file__).resolve().parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAIL_BACKENDS = ("file", "smtp", "console")
+# A host name (letters, digits, hyphens; ASCII: an IDN goes in its xn-- form).
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_HOST = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
+_DOMAIN = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+")
+# A host name, or a DKIM selector (the same shape).
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -183,6 +186,48 @@ class _Environment:
             ) from None
         return _normalise_database_url(url)
 
+    def dkim(self) -> dict:
+        """DKIM_DOMAIN, DKIM_SELECTOR, DKIM_PRIVATE_KEY_FILE: all three (mail is
+        signed) or none. The key is read here once to check it; the app reads it
+        again for signing (services.mail.dkim.init_app)."""
+        names = ("DKIM_DOMAIN", "DKIM_SELECTOR", "DKIM_PRIVATE_KEY_FILE")
+        values = {name: self._value(name) for name in names}
+        missing = [name for name in names if values[name] is None]
+        if len(missing) == len(names):
+            return values
+        if missing:
+            raise ConfigError(
+                f"{', '.join(missing)} not set: DKIM_DOMAIN, DKIM_SELECTOR and "
+                "DKIM_PRIVATE_KEY_FILE go together (all three to sign mail, or none)"
+            )
+        domain = values["DKIM_DOMAIN"].lower().rstrip(".")
+        if not _DOMAIN.fullmatch(domain):
+            raise ConfigError(
+                f'DKIM_DOMAIN: "{values["DKIM_DOMAIN"]}" is not a domain such as example.com'
+            )
+        selector = values["DKIM_SELECTOR"].lower()
+        if not _HOST.fullmatch(selector):
+            raise ConfigError(
+                f'DKIM_SELECTOR: "{values["DKIM_SELECTOR"]}" is not a selector such as s2026 '
+                "(letters, digits and hyphens)"
+            )
+        from services.mail.dkim import DkimKeyError, read_private_key
+
+        key_file = values["DKIM_PRIVATE_KEY_FILE"]
+        try:
+            read_private_key(key_file)
+        except DkimKeyError as exc:
+            hint = ""
+            if not Path(key_file).exists():
+                # The app (and so the flask CLI) does not start with the settings
+                # pointing at a missing key: the key is made first.
+                hint = (
+                    " (make it with the three DKIM settings blank: flask dkim keygen "
+                    f"--selector {selector} --domain {domain} --output {key_file})"
+                )
+            raise ConfigError(f'DKIM_PRIVATE_KEY_FILE: "{key_file}" {exc}{hint}') from None
+        return {"DKIM_DOMAIN": domain, "DKIM_SELECTOR": selector, "DKIM_PRIVATE_KEY_FILE": key_file}
+
 
 def _normalise_database_url(url: str) -> str:
     # Heroku-style URLs say postgres://; SQLAlchemy wants a driver name.
@@ -239,6 +284,8 @@ class Config:
             "MAIL_MAX_ATTEMPTS": env.integer("MAIL_MAX_ATTEMPTS", 8, minimum=1),
             "MAIL_UNSUBSCRIBE_MAILTO": env.text("MAIL_UNSUBSCRIBE_MAILTO"),
             "MAIL_CHECK_DELIVERABILITY": env.flag("MAIL_CHECK_DELIVERABILITY"),
+            # Signing with DKIM: all three, or none.
+            **env.dkim(),
             # Worker
             "WORKER_BATCH_SIZE": env.integer("WORKER_BATCH_SIZE", 50, minimum=1),
             "WORKER_LEASE_SECONDS": env.integer("WORKER_LEASE_SECONDS", 120, minimum=1),

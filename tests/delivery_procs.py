@@ -45,6 +45,9 @@ class Recorder:
         # when empty, every message is accepted with 250.
         self.replies: list[str] = []
         self.hang_seconds: float = 0
+        # The bytes as received, beside each parsed message (a DKIM check
+        # needs them untouched).
+        self.raw_messages: list[bytes] = []
 
     async def handle_DATA(self, server, session, envelope):
         if self.hang_seconds:
@@ -61,6 +64,7 @@ class Recorder:
         """Keep a message answered with 250 (called holding the lock)."""
         msg = message_from_bytes(envelope.content, policy=policy.default)
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
+        self.raw_messages.append(envelope.original_content)
 
 
 @contextlib.contextmanager

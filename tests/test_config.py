@@ -3,10 +3,12 @@ app with a message naming the setting and the value."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -205,3 +207,156 @@ def test_trusted_hosts_are_read_lower_cased(tmp_path):
     cfg = Config.from_env(str(tmp_path), {"TRUSTED_HOSTS": " WWW.Example.com, .example.net ,"})
     assert cfg["TRUSTED_HOSTS"] == ["www.example.com", ".example.net"]
     assert Config.from_env(str(tmp_path), {})["TRUSTED_HOSTS"] == []
+
+
+# --- DKIM: all three settings or none; a domain, a selector, a usable key.
+
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory) -> str:
+    from services.mail.dkim import generate_key
+
+    path = tmp_path_factory.mktemp("dkim") / "s1.pem"
+    generate_key(path)
+    return str(path)
+
+
+def dkim_env(key_file: str, **overrides) -> dict:
+    return {
+        "DKIM_DOMAIN": "Example.COM.",
+        "DKIM_SELECTOR": "s1",
+        "DKIM_PRIVATE_KEY_FILE": key_file,
+        **overrides,
+    }
+
+
+def test_dkim_settings_are_read_together(tmp_path, dkim_key):
+    cfg = settings(tmp_path, **dkim_env(dkim_key))
+    assert (cfg["DKIM_DOMAIN"], cfg["DKIM_SELECTOR"]) == ("example.com", "s1")
+    assert cfg["DKIM_PRIVATE_KEY_FILE"] == dkim_key
+    unset = settings(tmp_path, DKIM_DOMAIN=" ", DKIM_SELECTOR="", DKIM_PRIVATE_KEY_FILE="")
+    assert [unset[n] for n in ("DKIM_DOMAIN", "DKIM_SELECTOR", "DKIM_PRIVATE_KEY_FILE")] == [
+        None,
+        None,
+        None,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ({"DKIM_DOMAIN": "example.com"}, "DKIM_SELECTOR, DKIM_PRIVATE_KEY_FILE"),
+        ({"DKIM_DOMAIN": "example.com", "DKIM_SELECTOR": "s1"}, "DKIM_PRIVATE_KEY_FILE"),
+        ({"DKIM_PRIVATE_KEY_FILE": "key.pem"}, "DKIM_DOMAIN, DKIM_SELECTOR"),
+    ],
+)
+def test_dkim_settings_go_together(tmp_path, given, missing):
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, **given)
+    assert str(caught.value) == (
+        f"{missing} not set: DKIM_DOMAIN, DKIM_SELECTOR and DKIM_PRIVATE_KEY_FILE go together "
+        "(all three to sign mail, or none)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("DKIM_DOMAIN", "localhost", "is not a domain such as example.com"),
+        ("DKIM_DOMAIN", "https://example.com", "is not a domain such as example.com"),
+        ("DKIM_DOMAIN", "exa mple.com", "is not a domain such as example.com"),
+        ("DKIM_DOMAIN", "-bad.example.com", "is not a domain such as example.com"),
+        ("DKIM_DOMAIN", "bücher.example", "is not a domain such as example.com"),
+        ("DKIM_SELECTOR", "s1._domainkey", "is not a selector such as s2026"),
+        ("DKIM_SELECTOR", "s 1", "is not a selector such as s2026"),
+    ],
+)
+def test_a_bad_dkim_domain_or_selector_is_named(tmp_path, dkim_key, name, value, expected):
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, **dkim_env(dkim_key, **{name: value}))
+    assert str(caught.value).startswith(f'{name}: "{value}" {expected}')
+
+
+DAMAGED = b"-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n"
+
+
+def _small_key(path) -> str:
+    subprocess.run(["openssl", "genrsa", "-out", str(path), "512"], check=True, capture_output=True)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: str(p / "nope.pem"), "does not exist (make it with the three DKIM settings"),
+        (lambda p: str(p), "is not a file"),
+        (lambda p: _write(p / "k.pem", b"not a key\n"), "is not a PEM RSA private key"),
+        (lambda p: _write(p / "k.pem", DAMAGED), "is not a PEM RSA private key"),
+        (lambda p: _write(p / "big.pem", b"A" * 100_000), "is not a PEM RSA private key"),
+        (lambda p: _small_key(p / "small.pem"), "holds a 512-bit key; DKIM needs at least 1024"),
+    ],
+    ids=["missing", "a directory", "text", "damaged", "huge", "512 bits"],
+)
+def test_a_dkim_key_that_cannot_sign_stops_the_app(tmp_path, make, expected):
+    key_file = make(tmp_path)
+    _check_refused(tmp_path, key_file, expected)
+
+
+def test_a_truncated_dkim_key_stops_the_app(tmp_path, dkim_key):
+    lines = Path(dkim_key).read_bytes().splitlines(keepends=True)
+    key_file = _write(tmp_path / "cut.pem", b"".join(lines[:10] + lines[-1:]))
+    _check_refused(tmp_path, key_file, "is not a PEM RSA private key")
+
+
+def test_a_dkim_key_whose_parts_do_not_fit_stops_the_app(tmp_path, dkim_key):
+    """It parses, but would sign every mail with a signature that never
+    verifies: the last byte (of the CRT coefficient) changed."""
+    lines = Path(dkim_key).read_bytes().splitlines()
+    der = bytearray(base64.b64decode(b"".join(lines[1:-1])))
+    der[-1] ^= 0x01
+    pem = b"\n".join([lines[0], base64.encodebytes(bytes(der)).strip(), lines[-1]]) + b"\n"
+    key_file = _write(tmp_path / "damaged.pem", pem)
+    _check_refused(tmp_path, key_file, "holds an RSA key whose parts do not fit together")
+
+
+def _check_refused(tmp_path, key_file: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, **dkim_env(key_file))
+    assert str(caught.value).startswith(f'DKIM_PRIVATE_KEY_FILE: "{key_file}" {expected}')
+    assert "\n" not in str(caught.value)
+
+
+def _write(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_the_public_key_is_not_taken_for_the_private_one(tmp_path, dkim_key):
+    public = tmp_path / "public.pem"
+    subprocess.run(
+        ["openssl", "rsa", "-in", dkim_key, "-pubout", "-out", str(public)],
+        check=True,
+        capture_output=True,
+    )
+    with pytest.raises(ConfigError, match="is not a PEM RSA private key"):
+        settings(tmp_path, **dkim_env(str(public)))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_dkim_key_is_named(tmp_path, dkim_key):
+    key = tmp_path / "k.pem"
+    key.write_bytes(Path(dkim_key).read_bytes())
+    key.chmod(0)
+    with pytest.raises(ConfigError, match=r"cannot be read \(Permission denied\)"):
+        settings(tmp_path, **dkim_env(str(key)))
+
+
+def test_a_bad_dkim_key_given_to_create_app_stops_it(tmp_path):
+    with pytest.raises(ConfigError, match="DKIM_PRIVATE_KEY_FILE"):
+        create_app(
+            {
+                "TESTING": True,
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db",
+                **dkim_env(str(tmp_path / "nope.pem")),
+            }
+        )

@@ -16,7 +16,7 @@ from models.outbox import CONFIRMATION_KINDS
 from services import clock
 from services.campaigns import classes
 from services.leads import subscriptions, topics
-from services.mail import mime, templating
+from services.mail import dkim, mime, templating
 from services.mail.links import external_url
 from services.mail.mailer import OutgoingMail
 
@@ -295,7 +295,9 @@ def compose(row: MailRow, lead: MailLead | None, refs: Refs | None = None) -> Co
     mail = OutgoingMail(
         sender=envelope_from,
         recipient=recipient,
-        data=mime.build(headers, text, html),
+        # Signed once, here, where the final bytes are made: every transport
+        # sends or writes the same signed mail.
+        data=dkim.sign(mime.build(headers, text, html)),
         message_id=msg_id,
         kind=kind.value,
     )
