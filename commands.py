@@ -1,4 +1,4 @@
-"""Flask CLI: worker, content, outbox, serve, users, leads, dkim."""
+"""Flask CLI: worker, content, outbox, serve, users, leads, dkim, bounces."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def outbox_group() -> None:
 @with_appcontext
 def outbox_status() -> None:
     """Counts by status, the oldest due row's age, recent errors."""
-    from services.delivery.outbox_report import status_report
+    from services.delivery.outbox_report import INBOUND_DAYS, status_report
 
     report = status_report()
     for status, count in report.counts.items():
@@ -101,6 +101,46 @@ def outbox_status() -> None:
         click.echo("recent errors:")
         for error, count in report.recent_errors:
             click.echo(f"  {count} × {error}")
+    # Bad VERP signatures are forged or mangled bounces: ignored, but counted.
+    came_back = ", ".join(f"{kind}={n}" for kind, n in report.inbound.items())
+    click.echo(f"came back in {INBOUND_DAYS} days: {came_back}")
+
+
+@click.group("bounces")
+def bounces_group() -> None:
+    """Bounces and complaints that come back after a mail left."""
+
+
+@bounces_group.command("serve")
+@click.option("--port", default=2525, show_default=True, help="SMTP port to listen on")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@with_appcontext
+def bounces_serve(port: int, host: str) -> None:
+    """Receive bounces over SMTP for MAIL_BOUNCE_ADDRESS (the MX or the local
+    MTA forwards them here); every other recipient is refused."""
+    import threading
+
+    from services.bounces.receiver import BounceController
+
+    app = current_app._get_current_object()  # noqa: SLF001 (see worker_command)
+    address = app.config.get("MAIL_BOUNCE_ADDRESS")
+    if not address:
+        raise click.ClickException(
+            "MAIL_BOUNCE_ADDRESS (or BOUNCE_LOCAL and BOUNCE_DOMAIN) is not set: "
+            "no mail carries a bounce address, so none would come here"
+        )
+    controller = BounceController(app, host, port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    controller.start()
+    click.echo(f"bounces: receiving mail for {address} (and its tags) on {host}:{port}")
+    try:
+        while not stop.wait(1):
+            pass
+    finally:
+        controller.stop()
+    click.echo(f"bounces: stopped after storing {controller.handler.stored} messages")
 
 
 # A client that sends its header slowly holds a gunicorn thread until it is
@@ -330,3 +370,4 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(users_group)
     app.cli.add_command(leads_group)
     app.cli.add_command(dkim_group)
+    app.cli.add_command(bounces_group)

@@ -32,6 +32,15 @@ _DOMAIN = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+")
 _HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# The VERP tag follows the bounce mailbox after this character; the tag is
+# at most 31 characters (an outbox id and a 10-character signature), so the
+# mailbox name is kept to 32 and the whole local part within RFC 5321's 64.
+VERP_SEPARATOR = "+"
+BOUNCE_LOCAL_MAX = 32
+_ATOM = r"[A-Za-z0-9_-]+"
+_BOUNCE_LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 
 
 class ConfigError(click.ClickException, ValueError):
@@ -175,6 +184,43 @@ class _Environment:
             raise ConfigError(f'{name}: "{value}" is not a directory')
         return value
 
+    def bounce_address(self) -> str | None:
+        """The VERP base address, local@domain in lower case (MTAs may lower
+        a local part), from MAIL_BOUNCE_ADDRESS or BOUNCE_LOCAL plus
+        BOUNCE_DOMAIN; None when neither is set."""
+        full = self._value("MAIL_BOUNCE_ADDRESS")
+        local, domain = self._value("BOUNCE_LOCAL"), self._value("BOUNCE_DOMAIN")
+        if full and (local or domain):
+            raise ConfigError(
+                "MAIL_BOUNCE_ADDRESS and BOUNCE_LOCAL/BOUNCE_DOMAIN are both set: "
+                "set one or the other"
+            )
+        if full:
+            local, _, domain = full.rpartition("@")
+            # "bounces+@example.com" marks where the tag goes: the same address.
+            local = local.removesuffix(VERP_SEPARATOR)
+            if not (_is_bounce_local(local) and _DOMAIN.fullmatch(domain)):
+                raise ConfigError(
+                    f'MAIL_BOUNCE_ADDRESS: "{full}" is not an address such as '
+                    f"bounces@bounce.example.com (a mailbox name of up to {BOUNCE_LOCAL_MAX} "
+                    "letters, digits, dots, hyphens or underscores)"
+                )
+        elif local or domain:
+            if not (local and domain):
+                raise ConfigError("BOUNCE_LOCAL and BOUNCE_DOMAIN go together: set both")
+            if not _is_bounce_local(local):
+                raise ConfigError(
+                    f'BOUNCE_LOCAL: "{local}" is not a mailbox name such as bounces (up to '
+                    f"{BOUNCE_LOCAL_MAX} letters, digits, dots, hyphens or underscores)"
+                )
+            if not _DOMAIN.fullmatch(domain):
+                raise ConfigError(
+                    f'BOUNCE_DOMAIN: "{domain}" is not a domain such as bounce.example.com'
+                )
+        else:
+            return None
+        return f"{local.lower()}@{domain.lower()}"
+
     def database_url(self, name: str, default: str) -> str:
         url = self._value(name) or default
         try:
@@ -227,6 +273,10 @@ class _Environment:
                 )
             raise ConfigError(f'DKIM_PRIVATE_KEY_FILE: "{key_file}" {exc}{hint}') from None
         return {"DKIM_DOMAIN": domain, "DKIM_SELECTOR": selector, "DKIM_PRIVATE_KEY_FILE": key_file}
+
+
+def _is_bounce_local(local: str) -> bool:
+    return len(local) <= BOUNCE_LOCAL_MAX and bool(_BOUNCE_LOCAL.fullmatch(local))
 
 
 def _normalise_database_url(url: str) -> str:
@@ -286,6 +336,11 @@ class Config:
             "MAIL_CHECK_DELIVERABILITY": env.flag("MAIL_CHECK_DELIVERABILITY"),
             # Signing with DKIM: all three, or none.
             **env.dkim(),
+            # Bounces: each mail's envelope sender is this address with a
+            # signed tag (VERP); None keeps the From address.
+            "MAIL_BOUNCE_ADDRESS": env.bounce_address(),
+            "BOUNCE_SOFT_LIMIT": env.integer("BOUNCE_SOFT_LIMIT", 3, minimum=1),
+            "BOUNCE_SOFT_DAYS": env.integer("BOUNCE_SOFT_DAYS", 30, minimum=1),
             # Worker
             "WORKER_BATCH_SIZE": env.integer("WORKER_BATCH_SIZE", 50, minimum=1),
             "WORKER_LEASE_SECONDS": env.integer("WORKER_LEASE_SECONDS", 120, minimum=1),

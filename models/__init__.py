@@ -4,6 +4,7 @@ from models.analytics import PageViewDaily, SignupStatsDaily
 from models.announcement import Announcement, AnnouncementStatus, ClassClick
 from models.audit import AuditEvent
 from models.base import Base, UTCDateTime, utcnow
+from models.inbound import InboundEvent, InboundKind
 from models.lead import ConsentEvent, ConsentKind, ConsentText, Lead, LeadStatus, LeadTopic
 from models.outbox import MailKind, OutboxMessage, OutboxStatus
 from models.suppression import Suppression, email_hash
@@ -21,6 +22,8 @@ __all__ = [
     "ConsentEvent",
     "ConsentKind",
     "ConsentText",
+    "InboundEvent",
+    "InboundKind",
     "Lead",
     "LeadStatus",
     "LeadTopic",

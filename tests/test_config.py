@@ -36,6 +36,9 @@ def test_defaults_are_the_embedded_mode(tmp_path):
     assert cfg["EMBED_ALLOWED_ORIGINS"] == []
     assert cfg["SECRET_KEY_FALLBACKS"] == []
     assert os.path.isdir(cfg["CONTENT_DIR"])
+    # No bounce address: the envelope sender is the From address.
+    assert cfg["MAIL_BOUNCE_ADDRESS"] is None
+    assert (cfg["BOUNCE_SOFT_LIMIT"], cfg["BOUNCE_SOFT_DAYS"]) == (3, 30)
 
 
 def test_good_values_are_parsed(tmp_path):
@@ -113,6 +116,8 @@ def test_blank_values_mean_the_default_and_blank_reminder_days_none(tmp_path):
         ("LOGIN_RATE_LIMIT", "5 per fortnight", "a rate limit such as 5 per minute"),
         ("SITE_URL", "www.example.com", "an absolute URL such as https://www.example.com"),
         ("SITE_URL", "ftp://example.com", "an absolute URL such as https://www.example.com"),
+        ("BOUNCE_SOFT_LIMIT", "0", "a whole number of at least 1"),
+        ("BOUNCE_SOFT_DAYS", "a month", "a whole number of at least 1"),
     ],
 )
 def test_a_bad_value_is_named_with_its_setting(tmp_path, name, value, expected):
@@ -360,3 +365,55 @@ def test_a_bad_dkim_key_given_to_create_app_stops_it(tmp_path):
                 **dkim_env(str(tmp_path / "nope.pem")),
             }
         )
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"MAIL_BOUNCE_ADDRESS": "bounces@bounce.example.com"}, "bounces@bounce.example.com"),
+        # A trailing + marks where the tag goes; MTAs may lower-case it all.
+        ({"MAIL_BOUNCE_ADDRESS": " Bounces+@Bounce.Example.COM "}, "bounces@bounce.example.com"),
+        ({"BOUNCE_LOCAL": "bounce.s_1", "BOUNCE_DOMAIN": "localhost"}, "bounce.s_1@localhost"),
+        ({"MAIL_BOUNCE_ADDRESS": "", "BOUNCE_LOCAL": " ", "BOUNCE_DOMAIN": ""}, None),
+    ],
+)
+def test_the_bounce_address_is_read_from_either_setting(tmp_path, environ, expected):
+    assert settings(tmp_path, **environ)["MAIL_BOUNCE_ADDRESS"] == expected
+
+
+LOCAL_RULE = "up to 32 letters, digits, dots, hyphens or underscores"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"MAIL_BOUNCE_ADDRESS": "bounces"},
+            'MAIL_BOUNCE_ADDRESS: "bounces" is not an address such as '
+            f"bounces@bounce.example.com (a mailbox name of {LOCAL_RULE})",
+        ),
+        (
+            {"MAIL_BOUNCE_ADDRESS": "a+b@example.com"},
+            'MAIL_BOUNCE_ADDRESS: "a+b@example.com" is not an address such as '
+            f"bounces@bounce.example.com (a mailbox name of {LOCAL_RULE})",
+        ),
+        (
+            # The tag must fit in RFC 5321's 64-character local part.
+            {"BOUNCE_LOCAL": "b" * 33, "BOUNCE_DOMAIN": "example.com"},
+            f'BOUNCE_LOCAL: "{"b" * 33}" is not a mailbox name such as bounces ({LOCAL_RULE})',
+        ),
+        (
+            {"BOUNCE_LOCAL": "bounces", "BOUNCE_DOMAIN": "exa mple.com"},
+            'BOUNCE_DOMAIN: "exa mple.com" is not a domain such as bounce.example.com',
+        ),
+        ({"BOUNCE_LOCAL": "bounces"}, "BOUNCE_LOCAL and BOUNCE_DOMAIN go together: set both"),
+        (
+            {"MAIL_BOUNCE_ADDRESS": "b@example.com", "BOUNCE_DOMAIN": "example.com"},
+            "MAIL_BOUNCE_ADDRESS and BOUNCE_LOCAL/BOUNCE_DOMAIN are both set: set one or the other",
+        ),
+    ],
+)
+def test_a_bad_bounce_address_is_named(tmp_path, environ, message):
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, **environ)
+    assert str(caught.value) == message

@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from extensions import db
 from models import OutboxMessage, Role
+from services import bounces
 from services.campaigns import announcements, classes
 from services.leads import subscriptions
 from tests.factories import queue_every_kind, subscribed_lead
@@ -66,6 +67,8 @@ def _values(app) -> dict[str, dict[str, object]]:
         cls = classes.upcoming_classes(limit=1)[0]
         ann = db.session.execute(db.select(announcements.Announcement)).scalar_one()
         row_id = db.session.execute(db.select(OutboxMessage.id).limit(1)).scalar_one()
+        event_id = bounces.process(b"Subject: a reply\r\n\r\nThanks!", None).id
+        db.session.commit()
         return {
             "subscriptions.confirm_page": {"token": subscriptions.confirm_token(pending)},
             "subscriptions.preferences": {"token": subscriptions.preferences_token(lead)},
@@ -78,6 +81,7 @@ def _values(app) -> dict[str, dict[str, object]]:
             "*lead": {"public_id": lead.public_id},
             "*announcement": {"public_id": ann.public_id},
             "*row": {"row_id": row_id},
+            "admin.inbound_detail": {"event_id": event_id},
         }
 
 

@@ -1,4 +1,5 @@
-"""Admin: the outbox (the delivery log: a mail, its retry) and the suppression list."""
+"""Admin: the outbox (the delivery log: a mail, its retry, what came back)
+and the suppression list."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from blueprints.admin.forms import ActionForm, SuppressForm
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus, email_hash
 from services import paging
+from services.bounces import events
 from services.delivery import outbox, outbox_report
 from services.leads import suppressions
 from services.leads.addresses import InvalidAddress, normalise
@@ -54,8 +56,18 @@ def _row_or_404(row_id: int) -> OutboxMessage:
 def outbox_detail(row_id: int):
     row = _row_or_404(row_id)
     return render_template(
-        "admin/outbox_row.html", row=row, rendered=compose.render_stored(row), action=ActionForm()
+        "admin/outbox_row.html",
+        row=row,
+        rendered=compose.render_stored(row),
+        inbound=events.for_mail(row.id),
+        action=ActionForm(),
     )
+
+
+@bp.get("/inbound/<int:event_id>")
+def inbound_detail(event_id: int):
+    """A bounce or complaint as received: what it said, what was done."""
+    return render_template("admin/inbound.html", ev=events.by_id(event_id) or abort(404))
 
 
 @bp.get("/outbox/<int:row_id>/html")

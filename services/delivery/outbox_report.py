@@ -8,6 +8,10 @@ from datetime import timedelta
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus
 from services import clock, paging
+from services.bounces import events
+
+# What came back (bounces, complaints, bad VERP signatures) is counted over this.
+INBOUND_DAYS = 30
 
 
 @dataclass
@@ -15,6 +19,7 @@ class OutboxReport:
     counts: dict[str, int]
     oldest_due_age: timedelta | None
     recent_errors: list[tuple[str, int]]
+    inbound: dict[str, int]  # inbound events by kind in the last INBOUND_DAYS
 
 
 def status_report(error_limit: int = 10) -> OutboxReport:
@@ -49,6 +54,7 @@ def status_report(error_limit: int = 10) -> OutboxReport:
         counts=counts,
         oldest_due_age=(now - oldest) if oldest else None,
         recent_errors=[(e, n) for e, n in recent],
+        inbound=events.counts(days=INBOUND_DAYS),
     )
 
 

@@ -30,9 +30,11 @@ from services.delivery.claim import OUTBOX
 from services.leads import topics
 from services.mail.compose import QueuedMail, Recipient, Refs
 
-# Suppressions that stop even transactional mail: the address does not exist
-# or its owner complained. An erased lead may still ask to subscribe anew.
-HARD_SUPPRESSIONS = ("hard_bounce", "complaint")
+# Suppressions that stop even transactional mail: the address does not exist,
+# keeps failing (soft bounces past BOUNCE_SOFT_LIMIT) or its owner complained.
+# A new signup of such an address is answered as usual and sends nothing; the
+# delivery log says why. An erased lead may still ask to subscribe anew.
+HARD_SUPPRESSIONS = ("hard_bounce", "soft_bounce_limit", "complaint")
 
 
 # Marketing mail about classes goes only to leads who asked for that topic.

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import or_, update
+
 from extensions import db
-from models import Lead, OutboxMessage
+from models import InboundEvent, Lead, OutboxMessage, email_hash
+from services.bounces import events
 from services.leads import suppressions
 
 
@@ -25,12 +28,14 @@ def mails_to(lead: Lead) -> list[OutboxMessage]:
 
 
 def timeline(lead: Lead, mails: list[OutboxMessage]) -> list[tuple[str, datetime, object]]:
-    """Consent acts and mails in one list, in time order: they interleave
-    (given, confirmation mail, confirmed, welcome...). The sort is stable, so
-    a mail queued in the same instant as its consent act comes after it."""
+    """Consent acts, mails and what came back (bounces, complaints) in one
+    list, in time order: they interleave (given, confirmation mail,
+    confirmed, welcome, a bounce...). The sort is stable, so a mail queued in
+    the same instant as its consent act comes after it."""
     return sorted(
         [("consent", e.at, e) for e in lead.consent_events]
-        + [("mail", m.created_at, m) for m in mails],
+        + [("mail", m.created_at, m) for m in mails]
+        + [("inbound", e.received_at, e) for e in events.for_lead(lead.id)],
         key=lambda item: item[1],
     )
 
@@ -81,6 +86,16 @@ def lead_data(lead: Lead) -> dict:
             }
             for m in outbox
         ],
+        "bounces_and_complaints": [
+            {
+                "kind": e.kind.value,
+                "received_at": _iso(e.received_at),
+                "status": e.status_code,
+                "diagnostic": e.diagnostic,
+                "outcome": e.outcome,
+            }
+            for e in events.for_lead(lead.id)
+        ],
     }
 
 
@@ -89,6 +104,21 @@ def erase(lead: Lead) -> str:
     address on the suppression list, so it is never mailed again unless the
     person subscribes anew. Returns the lead's public id for the audit log."""
     suppressions.suppress(lead.email, "erased")
+    suppressions.forget_address(lead.email)
+    # Bounces and complaints stay counted, without the address: it is in the
+    # recipient, the diagnostic and the raw message.
+    db.session.execute(
+        update(InboundEvent)
+        .where(
+            or_(
+                InboundEvent.lead_id == lead.id,
+                InboundEvent.email_hash == email_hash(lead.email),
+                InboundEvent.recipient == lead.email,
+            )
+        )
+        .values(lead_id=None, recipient=None, diagnostic=None, raw=None)
+        .execution_options(synchronize_session=False)
+    )
     public_id = lead.public_id
     db.session.execute(db.delete(OutboxMessage).where(OutboxMessage.lead_id == lead.id))
     db.session.delete(lead)

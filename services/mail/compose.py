@@ -16,7 +16,7 @@ from models.outbox import CONFIRMATION_KINDS
 from services import clock
 from services.campaigns import classes
 from services.leads import subscriptions, topics
-from services.mail import dkim, mime, templating
+from services.mail import dkim, mime, templating, verp
 from services.mail.links import external_url
 from services.mail.mailer import OutgoingMail
 
@@ -293,7 +293,8 @@ def compose(row: MailRow, lead: MailLead | None, refs: Refs | None = None) -> Co
     else:
         headers.append(("Auto-Submitted", "auto-generated"))
     mail = OutgoingMail(
-        sender=envelope_from,
+        # The bounce address signed for this row (VERP) when one is set.
+        sender=verp.envelope_sender(row.id) or envelope_from,
         recipient=recipient,
         # Signed once, here, where the final bytes are made: every transport
         # sends or writes the same signed mail.

@@ -8,6 +8,7 @@ dropped connections: retried with backoff).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import smtplib
 import ssl
@@ -15,6 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+log = logging.getLogger("leads.mail")
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,9 @@ class Transport(Protocol):
 
 
 class FileTransport:
-    """Writes each mail as an .eml file: the embedded default."""
+    """Writes each mail as an .eml file: the embedded default. The file holds
+    the message as it would go on the wire, nothing more; the envelope (the
+    VERP sender a bounce would come back to) is logged at DEBUG."""
 
     def __init__(self, directory: str):
         self.directory = Path(directory)
@@ -65,6 +70,7 @@ class FileTransport:
         # Written whole, then renamed: a reader never sees half a mail.
         tmp.write_bytes(mail.data)
         os.replace(tmp, final)
+        log.debug("wrote %s: MAIL FROM:<%s> RCPT TO:<%s>", final.name, mail.sender, mail.recipient)
 
     def close(self) -> None:
         pass
@@ -76,7 +82,9 @@ class ConsoleTransport:
 
     def send(self, mail: OutgoingMail) -> None:
         text = mail.data.decode("utf-8", "replace").replace("\r\n", "\n")
-        self.stream.write(text + "\n" + "-" * 72 + "\n")
+        # The envelope first, as an SMTP server would see it, then the message.
+        envelope = f"MAIL FROM:<{mail.sender}> RCPT TO:<{mail.recipient}>\n\n"
+        self.stream.write(envelope + text + "\n" + "-" * 72 + "\n")
         self.stream.flush()
 
     def close(self) -> None:

@@ -1,13 +1,14 @@
 """Stored XSS: hostile lead data rendered to staff, in Chromium.
 
-Leads, consent records, outbox rows, a class, an announcement, a suppression
+Leads, consent records, outbox rows, bounces and complaints (whose text
+anyone on the internet writes), a class, an announcement, suppressions
 and funnel figures are written straight into the database with markup and
 `javascript:` URLs in every text column (the form would refuse most of it;
 an import, an older version or a bug elsewhere might not). An admin signs in
 through the login page and opens every page that shows that data: the lead
 browser, each lead, the dashboard, the outbox list and each row with its mail
-preview, the announcement with its preview, classes, suppressions, the audit
-log. Nothing may run: no dialog, no page error, no injected element in the
+preview, each bounce, the announcement with its preview, classes,
+suppressions, the audit log. Nothing may run: no dialog, no page error, no injected element in the
 DOM, no `javascript:` link, no CSP report in the console. The CSV export
 neutralises every cell a spreadsheet would run as a formula.
 """
@@ -31,6 +32,8 @@ from models import (
     AuditEvent,
     ConsentEvent,
     ConsentKind,
+    InboundEvent,
+    InboundKind,
     Lead,
     LeadStatus,
     LeadTopic,
@@ -68,7 +71,13 @@ FORMULAS = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(1,1)"
 def _seed(url: str, secret: str) -> dict[str, list]:
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": secret})
     now = datetime.now(UTC)
-    ids: dict[str, list] = {"leads": [], "rows": [], "announcements": [], "classes": []}
+    ids: dict[str, list] = {
+        "leads": [],
+        "rows": [],
+        "announcements": [],
+        "classes": [],
+        "inbound": [],
+    }
     with app.app_context():
         db.session.add(User(email=ADMIN, password_hash=hash_password(PASSWORD), role=Role.ADMIN))
         cls = TrainingClass(
@@ -152,6 +161,32 @@ def _seed(url: str, secret: str) -> dict[str, list]:
                 db.session.add(row)
                 db.session.flush()
                 ids["rows"].append(row.id)
+            event = InboundEvent(
+                kind=list(InboundKind)[i % len(InboundKind)],
+                source=payload[:40],
+                status_code=payload[:20],
+                diagnostic=payload,
+                recipient=payload,
+                envelope_to=payload,
+                outcome=payload,
+                outbox_message_id=row.id,
+                lead_id=lead.id,
+                dedupe_key=f"xss-{i}",
+                raw=f"Subject: {payload}\r\n\r\n{payload}".encode(),
+                raw_size=1000,
+            )
+            db.session.add(event)
+            db.session.flush()
+            ids["inbound"].append(event.id)
+            db.session.add(
+                Suppression(
+                    email_hash=f"{i:064d}",
+                    reason=payload[:40],
+                    detail=payload,
+                    lead_id=lead.id,
+                    inbound_event_id=event.id,
+                )
+            )
             db.session.execute(
                 text(
                     "INSERT INTO signup_stats_daily (day, source_slug, placement, utm_source, "
@@ -176,7 +211,7 @@ def _seed(url: str, secret: str) -> dict[str, list]:
         db.session.add(test_send)
         db.session.flush()
         ids["rows"].append(test_send.id)
-        db.session.add(Suppression(email_hash="0" * 64, reason=XSS[0][:20], detail=XSS[1]))
+        db.session.add(Suppression(email_hash="f" * 64, reason=XSS[0][:20], detail=XSS[1]))
         db.session.add(
             AuditEvent(actor=XSS[0], action=XSS[1][:50], target=XSS[2], details={"x": XSS[3]})
         )
@@ -283,6 +318,7 @@ def _pages(ids: dict) -> list[str]:
             f"/admin/announcements/{p}/edit",
         ]
     pages += [f"/admin/classes/{p}" for p in ids["classes"]]
+    pages += [f"/admin/inbound/{e}" for e in ids["inbound"]]
     return pages
 
 

@@ -1,0 +1,12 @@
+"""Bounces and complaints that arrive after a mail left: read, matched to the
+mail by its VERP tag, acted on, and kept as InboundEvents.
+
+`process(raw, envelope_rcpt)` is the one entry point for every way in: the
+SMTP receiver (`flask bounces serve`, receiver.py) now, a mailbox and ESP
+webhooks on top of it later. parse.py reads a message; events.py matches,
+acts and records.
+"""
+
+from services.bounces.events import process
+
+__all__ = ["process"]
