@@ -25,11 +25,12 @@ from sqlalchemy.exc import ArgumentError
 BASE_DIR = Path(__file__).resolve().parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAIL_BACKENDS = ("file", "smtp", "console")
-# A host name (letters, digits, hyphens; ASCII: an IDN goes in its xn-- form).
+# Host names (letters, digits, hyphens; ASCII: an IDN goes in its xn-- form).
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+")
-# A host name, or a DKIM selector (the same shape).
-_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+# One label or more: a host (localhost too), a bounce domain, a DKIM selector.
+_HOST = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*", re.I)
+# Two labels or more: a domain that publishes DNS records (DKIM's d=).
+_DOMAIN = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+", re.I)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 # The VERP tag follows the bounce mailbox after this character; the tag is
@@ -39,8 +40,6 @@ VERP_SEPARATOR = "+"
 BOUNCE_LOCAL_MAX = 32
 _ATOM = r"[A-Za-z0-9_-]+"
 _BOUNCE_LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DOMAIN = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 
 
 class ConfigError(click.ClickException, ValueError):
@@ -199,7 +198,7 @@ class _Environment:
             local, _, domain = full.rpartition("@")
             # "bounces+@example.com" marks where the tag goes: the same address.
             local = local.removesuffix(VERP_SEPARATOR)
-            if not (_is_bounce_local(local) and _DOMAIN.fullmatch(domain)):
+            if not (_is_bounce_local(local) and _HOST.fullmatch(domain)):
                 raise ConfigError(
                     f'MAIL_BOUNCE_ADDRESS: "{full}" is not an address such as '
                     f"bounces@bounce.example.com (a mailbox name of up to {BOUNCE_LOCAL_MAX} "
@@ -213,7 +212,7 @@ class _Environment:
                     f'BOUNCE_LOCAL: "{local}" is not a mailbox name such as bounces (up to '
                     f"{BOUNCE_LOCAL_MAX} letters, digits, dots, hyphens or underscores)"
                 )
-            if not _DOMAIN.fullmatch(domain):
+            if not _HOST.fullmatch(domain):
                 raise ConfigError(
                     f'BOUNCE_DOMAIN: "{domain}" is not a domain such as bounce.example.com'
                 )

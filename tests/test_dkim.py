@@ -185,9 +185,10 @@ def test_the_file_and_console_transports_write_the_signed_mail(
     if backend == "file":
         raws = [path.read_bytes() for path in mail_files(app)]
     else:
-        # The console prints each mail with \n line ends, then a rule.
+        # The console prints the envelope, a blank line and each mail with \n
+        # line ends, then a rule.
         printed = capsys.readouterr().out.split("\n" + "-" * 72 + "\n")
-        raws = [text.encode() for text in printed if text.strip()]
+        raws = [text.split("\n\n", 1)[1].encode() for text in printed if text.strip()]
     assert len(raws) == len(MailKind)
     for raw in raws:
         assert verify(raw, published)

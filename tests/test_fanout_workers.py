@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -31,29 +31,11 @@ from models import (
 from services.campaigns import announcements
 from services.delivery import worker
 from tests import procs
-from tests.factories import bulk_leads, make_lead
+from tests.factories import bulk_leads, due_announcement, make_lead
 
 pytestmark = pytest.mark.slow
 
 LEADS = 2_000
-
-
-def due_announcement(**fields) -> int:
-    """A scheduled announcement whose time has come; app context."""
-    now = datetime.now(UTC)
-    ann = Announcement(
-        subject="New CSPO dates",
-        body="Hello {{ first_name or 'there' }}. [Unsubscribe]({{ unsubscribe_url }})",
-        topic="cspo-classes",
-        status=AnnouncementStatus.SCHEDULED,
-        send_at=now - timedelta(seconds=1),
-        send_timezone="UTC",
-        created_at=now - timedelta(minutes=5),
-        **fields,
-    )
-    db.session.add(ann)
-    db.session.commit()
-    return ann.id
 
 
 def duplicates(ann_id: int) -> list[tuple[int, int]]:
@@ -76,7 +58,7 @@ def test_two_planners_at_once_queue_one_row_per_lead(app):
         bulk_leads(LEADS)
         make_lead("news-only@example.com", topics=("newsletter",))
         db.session.commit()
-        ann_id = due_announcement()
+        ann_id = due_announcement().id
 
     barrier = threading.Barrier(2, timeout=30)
     results: list[object] = [None, None]
@@ -157,7 +139,7 @@ def test_two_worker_processes_started_together_mail_each_lead_once(tmp_path, emp
         bulk_leads(WORKER_LEADS)
         make_lead("news-only@example.com", topics=("newsletter",))
         db.session.commit()
-        ann_id = due_announcement()
+        ann_id = due_announcement().id
         db.session.remove()
         db.engine.dispose()
 

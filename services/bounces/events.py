@@ -204,24 +204,22 @@ def _soft_bounce(event: InboundEvent, address: str) -> str:
 # --- What the pages show
 
 
-def for_lead(lead_id: int) -> list[InboundEvent]:
+def _events(*where) -> list[InboundEvent]:
     return list(
         db.session.execute(
             db.select(InboundEvent)
-            .where(InboundEvent.lead_id == lead_id)
+            .where(*where)
             .order_by(InboundEvent.received_at, InboundEvent.id)
         ).scalars()
     )
+
+
+def for_lead(lead_id: int) -> list[InboundEvent]:
+    return _events(InboundEvent.lead_id == lead_id)
 
 
 def for_mail(outbox_id: int) -> list[InboundEvent]:
-    return list(
-        db.session.execute(
-            db.select(InboundEvent)
-            .where(InboundEvent.outbox_message_id == outbox_id)
-            .order_by(InboundEvent.received_at, InboundEvent.id)
-        ).scalars()
-    )
+    return _events(InboundEvent.outbox_message_id == outbox_id)
 
 
 def by_id(event_id: int) -> InboundEvent | None:
