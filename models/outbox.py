@@ -83,4 +83,8 @@ class OutboxMessage(Base):
         Index("uq_outbox_message_announcement_lead", "announcement_id", "lead_id", unique=True),
         # Frequency cap: a lead's recent marketing mail.
         Index("ix_outbox_message_lead_sent", "lead_id", "sent_at"),
+        # Mails sent in a period, and per announcement (deliverability rates):
+        # both counted from the index alone.
+        Index("ix_outbox_message_sent_at_status", "sent_at", "status"),
+        Index("ix_outbox_message_announcement_status", "announcement_id", "status"),
     )

@@ -10,7 +10,8 @@ Pages: the home page, the article, the training page without and with
 classes, the signup error state (inline form and signup page), the thanks
 page, the confirmation link's page and the page after its button, the
 preferences page (and after saving), the unsubscribe page, the login page
-and its error state, the 404 page.
+and its error state, the 404 page. Staff pages: the admins' deliverability
+page empty, then with rates, charts and the complaint warning.
 """
 
 from __future__ import annotations
@@ -24,14 +25,26 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
 from app import create_app
 from extensions import db
-from models import Lead, LeadStatus, LeadTopic, TrainingClass
+from models import (
+    InboundEvent,
+    InboundKind,
+    Lead,
+    LeadStatus,
+    LeadTopic,
+    MailKind,
+    OutboxMessage,
+    OutboxStatus,
+    Role,
+    TrainingClass,
+)
 from services.leads import subscriptions
 from tests import procs
 from tests.e2e.chromium import launch_chromium
-from tests.helpers import require_service
+from tests.helpers import ADMIN_EMAIL, PASSWORD, add_user, require_service
 
 pytestmark = pytest.mark.e2e
 
@@ -235,6 +248,56 @@ def test_visitor_pages_have_no_serious_or_critical_violations(site, page, axe_js
     add_classes(site["app"])
     check("training-with-classes", TRAINING)
     assert page.locator("text=CSPO class 1").count() >= 1
+
+    blocking = {label: v for label, v in found.items() if v}
+    assert not blocking, "\n".join(f"--- {k}\n{describe(v)}" for k, v in blocking.items())
+
+
+def add_mail_and_complaints(app) -> None:
+    """A week's mail with complaints past 0.1%: the charts and the warning."""
+    now = datetime.now(UTC)
+    with app.app_context():
+        for day, n in ((1, 400), (3, 600)):
+            when = now - timedelta(days=day)
+            db.session.add_all(
+                OutboxMessage(
+                    kind=MailKind.WELCOME,
+                    status=OutboxStatus.SENT,
+                    to_email=f"r{day}-{i}@example.com",
+                    sent_at=when,
+                    send_after=when,
+                )
+                for i in range(n)
+            )
+        db.session.add_all(
+            InboundEvent(kind=kind, received_at=now, dedupe_key=f"a11y-{i}")
+            for i, kind in enumerate([InboundKind.COMPLAINT] * 3 + [InboundKind.HARD_BOUNCE] * 5)
+        )
+        db.session.commit()
+
+
+def test_deliverability_page_has_no_serious_or_critical_violations(site, page, axe_js):
+    add_user(site["app"], ADMIN_EMAIL, Role.ADMIN)
+    page.goto("/login")
+    page.fill("input[name=email]", ADMIN_EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_load_state("load")
+    # With data first: the warning is read once a minute per process.
+    add_mail_and_complaints(site["app"])
+    found: dict[str, list[dict]] = {}
+    assert page.goto("/admin/deliverability").status == 200
+    assert page.get_by_role("alert").filter(has_text="Spam complaints were 0.30%").is_visible()
+    assert page.locator("svg.chart").count() == 2
+    found["deliverability"] = audit(page, axe_js, "deliverability")
+
+    with site["app"].app_context():
+        db.session.execute(delete(InboundEvent))
+        db.session.execute(delete(OutboxMessage))
+        db.session.commit()
+    assert page.goto("/admin/deliverability").status == 200
+    assert page.locator("text=No mail was sent in the last 30 days").count() == 1
+    found["deliverability-empty"] = audit(page, axe_js, "deliverability-empty")
 
     blocking = {label: v for label, v in found.items() if v}
     assert not blocking, "\n".join(f"--- {k}\n{describe(v)}" for k, v in blocking.items())
