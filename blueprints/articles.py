@@ -15,9 +15,9 @@ from flask import (
 
 from blueprints.subscriptions.signup import new_signup_form
 from extensions import db
+from services import tokens
 from services.campaigns import classes as classes_service
 from services.content import TRAINING_PATH
-from services.leads import tokens
 from services.reporting.page_views import is_bot
 from web import public_pages
 

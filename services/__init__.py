@@ -2,5 +2,6 @@
 here; callers own transactions.
 
 Beside the subpackages sit the building blocks every domain uses: the clock,
-upserts, keyset paging, time zones, and the articles (content).
+signed tokens, the range of dates, upserts, keyset paging, time zones, and
+the articles (content).
 """

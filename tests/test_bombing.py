@@ -27,9 +27,8 @@ from models import (
     LeadStatus,
     MailKind,
 )
-from services import clock
+from services import clock, tokens
 from services.delivery.worker import Worker
-from services.leads import tokens
 from tests.factories import queue_every_kind
 from tests.helpers import count, form_fields, mail_files, mails_to_go, start_tags
 

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from extensions import db
 from models import ConsentEvent, ConsentKind, LeadStatus, MailKind, OutboxMessage
+from services import tokens
 from services.delivery.worker import Worker
-from services.leads import tokens
 from services.leads.subscriptions import confirm_token, preferences_token, unsubscribe_token
 from tests.helpers import confirm, count, mail_files, signup, the_lead
 

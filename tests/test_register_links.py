@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from extensions import db
 from models import ClassClick, ClassStatus, Lead, SignupStatsDaily
+from services import tokens
 from services.campaigns import classes as classes_service
 from services.content import TRAINING_PATH
-from services.leads import tokens
 from services.reporting import dashboard
 from tests.factories import SEPT_2026, make_class, make_lead
 from tests.helpers import (

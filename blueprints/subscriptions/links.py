@@ -10,7 +10,8 @@ from blueprints.subscriptions.forms import PreferencesForm, ResendForm
 from blueprints.subscriptions.signup import new_signup_form
 from extensions import csrf, db, limiter
 from models import LeadStatus
-from services.leads import subscriptions, tokens, topics
+from services import tokens
+from services.leads import subscriptions, topics
 
 
 def _token_error(status: int = 400, expired_token: str | None = None):

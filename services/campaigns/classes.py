@@ -15,9 +15,9 @@ from werkzeug.urls import iri_to_uri
 
 from extensions import db
 from models import ClassClick, ClassStatus, Lead, TrainingClass
-from services import clock, dates, timezones
+from services import clock, dates, timezones, tokens
 from services.content import TRAINING_PATH
-from services.leads import subscriptions, tokens
+from services.leads import subscriptions
 from services.reporting import funnel
 
 

@@ -16,9 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 from flask import current_app
 
 from models.lead import UTM_KEYS
-from services import clock
+from services import clock, tokens
 from services.content import TRAINING_PATH
-from services.leads import tokens
 
 # The page's stamp is rounded down to this many seconds, so a page stays the
 # same bytes that long. A post is refused sooner than FORM_MIN_SECONDS after

@@ -25,9 +25,9 @@ from models import (
     Suppression,
     email_hash,
 )
-from services import clock
+from services import clock, tokens
 from services.campaigns import sequences
-from services.leads import tokens, topics
+from services.leads import topics
 from services.reporting import funnel
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 
-from services.leads import tokens
+from services import tokens
 from services.staff.auth import user_by_email
 
 COOKIE_NAME = "login_device"
