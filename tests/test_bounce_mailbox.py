@@ -224,3 +224,19 @@ def test_fetch_without_a_mailbox_says_what_to_set(tmp_path):
     done = _fetch(env, check=False)
     assert done.returncode == 1
     assert "BOUNCE_IMAP_HOST is not set" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_message_that_cannot_be_stored_stays_in_the_mailbox(tmp_path, imap):
+    env = _env(tmp_path, imap)
+    dsn, _arf = _bounce_and_complaint(_app(env, tmp_path))
+    imap.deliver(dsn)
+    # A database without its tables: storing fails, so nothing is deleted.
+    broken = {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"}
+    done = _fetch(broken, check=False)
+    assert done.returncode == 1
+    assert "Error: message UID 1 could not be stored (see the log)" in done.stderr
+    assert imap.messages() == [(dsn, "")]
+    # The next run, with the database back, stores it and deletes it.
+    assert "bounces: processed=1 too_large=0" in _fetch(env).stdout
+    assert imap.messages() == []
