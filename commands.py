@@ -1,4 +1,5 @@
-"""Flask CLI: worker, content, outbox, serve, users, leads, dkim, bounces."""
+"""Flask CLI: worker, content, outbox, serve, users, leads, dkim; bounces in
+commands_bounces.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+
+from commands_bounces import bounces_group
 
 
 @click.command("worker")
@@ -104,43 +107,6 @@ def outbox_status() -> None:
     # Bad VERP signatures are forged or mangled bounces: ignored, but counted.
     came_back = ", ".join(f"{kind}={n}" for kind, n in report.inbound.items())
     click.echo(f"came back in {INBOUND_DAYS} days: {came_back}")
-
-
-@click.group("bounces")
-def bounces_group() -> None:
-    """Bounces and complaints that come back after a mail left."""
-
-
-@bounces_group.command("serve")
-@click.option("--port", default=2525, show_default=True, help="SMTP port to listen on")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-@with_appcontext
-def bounces_serve(port: int, host: str) -> None:
-    """Receive bounces over SMTP for MAIL_BOUNCE_ADDRESS (the MX or the local
-    MTA forwards them here); every other recipient is refused."""
-    import threading
-
-    from services.bounces.receiver import BounceController
-
-    app = current_app._get_current_object()  # noqa: SLF001 (see worker_command)
-    address = app.config.get("MAIL_BOUNCE_ADDRESS")
-    if not address:
-        raise click.ClickException(
-            "MAIL_BOUNCE_ADDRESS (or BOUNCE_LOCAL and BOUNCE_DOMAIN) is not set: "
-            "no mail carries a bounce address, so none would come here"
-        )
-    controller = BounceController(app, host, port)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    controller.start()
-    click.echo(f"bounces: receiving mail for {address} (and its tags) on {host}:{port}")
-    try:
-        while not stop.wait(1):
-            pass
-    finally:
-        controller.stop()
-    click.echo(f"bounces: stopped after storing {controller.handler.stored} messages")
 
 
 # A client that sends its header slowly holds a gunicorn thread until it is

@@ -220,6 +220,27 @@ class _Environment:
             return None
         return f"{local.lower()}@{domain.lower()}"
 
+    def bounce_imap(self) -> dict:
+        """BOUNCE_IMAP_*: the mailbox `flask bounces fetch` reads (TLS always
+        verified; BOUNCE_IMAP_CA_FILE adds a CA to trust). Host blank: none."""
+        host, user = self._value("BOUNCE_IMAP_HOST"), self._value("BOUNCE_IMAP_USER")
+        password, ca_file = self.text("BOUNCE_IMAP_PASSWORD"), self._value("BOUNCE_IMAP_CA_FILE")
+        if host and not _HOST.fullmatch(host):
+            raise ConfigError(f'BOUNCE_IMAP_HOST: "{host}" is not a host such as imap.example.com')
+        if host and not (user and password):
+            raise ConfigError("BOUNCE_IMAP_HOST is set: set BOUNCE_IMAP_USER and _PASSWORD too")
+        if ca_file and not Path(ca_file).is_file():
+            raise ConfigError(f'BOUNCE_IMAP_CA_FILE: "{ca_file}" is not a file (PEM certificates)')
+        return {
+            "BOUNCE_IMAP_HOST": host,
+            "BOUNCE_IMAP_PORT": self.integer("BOUNCE_IMAP_PORT", 993, minimum=1, maximum=65535),
+            "BOUNCE_IMAP_USER": user,
+            "BOUNCE_IMAP_PASSWORD": password,
+            "BOUNCE_IMAP_FOLDER": self._value("BOUNCE_IMAP_FOLDER") or "INBOX",
+            "BOUNCE_IMAP_CA_FILE": ca_file,
+            "BOUNCE_IMAP_AFTER": self.choice("BOUNCE_IMAP_AFTER", "delete", ("delete", "flag")),
+        }
+
     def database_url(self, name: str, default: str) -> str:
         url = self._value(name) or default
         try:
@@ -340,6 +361,7 @@ class Config:
             "MAIL_BOUNCE_ADDRESS": env.bounce_address(),
             "BOUNCE_SOFT_LIMIT": env.integer("BOUNCE_SOFT_LIMIT", 3, minimum=1),
             "BOUNCE_SOFT_DAYS": env.integer("BOUNCE_SOFT_DAYS", 30, minimum=1),
+            **env.bounce_imap(),
             # Worker
             "WORKER_BATCH_SIZE": env.integer("WORKER_BATCH_SIZE", 50, minimum=1),
             "WORKER_LEASE_SECONDS": env.integer("WORKER_LEASE_SECONDS", 120, minimum=1),

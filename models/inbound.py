@@ -32,7 +32,7 @@ class InboundEvent(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # smtp (flask bounces serve); later imap, webhook:<provider>
+    # smtp (flask bounces serve), imap (flask bounces fetch); later webhook:<provider>
     source: Mapped[str] = mapped_column(String(40), default="smtp")
     kind: Mapped[InboundKind] = mapped_column(string_enum(InboundKind, "inbound_kind"))
     # The enhanced status code (RFC 3463) of the failure, e.g. 5.1.1.

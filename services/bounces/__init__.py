@@ -2,9 +2,9 @@
 mail by its VERP tag, acted on, and kept as InboundEvents.
 
 `process(raw, envelope_rcpt)` is the one entry point for every way in: the
-SMTP receiver (`flask bounces serve`, receiver.py) now, a mailbox and ESP
-webhooks on top of it later. parse.py reads a message; events.py matches,
-acts and records.
+SMTP receiver (`flask bounces serve`, receiver.py), a mailbox read over
+IMAP (`flask bounces fetch`, mailbox.py), and ESP webhooks later. parse.py
+reads a message; events.py matches, acts and records.
 """
 
 from services.bounces.events import process

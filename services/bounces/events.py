@@ -1,8 +1,8 @@
 """One message that came back: read it, match it to the mail it is about,
 act on it, and keep it as an InboundEvent.
 
-`process` is the single entry point for every way in (the SMTP receiver now;
-a mailbox and ESP webhooks later). The caller commits.
+`process` is the single entry point for every way in (the SMTP receiver, an
+IMAP mailbox; ESP webhooks later). The caller commits.
 """
 
 from __future__ import annotations
