@@ -57,7 +57,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     limiter.init_app(app)
     login_manager.init_app(app)
 
-    from blueprints import admin, articles, auth, health, marketing, subscriptions
+    from blueprints import admin, articles, auth, health, marketing, subscriptions, webhooks
     from commands import register_commands
     from services.content import ArticleStore
     from services.mail import dkim
@@ -80,6 +80,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(marketing.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(webhooks.bp)
     # Last: its /<slug> route must not shadow the others.
     app.register_blueprint(articles.bp)
     # Reading pages has no limit to check (Flask-Limiter's public exemption).

@@ -1,12 +1,13 @@
 """Bounces and complaints that arrive after a mail left: read, matched to the
-mail by its VERP tag, acted on, and kept as InboundEvents.
+mail by its VERP tag (or, for an ESP's event, by Message-ID or address),
+acted on, and kept as InboundEvents.
 
-`process(raw, envelope_rcpt)` is the one entry point for every way in: the
-SMTP receiver (`flask bounces serve`, receiver.py) now, a mailbox and ESP
-webhooks on top of it later. parse.py reads a message; events.py matches,
-acts and records.
+`process(raw, envelope_rcpt)` takes a whole message (the SMTP receiver,
+`flask bounces serve`, receiver.py); `record_event` takes an event an ESP's
+webhook reported (webhooks.py checks who sent it). parse.py reads a message;
+events.py matches, acts and records for both.
 """
 
-from services.bounces.events import process
+from services.bounces.events import process, record_event
 
-__all__ = ["process"]
+__all__ = ["process", "record_event"]
