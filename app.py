@@ -59,6 +59,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from blueprints import admin, articles, auth, health, marketing, subscriptions, webhooks
     from commands import register_commands
+    from services.bounces import sns
     from services.content import ArticleStore
     from services.mail import dkim
     from services.reporting.page_views import ViewCounter
@@ -71,6 +72,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.extensions["view_counter"] = ViewCounter(app.config["VIEW_FLUSH_SECONDS"])
     dkim.init_app(app)
+    sns.init_app(app)
     security.init_app(app)
     errors.init_app(app)
     access.init_app(app)

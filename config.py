@@ -39,6 +39,7 @@ _FALSE = {"0", "false", "no", "off"}
 VERP_SEPARATOR = "+"
 BOUNCE_LOCAL_MAX = 32
 _ATOM = r"[A-Za-z0-9_-]+"
+_SNS_TOPIC_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}")
 _BOUNCE_LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
 
 
@@ -203,7 +204,15 @@ class _Environment:
             raise ConfigError(
                 "POSTMARK_WEBHOOK_PASSWORD: use a random password of 16 characters or more"
             )
+        arns = self.items("SES_SNS_TOPIC_ARNS")
+        for arn in arns:
+            if not _SNS_TOPIC_ARN.fullmatch(arn):
+                raise ConfigError(
+                    f'SES_SNS_TOPIC_ARNS: "{arn}" is not a topic ARN such as '
+                    "arn:aws:sns:eu-west-1:123456789012:ses-bounces"
+                )
         return {
+            "SES_SNS_TOPIC_ARNS": arns,
             "MAILGUN_WEBHOOK_SIGNING_KEY": key,
             "POSTMARK_WEBHOOK_USER": user,
             "POSTMARK_WEBHOOK_PASSWORD": password,

@@ -453,3 +453,11 @@ def test_webhook_secrets_are_off_by_default_and_read_when_set(tmp_path):
 def test_a_bad_webhook_setting_is_named(tmp_path, environ, message):
     with pytest.raises(ConfigError, match=message):
         settings(tmp_path, **environ)
+
+
+def test_ses_topics_are_read_and_checked(tmp_path):
+    arn = "arn:aws:sns:eu-west-1:123456789012:ses-bounces"
+    assert settings(tmp_path)["SES_SNS_TOPIC_ARNS"] == []
+    assert settings(tmp_path, SES_SNS_TOPIC_ARNS=f" {arn} ,")["SES_SNS_TOPIC_ARNS"] == [arn]
+    with pytest.raises(ConfigError, match='SES_SNS_TOPIC_ARNS: "ses-bounces" is not a topic ARN'):
+        settings(tmp_path, SES_SNS_TOPIC_ARNS="ses-bounces")

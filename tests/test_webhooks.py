@@ -356,7 +356,8 @@ def test_a_signed_mailgun_event_with_junk_fields_is_no_500(app, client, frozen):
 
 
 def test_webhooks_take_json_only_and_a_capped_body(app, client):
-    r = post(client, "postmark", "ID=1", auth=(PM_USER, PM_PASSWORD), content_type="text/plain")
+    form = "application/x-www-form-urlencoded"
+    r = post(client, "postmark", "ID=1", auth=(PM_USER, PM_PASSWORD), content_type=form)
     assert r.status_code == 415
     big = json.dumps({**postmark_bounce(), "Details": "x" * 70_000})
     r = post(client, "postmark", big, auth=(PM_USER, PM_PASSWORD))

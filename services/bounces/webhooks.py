@@ -4,8 +4,9 @@ says, mapped onto events.record_event.
 Mailgun signs each event with HMAC-SHA256 over timestamp + token
 (MAILGUN_WEBHOOK_SIGNING_KEY); a stale timestamp or a token seen before is
 refused, since the signature does not cover the body. Postmark sends HTTP
-basic auth (POSTMARK_WEBHOOK_USER/_PASSWORD). A provider without settings
-refuses everything. Nothing is stored before the sender is verified.
+basic auth (POSTMARK_WEBHOOK_USER/_PASSWORD). Amazon SES posts through SNS,
+whose message signature sns.py checks (SES_SNS_TOPIC_ARNS names our topics).
+A provider without settings refuses everything. Nothing is stored before the sender is verified.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from werkzeug.datastructures import Authorization
 from extensions import db
 from models import InboundEvent, InboundKind, WebhookNonce
 from services import clock, upsert
-from services.bounces import events
+from services.bounces import events, sns
 
 # A bounce or complaint event is a few kB; Mailgun's with headers perhaps 20.
 MAX_BODY_BYTES = 64 * 1024
@@ -53,8 +54,8 @@ class Parsed:
     diagnostic: str | None = None
 
 
-def receive(provider: str, body: bytes, auth: Authorization | None) -> InboundEvent | None:
-    """Verify and store one webhook post; the stored event, or None for an
+def receive(provider: str, body: bytes, auth: Authorization | None) -> list[InboundEvent]:
+    """Verify and store one webhook post; the stored events, none for an
     event kind we do not act on (delivered, opened...). Raises Refused. The
     caller commits."""
     handler = PROVIDERS.get(provider)
@@ -62,19 +63,20 @@ def receive(provider: str, body: bytes, auth: Authorization | None) -> InboundEv
         raise Refused(404, "no such provider")
     if len(body) > MAX_BODY_BYTES:
         raise Refused(413, "too large")
-    parsed = handler(body, auth)
-    if parsed.kind is None:
-        return None
-    return events.record_event(
-        parsed.kind,
-        parsed.recipient,
-        parsed.message_id,
-        parsed.status,
-        parsed.diagnostic,
-        f"webhook:{provider}",
-        parsed.event_id,
-        body,
-    )
+    return [
+        events.record_event(
+            parsed.kind,
+            parsed.recipient,
+            parsed.message_id,
+            parsed.status,
+            parsed.diagnostic,
+            f"webhook:{provider}",
+            parsed.event_id,
+            body,
+        )
+        for parsed in handler(body, auth)
+        if parsed.kind is not None
+    ]
 
 
 def _json_object(body: bytes) -> dict:
@@ -97,7 +99,7 @@ def _text(value, limit: int = 1000) -> str | None:
 # --- Mailgun
 
 
-def mailgun(body: bytes, auth: Authorization | None) -> Parsed:
+def mailgun(body: bytes, auth: Authorization | None) -> list[Parsed]:
     key = current_app.config["MAILGUN_WEBHOOK_SIGNING_KEY"]
     if not key:
         raise Refused(403, "Mailgun webhooks are not configured")
@@ -129,7 +131,7 @@ def mailgun(body: bytes, auth: Authorization | None) -> Parsed:
     elif name == "complained":
         kind = InboundKind.COMPLAINT
     else:
-        return Parsed(None, event_id)
+        return []
     message = event.get("message")
     headers = message.get("headers") if isinstance(message, dict) else None
     status = event.get("delivery-status")
@@ -137,7 +139,7 @@ def mailgun(body: bytes, auth: Authorization | None) -> Parsed:
     enhanced = _text(status.get("enhanced-code"), 20)
     if not (enhanced and _ENHANCED.fullmatch(enhanced)):
         enhanced = _text(status.get("code"), 20)
-    return Parsed(
+    parsed = Parsed(
         kind,
         event_id,
         recipient=_text(event.get("recipient"), 320),
@@ -147,6 +149,7 @@ def mailgun(body: bytes, auth: Authorization | None) -> Parsed:
         else _text(status.get("code"), 20),
         diagnostic=_text(status.get("message")) or _text(status.get("description")),
     )
+    return [parsed]
 
 
 def _use_token(provider: str, token: str) -> None:
@@ -181,7 +184,7 @@ _POSTMARK_KINDS = {
 }
 
 
-def postmark(body: bytes, auth: Authorization | None) -> Parsed:
+def postmark(body: bytes, auth: Authorization | None) -> list[Parsed]:
     cfg = current_app.config
     user, password = cfg["POSTMARK_WEBHOOK_USER"], cfg["POSTMARK_WEBHOOK_PASSWORD"]
     if not (user and password):
@@ -206,8 +209,8 @@ def postmark(body: bytes, auth: Authorization | None) -> Parsed:
     elif record_type == "Bounce":
         kind = _POSTMARK_KINDS.get(_text(data.get("Type"), 40) or "")
     if kind is None:
-        return Parsed(None, event_id)
-    return Parsed(
+        return []
+    parsed = Parsed(
         kind,
         f"{record_type}:{event_id}",
         recipient=_text(data.get("Email"), 320),
@@ -216,9 +219,77 @@ def postmark(body: bytes, auth: Authorization | None) -> Parsed:
             filter(None, (_text(data.get("Type"), 40), _text(data.get("Details"))))
         ),
     )
+    return [parsed]
 
 
-PROVIDERS: dict[str, Callable[[bytes, Authorization | None], Parsed]] = {
+# --- Amazon SES through SNS
+
+
+def ses(body: bytes, auth: Authorization | None) -> list[Parsed]:
+    topics = current_app.config["SES_SNS_TOPIC_ARNS"]
+    if not topics:
+        raise Refused(403, "SES webhooks are not configured")
+    message = _json_object(body)
+    try:
+        sns.verify(message)
+    except sns.SnsError as exc:
+        raise Refused(401, str(exc)) from None
+    if message.get("TopicArn") not in topics:
+        raise Refused(403, "not a topic of ours")
+    if message["Type"] == "SubscriptionConfirmation":
+        try:
+            sns.confirm_subscription(message)
+        except sns.SnsError as exc:
+            raise Refused(400, str(exc)) from None
+        return []
+    if message["Type"] != "Notification":
+        return []
+    try:
+        note = json.loads(message["Message"])
+    except (ValueError, RecursionError):
+        raise Refused(400, "the SNS Message is not JSON") from None
+    return _ses_events(note, message["MessageId"]) if isinstance(note, dict) else []
+
+
+def _ses_events(note: dict, sns_id: str) -> list[Parsed]:
+    """SES notifications (notificationType) and event publishing
+    (eventType) alike: one Parsed per recipient."""
+    what = _text(note.get("notificationType") or note.get("eventType"), 40)
+    mail = note.get("mail") if isinstance(note.get("mail"), dict) else {}
+    common = mail.get("commonHeaders") if isinstance(mail.get("commonHeaders"), dict) else {}
+    message_id = _text(common.get("messageId"), 300)
+    if what == "Bounce":
+        detail = note.get("bounce") if isinstance(note.get("bounce"), dict) else {}
+        permanent = detail.get("bounceType") == "Permanent"
+        kind = InboundKind.HARD_BOUNCE if permanent else InboundKind.SOFT_BOUNCE
+        listed = detail.get("bouncedRecipients")
+    elif what == "Complaint":
+        detail = note.get("complaint") if isinstance(note.get("complaint"), dict) else {}
+        kind, listed = InboundKind.COMPLAINT, detail.get("complainedRecipients")
+    else:
+        return []
+    event_id = _text(detail.get("feedbackId"), 200) or sns_id
+    out = []
+    for rcpt in listed[:50] if isinstance(listed, list) else []:
+        if not isinstance(rcpt, dict) or not _text(rcpt.get("emailAddress"), 320):
+            continue
+        address = _text(rcpt.get("emailAddress"), 320)
+        status = _text(rcpt.get("status"), 20)
+        out.append(
+            Parsed(
+                kind,
+                f"{event_id}:{address.lower()}",
+                recipient=address,
+                message_id=message_id,
+                status=status if status and _ENHANCED.fullmatch(status) else None,
+                diagnostic=_text(rcpt.get("diagnosticCode")),
+            )
+        )
+    return out
+
+
+PROVIDERS: dict[str, Callable[[bytes, Authorization | None], list[Parsed]]] = {
     "mailgun": mailgun,
     "postmark": postmark,
+    "ses": ses,
 }
