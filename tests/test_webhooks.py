@@ -370,3 +370,12 @@ def test_a_webhook_needs_no_cookie_and_sets_none(app, frozen):
     r = post(bare, "mailgun", mailgun_body(mailgun_event("delivered"), frozen.now))
     assert r.status_code == 200
     assert "Set-Cookie" not in r.headers
+
+
+def test_webhooks_are_rate_limited(app_config, frozen):
+    from app import create_app
+
+    limited = create_app({**app_config, "WEBHOOK_RATE_LIMIT": "3 per minute"})
+    client = limited.test_client()
+    answers = [post(client, "postmark", b"junk").status_code for _ in range(5)]
+    assert answers == [401, 401, 401, 429, 429]

@@ -230,12 +230,13 @@ def ses(body: bytes, auth: Authorization | None) -> list[Parsed]:
     if not topics:
         raise Refused(403, "SES webhooks are not configured")
     message = _json_object(body)
+    # Before the signature: a stranger's topic costs no certificate fetch.
+    if message.get("TopicArn") not in topics:
+        raise Refused(403, "not a topic of ours")
     try:
         sns.verify(message)
     except sns.SnsError as exc:
         raise Refused(401, str(exc)) from None
-    if message.get("TopicArn") not in topics:
-        raise Refused(403, "not a topic of ours")
     if message["Type"] == "SubscriptionConfirmation":
         try:
             sns.confirm_subscription(message)
