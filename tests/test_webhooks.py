@@ -30,7 +30,7 @@ from models import (
 )
 from services.mail.compose import compose
 from tests.factories import make_lead
-from tests.helpers import count
+from tests.helpers import count, page_text, sign_in_admin
 
 EMAIL = "reader@example.com"
 MAILGUN_KEY = secrets.token_hex(24)
@@ -254,6 +254,20 @@ def test_a_postmark_hard_bounce_suppresses_the_address(app, client):
         assert (event.kind, event.source) == (InboundKind.HARD_BOUNCE, "webhook:postmark")
         assert event.diagnostic.startswith("HardBounce smtp;550 5.1.1")
         assert suppression().reason == "hard_bounce"
+
+
+def test_a_webhook_event_shows_to_staff_like_any_other(app, client):
+    with app.app_context():
+        sent()
+    r = post(client, "postmark", postmark_bounce(), auth=(PM_USER, PM_PASSWORD))
+    assert r.status_code == 200
+    with app.app_context():
+        event_id = db.session.execute(select(InboundEvent.id)).scalar_one()
+    sign_in_admin(app, client)
+    page = page_text(client.get(f"/admin/inbound/{event_id}"))
+    assert "by webhook:postmark" in page
+    assert "address suppressed (hard bounce)" in page
+    assert '"RecordType": "Bounce"' in page  # the provider's JSON as received
 
 
 def test_a_postmark_spam_complaint_unsubscribes_and_suppresses(app, client):
