@@ -57,8 +57,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     limiter.init_app(app)
     login_manager.init_app(app)
 
-    from blueprints import admin, articles, auth, health, marketing, subscriptions
+    from blueprints import admin, articles, auth, health, marketing, subscriptions, webhooks
     from commands import register_commands
+    from services.bounces import sns
     from services.content import ArticleStore
     from services.mail import dkim
     from services.reporting.page_views import ViewCounter
@@ -71,6 +72,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.extensions["view_counter"] = ViewCounter(app.config["VIEW_FLUSH_SECONDS"])
     dkim.init_app(app)
+    sns.init_app(app)
     security.init_app(app)
     errors.init_app(app)
     access.init_app(app)
@@ -80,6 +82,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(marketing.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(webhooks.bp)
     # Last: its /<slug> route must not shadow the others.
     app.register_blueprint(articles.bp)
     # Reading pages has no limit to check (Flask-Limiter's public exemption).

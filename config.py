@@ -39,6 +39,7 @@ _FALSE = {"0", "false", "no", "off"}
 VERP_SEPARATOR = "+"
 BOUNCE_LOCAL_MAX = 32
 _ATOM = r"[A-Za-z0-9_-]+"
+_SNS_TOPIC_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}")
 _BOUNCE_LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
 
 
@@ -182,6 +183,40 @@ class _Environment:
         if not Path(value).is_dir():
             raise ConfigError(f'{name}: "{value}" is not a directory')
         return value
+
+    def webhooks(self) -> dict:
+        """The ESP webhook secrets; Postmark's user and password go together."""
+        key = self._value("MAILGUN_WEBHOOK_SIGNING_KEY")
+        user, password = (
+            self._value("POSTMARK_WEBHOOK_USER"),
+            self._value("POSTMARK_WEBHOOK_PASSWORD"),
+        )
+        if key is not None and len(key) < 16:
+            raise ConfigError(
+                "MAILGUN_WEBHOOK_SIGNING_KEY: too short to be Mailgun's HTTP webhook "
+                "signing key (copy it from Sending > Webhooks)"
+            )
+        if (user is None) != (password is None):
+            raise ConfigError("POSTMARK_WEBHOOK_USER and POSTMARK_WEBHOOK_PASSWORD go together")
+        if user is not None and ":" in user:
+            raise ConfigError("POSTMARK_WEBHOOK_USER: a basic-auth user name has no colon")
+        if password is not None and len(password) < 16:
+            raise ConfigError(
+                "POSTMARK_WEBHOOK_PASSWORD: use a random password of 16 characters or more"
+            )
+        arns = self.items("SES_SNS_TOPIC_ARNS")
+        for arn in arns:
+            if not _SNS_TOPIC_ARN.fullmatch(arn):
+                raise ConfigError(
+                    f'SES_SNS_TOPIC_ARNS: "{arn}" is not a topic ARN such as '
+                    "arn:aws:sns:eu-west-1:123456789012:ses-bounces"
+                )
+        return {
+            "SES_SNS_TOPIC_ARNS": arns,
+            "MAILGUN_WEBHOOK_SIGNING_KEY": key,
+            "POSTMARK_WEBHOOK_USER": user,
+            "POSTMARK_WEBHOOK_PASSWORD": password,
+        }
 
     def bounce_address(self) -> str | None:
         """The VERP base address, local@domain in lower case (MTAs may lower
@@ -362,6 +397,9 @@ class Config:
             "BOUNCE_SOFT_LIMIT": env.integer("BOUNCE_SOFT_LIMIT", 3, minimum=1),
             "BOUNCE_SOFT_DAYS": env.integer("BOUNCE_SOFT_DAYS", 30, minimum=1),
             **env.bounce_imap(),
+            # ESP webhooks (POST /webhooks/<provider>): unset refuses them.
+            **env.webhooks(),
+            "WEBHOOK_RATE_LIMIT": env.rate_limit("WEBHOOK_RATE_LIMIT", "600 per minute"),
             # Worker
             "WORKER_BATCH_SIZE": env.integer("WORKER_BATCH_SIZE", 50, minimum=1),
             "WORKER_LEASE_SECONDS": env.integer("WORKER_LEASE_SECONDS", 120, minimum=1),

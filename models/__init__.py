@@ -4,7 +4,7 @@ from models.analytics import PageViewDaily, SignupStatsDaily
 from models.announcement import Announcement, AnnouncementStatus, ClassClick
 from models.audit import AuditEvent
 from models.base import Base, UTCDateTime, utcnow
-from models.inbound import InboundEvent, InboundKind
+from models.inbound import InboundEvent, InboundKind, WebhookNonce
 from models.lead import ConsentEvent, ConsentKind, ConsentText, Lead, LeadStatus, LeadTopic
 from models.outbox import MailKind, OutboxMessage, OutboxStatus
 from models.suppression import Suppression, email_hash
@@ -37,6 +37,7 @@ __all__ = [
     "TrainingClass",
     "UTCDateTime",
     "User",
+    "WebhookNonce",
     "email_hash",
     "utcnow",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, string_enum, utcnow
@@ -69,3 +69,18 @@ class InboundEvent(Base):
         # Counts by kind over a period (flask outbox status, rates).
         Index("ix_inbound_event_kind_received_at", "kind", "received_at"),
     )
+
+
+class WebhookNonce(Base):
+    """A signature token an ESP webhook used (Mailgun's), kept while its
+    timestamp is fresh: a captured request posted again is refused."""
+
+    __tablename__ = "webhook_nonce"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    # sha256 of the token: fixed length whatever a stranger sends.
+    token_hash: Mapped[str] = mapped_column(String(64))
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+    __table_args__ = (UniqueConstraint("provider", "token_hash"),)

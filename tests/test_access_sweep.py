@@ -21,7 +21,7 @@ from tests.factories import subscribed_lead
 from tests.helpers import csrf_token, sign_in_as
 
 # Endpoints anyone may reach. Keep this short: anything else is staff only.
-PUBLIC_PREFIXES = ("articles.", "subscriptions.", "health.")
+PUBLIC_PREFIXES = ("articles.", "subscriptions.", "health.", "webhooks.")
 PUBLIC_ENDPOINTS = {
     "static",
     "auth.login",
@@ -43,6 +43,9 @@ CSRF_EXEMPT = {
     "subscriptions.confirm": (400, "This link does not work"),
     # Carries the expired link's token, its capability (none here: refused).
     "subscriptions.resend_confirmation": (400, "This link does not work"),
+    # ESP webhooks: the provider's signature or basic auth is checked instead
+    # (test_webhooks.py); a form post is refused before that, JSON only.
+    "webhooks.receive": (415, "send application/json"),
 }
 SKIP_METHODS = {"HEAD", "OPTIONS"}
 

@@ -417,3 +417,47 @@ def test_a_bad_bounce_address_is_named(tmp_path, environ, message):
     with pytest.raises(ConfigError) as caught:
         settings(tmp_path, **environ)
     assert str(caught.value) == message
+
+
+def test_webhook_secrets_are_off_by_default_and_read_when_set(tmp_path):
+    off = settings(tmp_path)
+    assert off["MAILGUN_WEBHOOK_SIGNING_KEY"] is None
+    assert (off["POSTMARK_WEBHOOK_USER"], off["POSTMARK_WEBHOOK_PASSWORD"]) == (None, None)
+    on = settings(
+        tmp_path,
+        MAILGUN_WEBHOOK_SIGNING_KEY=" key-0123456789abcdef ",
+        POSTMARK_WEBHOOK_USER="hook",
+        POSTMARK_WEBHOOK_PASSWORD="p" * 16,
+    )
+    assert on["MAILGUN_WEBHOOK_SIGNING_KEY"] == "key-0123456789abcdef"
+    assert (on["POSTMARK_WEBHOOK_USER"], on["POSTMARK_WEBHOOK_PASSWORD"]) == ("hook", "p" * 16)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"MAILGUN_WEBHOOK_SIGNING_KEY": "short"}, "MAILGUN_WEBHOOK_SIGNING_KEY: too short"),
+        ({"POSTMARK_WEBHOOK_USER": "hook"}, "POSTMARK_WEBHOOK_USER and POSTMARK_WEBHOOK_PASSWORD"),
+        ({"POSTMARK_WEBHOOK_PASSWORD": "p" * 16}, "go together"),
+        (
+            {"POSTMARK_WEBHOOK_USER": "a:b", "POSTMARK_WEBHOOK_PASSWORD": "p" * 16},
+            "has no colon",
+        ),
+        (
+            {"POSTMARK_WEBHOOK_USER": "hook", "POSTMARK_WEBHOOK_PASSWORD": "short"},
+            "16 characters or more",
+        ),
+        ({"WEBHOOK_RATE_LIMIT": "lots"}, 'WEBHOOK_RATE_LIMIT: "lots" is not a rate limit'),
+    ],
+)
+def test_a_bad_webhook_setting_is_named(tmp_path, environ, message):
+    with pytest.raises(ConfigError, match=message):
+        settings(tmp_path, **environ)
+
+
+def test_ses_topics_are_read_and_checked(tmp_path):
+    arn = "arn:aws:sns:eu-west-1:123456789012:ses-bounces"
+    assert settings(tmp_path)["SES_SNS_TOPIC_ARNS"] == []
+    assert settings(tmp_path, SES_SNS_TOPIC_ARNS=f" {arn} ,")["SES_SNS_TOPIC_ARNS"] == [arn]
+    with pytest.raises(ConfigError, match='SES_SNS_TOPIC_ARNS: "ses-bounces" is not a topic ARN'):
+        settings(tmp_path, SES_SNS_TOPIC_ARNS="ses-bounces")

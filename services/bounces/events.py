@@ -1,8 +1,9 @@
 """One message that came back: read it, match it to the mail it is about,
 act on it, and keep it as an InboundEvent.
 
-`process` is the single entry point for every way in (the SMTP receiver, an
-IMAP mailbox; ESP webhooks later). The caller commits.
+`process` is the entry point for whole messages (the SMTP receiver, a
+mailbox), `record_event` for events an ESP's webhook reported already parsed;
+both store and act through `_store`. The caller commits.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = logging.getLogger("leads.bounces")
 MAX_MESSAGE_BYTES = 1024 * 1024
 # What is kept of each message for a person to read.
 RAW_KEEP_BYTES = 64 * 1024
+_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _OUR_MESSAGE_ID = re.compile(r"<?(\d{1,19})\.(\d{1,12})\.outbox@([^>\s]+)>?")
 
 
@@ -63,7 +65,52 @@ def process(raw: bytes, envelope_rcpt: str | None, source: str = "smtp") -> Inbo
         log.info("inbound event %s received again: counted once", found.id)
         return found
     match = _match(envelope_rcpt, report)
-    kind = InboundKind.BAD_SIGNATURE if match.bad_signature else report.kind
+    if match.bad_signature:
+        report.kind = InboundKind.BAD_SIGNATURE
+    return _store(key, source, report, match, raw, envelope_rcpt)
+
+
+def record_event(
+    kind: InboundKind,
+    recipient: str | None,
+    message_id: str | None,
+    status: str | None,
+    diagnostic: str | None,
+    source: str,
+    dedupe_key: str,
+    raw_json: bytes,
+) -> InboundEvent:
+    """Store and act on an event an ESP reported already parsed (a webhook
+    whose signature was checked). `message_id` is our mail's Message-ID when
+    the ESP echoes it; else the event matches by `recipient`. `dedupe_key`
+    is the provider's own event id: the same event twice is one row."""
+    key = hashlib.sha256(f"{source}\0{dedupe_key}".encode("utf-8", "replace")).hexdigest()
+    found = _by_key(key)
+    if found is not None:
+        log.info("inbound event %s received again: counted once", found.id)
+        return found
+    report = parse.Report(
+        kind,
+        status=parse.clean(status, 20),
+        diagnostic=parse.clean(diagnostic),
+        recipient=recipient,
+    )
+    match = _for_row(_row_by_message_id(message_id), "Message-ID")
+    if match.row is None and recipient:
+        match = _for_address(recipient)
+    return _store(key, source, report, match, raw_json, None)
+
+
+def _store(
+    key: str,
+    source: str,
+    report: parse.Report,
+    match: Match,
+    raw: bytes,
+    envelope_rcpt: str | None,
+) -> InboundEvent:
+    """The one place an event is stored and acted on, for every way in."""
+    kind = report.kind
     inserted = upsert.insert_ignore(
         InboundEvent,
         {
@@ -146,6 +193,16 @@ def _for_row(row: OutboxMessage | None, how: str) -> Match:
         return Match()
     lead = row.lead
     return Match(row=row, lead=lead, address=lead.email if lead else row.to_email, how=how)
+
+
+def _for_address(recipient: str) -> Match:
+    """An ESP's authenticated event names the address our mail went to: the
+    lead with it, or the bare address (it is suppressed all the same)."""
+    address = parse.clean(recipient.strip().lower(), 320)
+    if not address or not _ADDRESS.fullmatch(address):
+        return Match()
+    lead = subscriptions.lead_by_email(address)
+    return Match(lead=lead, address=lead.email if lead else address, how="recipient")
 
 
 def _act(event: InboundEvent, report: parse.Report, match: Match) -> str:
