@@ -255,3 +255,11 @@ def test_after_one_click_the_worker_sends_no_more_marketing_mail(app, sent, smtp
     assert (total.sent, total.skipped) == (0, 2)
     assert skipped == 2
     assert len(smtp_server.messages) == before
+
+
+def test_a_doubled_slash_in_the_unsubscribe_path_is_a_404_not_a_redirect(client):
+    # Found by Hypothesis: Werkzeug redirected `/unsubscribe//x` with a 308.
+    for method in (client.get, client.post):
+        r = method("/unsubscribe//%20")
+        assert r.status_code == 404
+        assert "Location" not in r.headers

@@ -33,3 +33,6 @@ def init_app(app: Flask) -> None:
     converters = app.url_map.converters
     converters["default"] = converters["string"] = TextConverter
     converters["int"] = RowIdConverter
+    # A doubled slash is no path of ours: a 404, not Werkzeug's 308 to the
+    # merged path (a one-click unsubscribe POST must never be redirected).
+    app.url_map.merge_slashes = False
