@@ -84,6 +84,21 @@ class FrozenClock:
 # --- App settings.
 
 
+def app_beside(env: dict, tmp_path: Path, **config):
+    """The app in the test's process, on the database and key of the
+    processes started with `env` (procs.app_env)."""
+    from app import create_app
+
+    return create_app(
+        {
+            **base_config(tmp_path),
+            "SECRET_KEY": env["SECRET_KEY"],
+            "SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"],
+            **config,
+        }
+    )
+
+
 def base_config(tmp_path: Path) -> dict:
     """What every in-process app of the suite starts from (no database yet)."""
     return {

@@ -15,7 +15,6 @@ import time
 import pytest
 from sqlalchemy import select
 
-from app import create_app
 from config import Config, ConfigError
 from extensions import db
 from models import InboundEvent, Lead, LeadStatus, OutboxMessage, Suppression, email_hash
@@ -25,7 +24,7 @@ from services.mail import verp
 from tests import imap_server, procs
 from tests.bounce_mail import BOUNCE_ADDRESS, arf_complaint, postfix_dsn
 from tests.factories import make_lead
-from tests.helpers import base_config, require_service
+from tests.helpers import app_beside, require_service
 
 GONE, COMPLAINER = "gone@example.com", "angry@example.com"
 
@@ -55,17 +54,6 @@ def _env(tmp_path, imap, **settings) -> dict[str, str]:
     return env
 
 
-def _app(env, tmp_path):
-    return create_app(
-        {
-            **base_config(tmp_path),
-            "SECRET_KEY": env["SECRET_KEY"],
-            "SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"],
-            "MAIL_BOUNCE_ADDRESS": BOUNCE_ADDRESS,
-        }
-    )
-
-
 def _bounce_and_complaint(app) -> tuple[bytes, bytes]:
     """A DSN for GONE's welcome mail and an ARF complaint about
     COMPLAINER's, as they sit in the bounce mailbox: the delivering MTA put
@@ -93,7 +81,7 @@ def _fetch(env, *args: str, check: bool = True):
 @pytest.mark.slow
 def test_fetch_processes_a_dsn_and_a_complaint_and_deletes_them(tmp_path, imap):
     env = _env(tmp_path, imap)
-    app = _app(env, tmp_path)
+    app = app_beside(env, tmp_path, MAIL_BOUNCE_ADDRESS=BOUNCE_ADDRESS)
     dsn, arf = _bounce_and_complaint(app)
     imap.deliver(dsn)
     imap.deliver(arf)
@@ -129,7 +117,7 @@ def test_fetch_processes_a_dsn_and_a_complaint_and_deletes_them(tmp_path, imap):
 @pytest.mark.slow
 def test_fetch_every_flags_what_it_processed_and_stops_on_sigterm(tmp_path, imap):
     env = _env(tmp_path, imap, BOUNCE_IMAP_AFTER="flag")
-    app = _app(env, tmp_path)
+    app = app_beside(env, tmp_path, MAIL_BOUNCE_ADDRESS=BOUNCE_ADDRESS)
     dsn, _arf = _bounce_and_complaint(app)
     proc = procs.Proc(
         [procs.PYTHON, "-m", "flask", "--app", "app", "bounces", "fetch", "--every", "1"],
@@ -161,7 +149,7 @@ def test_an_untrusted_certificate_or_a_wrong_password_stops_it_and_nothing_is_to
     tmp_path, imap
 ):
     env = _env(tmp_path, imap)
-    app = _app(env, tmp_path)
+    app = app_beside(env, tmp_path, MAIL_BOUNCE_ADDRESS=BOUNCE_ADDRESS)
     dsn, _arf = _bounce_and_complaint(app)
     imap.deliver(dsn)
 
@@ -229,7 +217,7 @@ def test_fetch_without_a_mailbox_says_what_to_set(tmp_path):
 @pytest.mark.slow
 def test_a_message_that_cannot_be_stored_stays_in_the_mailbox(tmp_path, imap):
     env = _env(tmp_path, imap)
-    dsn, _arf = _bounce_and_complaint(_app(env, tmp_path))
+    dsn, _arf = _bounce_and_complaint(app_beside(env, tmp_path, MAIL_BOUNCE_ADDRESS=BOUNCE_ADDRESS))
     imap.deliver(dsn)
     # A database without its tables: storing fails, so nothing is deleted.
     broken = {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"}

@@ -39,7 +39,7 @@ from tests.bounce_mail import (
     postfix_dsn,
 )
 from tests.factories import due_announcement, make_lead
-from tests.helpers import base_config, count, received, smtp_settings
+from tests.helpers import app_beside, base_config, count, received, smtp_settings
 
 GONE, COMPLAINER, READER = "gone@example.com", "angry@example.com", "reader@example.com"
 
@@ -50,18 +50,6 @@ def _env(tmp_path, url, **settings) -> dict[str, str]:
     )
     procs.flask_db_upgrade(env)
     return env
-
-
-def _app(env, tmp_path):
-    """The app in the test's process, on the processes' database and key."""
-    return create_app(
-        {
-            **base_config(tmp_path),
-            "SECRET_KEY": env["SECRET_KEY"],
-            "SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"],
-            "MAIL_BOUNCE_ADDRESS": BOUNCE_ADDRESS,
-        }
-    )
 
 
 def _returned(msg) -> Message:
@@ -77,7 +65,7 @@ def test_a_dsn_and_a_complaint_suppress_end_to_end_and_no_mail_follows(
     tmp_path, empty_db_url, smtp_server
 ):
     env = _env(tmp_path, empty_db_url, **smtp_settings(smtp_server))
-    app = _app(env, tmp_path)
+    app = app_beside(env, tmp_path, MAIL_BOUNCE_ADDRESS=BOUNCE_ADDRESS)
     with app.app_context():
         for email in (GONE, COMPLAINER, READER):
             sequences.lead_confirmed(make_lead(email, ("newsletter",)).id)  # a welcome each
@@ -157,7 +145,7 @@ def _rss_kb(pid: int) -> int:
 @pytest.mark.slow
 def test_a_flood_of_1000_bounces_is_stored_in_bounded_memory(tmp_path):
     env = _env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}")
-    app = _app(env, tmp_path)
+    app = app_beside(env, tmp_path, MAIL_BOUNCE_ADDRESS=BOUNCE_ADDRESS)
     with app.app_context():
         rows = []
         for i in range(10):

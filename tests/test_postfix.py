@@ -24,13 +24,12 @@ import dkim
 import pytest
 from sqlalchemy import select
 
-from app import create_app
 from extensions import db
 from models import InboundEvent, InboundKind, MailKind, OutboxMessage, Suppression, email_hash
 from tests import mta, procs
 from tests.bounce_mail import BOUNCE_ADDRESS, bounce_receiver
 from tests.factories import due_announcement, make_lead, subscribed_lead
-from tests.helpers import base_config, require_service
+from tests.helpers import app_beside, require_service
 
 pytestmark = pytest.mark.slow
 
@@ -84,14 +83,7 @@ def test_postfix_bounces_an_unknown_user_to_bounces_serve_and_keeps_dkim_intact(
     }
     env = procs.app_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", **settings)
     procs.flask_db_upgrade(env)
-    app = create_app(
-        {
-            **base_config(tmp_path),
-            "SECRET_KEY": env["SECRET_KEY"],
-            "SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"],
-            **settings,
-        }
-    )
+    app = app_beside(env, tmp_path, **settings)
     with app.app_context():
         subscribed_lead(GONE)  # its confirmation is queued
         make_lead(BOX, ("cspo-classes",), name="Zoë")
