@@ -147,23 +147,15 @@ class Dovecot(procs.Proc):
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until a TLS handshake with imap-login succeeds."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.alive():
-                raise procs.ProcessFailed(f"dovecot exited:\n{self.log()}\n{self.dovecot_log()}")
-            try:
-                with (
-                    socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock,
-                    context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
-                ):
-                    if tls.recv(100).startswith(b"* OK"):
-                        return
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise procs.ProcessFailed(
-                        f"dovecot did not answer ({exc}):\n{self.log()}\n{self.dovecot_log()}"
-                    ) from exc
-                time.sleep(0.1)
+
+        def greets() -> bool:
+            with (
+                socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock,
+                context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+            ):
+                return tls.recv(100).startswith(b"* OK")
+
+        self.wait_until(greets, "dovecot", timeout, self.dovecot_log)
 
 
 def missing_reason() -> str | None:

@@ -24,7 +24,6 @@ import shutil
 import smtplib
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -146,20 +145,13 @@ class Postfix(procs.Proc):
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until smtpd greets (master has bound the port and forks smtpd on a connection)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.alive():
-                raise procs.ProcessFailed(f"postfix master exited:\n{self.log()}\n{self.maillog()}")
-            try:
-                with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as client:
-                    client.noop()
-                return
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise procs.ProcessFailed(
-                        f"postfix smtpd did not answer ({exc}):\n{self.log()}\n{self.maillog()}"
-                    ) from exc
-                time.sleep(0.1)
+
+        def greets() -> bool:
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as client:
+                client.noop()
+            return True
+
+        self.wait_until(greets, "postfix smtpd", timeout, self.maillog)
 
 
 def missing_reason() -> str | None:

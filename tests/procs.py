@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -180,6 +180,34 @@ class Proc:
         except FileNotFoundError:
             return ""
 
+    def wait_until(
+        self,
+        answers: Callable[[], bool],
+        what: str,
+        timeout: float = 30.0,
+        details: Callable[[], str] = str,
+    ) -> None:
+        """Poll `answers` (an OSError counts as not yet) until it is true;
+        ProcessFailed with the logs if the process dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        last_error: object = None
+        while True:
+            if not self.alive():
+                raise ProcessFailed(
+                    f"{what}: the process exited with {self.popen.returncode}:\n"
+                    f"{self.log()}\n{details()}"
+                )
+            try:
+                if answers():
+                    return
+            except OSError as exc:
+                last_error = exc
+            if time.monotonic() > deadline:
+                raise ProcessFailed(
+                    f"{what} did not answer ({last_error}):\n{self.log()}\n{details()}"
+                )
+            time.sleep(0.1)
+
     def signal(self, sig: int) -> None:
         """Send sig to the whole group (the process and its children)."""
         if self.popen is None:
@@ -216,19 +244,11 @@ class Server(Proc):
         self.url = f"http://127.0.0.1:{port}"
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        last_error: object = None
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise ProcessFailed(f"server exited with {self.popen.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError) as exc:
-                last_error = exc
-            time.sleep(0.1)
-        raise ProcessFailed(f"{self.url}/healthz did not answer ({last_error}):\n{self.log()}")
+        def healthy() -> bool:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
+                return r.status == 200
+
+        self.wait_until(healthy, f"{self.url}/healthz", timeout)
 
 
 def free_port() -> int:
