@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 from extensions import csrf, db, limiter, login_manager, migrate
-from web import hosts
+from web import compression, hosts
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -45,6 +45,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["SITE_URL"], app.config["TRUSTED_HOSTS"] or (), local=app.debug or app.testing
     )
 
+    # First of the after_request hooks, so it runs last (Flask runs them in reverse).
+    compression.init_app(app)
     _configure_engine(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
@@ -57,14 +59,24 @@ def create_app(test_config: dict | None = None) -> Flask:
     limiter.init_app(app)
     login_manager.init_app(app)
 
-    from blueprints import admin, articles, auth, health, marketing, subscriptions, webhooks
+    from blueprints import (
+        admin,
+        articles,
+        auth,
+        health,
+        marketing,
+        seo,
+        subscriptions,
+        webhooks,
+    )
     from commands import register_commands
     from services.bounces import sns
     from services.content import ArticleStore
     from services.mail import dkim
     from services.reporting.page_views import ViewCounter
     from services.staff.auth import load_user
-    from web import access, errors, public_pages, routing, security
+    from web import access, errors, public_pages, routing, security, static_urls
+    from web import seo as seo_markup
 
     login_manager.user_loader(load_user)
     app.extensions["articles"] = ArticleStore(
@@ -76,6 +88,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     security.init_app(app)
     errors.init_app(app)
     access.init_app(app)
+    seo_markup.init_app(app)
+    static_urls.init_app(app)
     routing.init_app(app)  # before the blueprints add their rules
     app.register_blueprint(subscriptions.bp)
     app.register_blueprint(health.bp)
@@ -83,10 +97,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(marketing.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(seo.bp)
     # Last: its /<slug> route must not shadow the others.
     app.register_blueprint(articles.bp)
     # Reading pages has no limit to check (Flask-Limiter's public exemption).
     limiter.exempt(articles.bp)
+    limiter.exempt(seo.bp)
     register_commands(app)
     # Anonymous reads of public pages are answered before the app...
     app.wsgi_app = public_pages.PublicPageCache(app)

@@ -64,14 +64,25 @@ def content_group() -> None:
 @content_group.command("check")
 @with_appcontext
 def content_check() -> None:
-    """List internal links to pages that do not exist; exit 1 if any."""
-    dangling = current_app.extensions["articles"].dangling_links(_served_paths())
+    """List internal links to pages that do not exist (warnings); exit 1 only
+    for links that look like a misspelt slug of an existing article."""
+    store = current_app.extensions["articles"]
+    dangling = store.dangling_links(_served_paths())
+    misspelt = 0
     for slug, link in dangling:
-        click.echo(f"{slug}: {link} does not exist")
-    if dangling:
-        click.echo(f"{len(dangling)} dangling link(s)", err=True)
+        near = store.misspelt_slug(link)
+        if near:
+            misspelt += 1
+            click.echo(f"error: {slug}: {link} does not exist; did you mean /{near}?")
+        else:
+            click.echo(f"warning: {slug}: {link} does not exist (yet)")
+    if misspelt:
+        click.echo(f"{misspelt} misspelt link(s), {len(dangling)} dangling in all", err=True)
         sys.exit(1)
-    click.echo("all internal links resolve")
+    if dangling:
+        click.echo(f"{len(dangling)} dangling link(s), none a misspelt slug", err=True)
+    else:
+        click.echo("all internal links resolve")
 
 
 def _served_paths() -> set[str]:

@@ -15,11 +15,11 @@ from flask import (
 
 from blueprints.subscriptions.signup import new_signup_form
 from extensions import db
-from services import tokens
+from services import site_index, tokens
 from services.campaigns import classes as classes_service
 from services.content import TRAINING_PATH
 from services.reporting.page_views import is_bot
-from web import public_pages
+from web import public_pages, seo
 
 bp = Blueprint("articles", __name__)
 
@@ -44,12 +44,22 @@ def index():
     )
 
 
+TRAINING_DESCRIPTION = (
+    "Upcoming Certified Scrum Product Owner (CSPO) classes: dates, times, places and prices."
+)
+
+
 def _training_context() -> dict:
     classes = classes_service.upcoming_classes()
+    site_url, site_name = current_app.config["SITE_URL"], current_app.config["SITE_NAME"]
     return {
         "classes": classes,
         "months": classes_service.by_month(classes),
         "form": new_signup_form("training"),
+        "description": TRAINING_DESCRIPTION,
+        "structured_data": site_index.course_ld(
+            classes, site_url + TRAINING_PATH, site_name, site_url, TRAINING_DESCRIPTION
+        ),
     }
 
 
@@ -98,12 +108,16 @@ def article(slug: str):
     art = store().get(slug)
     if art is None:
         abort(404)
+    site_url, site_name = current_app.config["SITE_URL"], current_app.config["SITE_NAME"]
     return public_pages.serve(
         "articles/article.html",
         lambda: {
             "article": art,
             "inline_form": new_signup_form("inline", art.slug),
             "end_form": new_signup_form("end", art.slug),
+            "structured_data": site_index.article_ld(
+                art, site_url + art.path, site_name, site_url, seo.share_image(art)
+            ),
         },
         last_modified=art.modified,
         view_slug=art.slug,

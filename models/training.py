@@ -41,6 +41,10 @@ class TrainingClass(Base):
         string_enum(ClassStatus, "class_status"), default=ClassStatus.SCHEDULED
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The training page's lastmod in the sitemap; empty for rows saved before it.
+    updated_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
 
     @property
     def seats_left(self) -> int | None:

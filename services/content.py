@@ -20,6 +20,11 @@ log = logging.getLogger("leads.content")
 TRAINING_PATH = "/certified-scrum-product-owner-cspo-training"
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+# A path under static/ (no "..", no leading slash) or an absolute https URL.
+_IMAGE = re.compile(r"^(?:https://\S+|(?!/)(?!.*\.\.)[\w./-]+\.(?:png|jpe?g|webp|gif))$")
+# A dangling link this close to an article's slug is a typo of it, not a
+# page still to be written (`flask content check` fails on those).
+MISSPELT_DISTANCE = 2
 
 
 class ContentError(ValueError):
@@ -37,10 +42,22 @@ class Article:
     reading_minutes: int
     internal_links: tuple[str, ...] = field(default=())
     modified: datetime | None = None  # the file's, for Last-Modified
+    updated: date | None = None  # front matter `updated:`, for the sitemap and feed
+    image: str | None = None  # front matter `image:`: a file under static/ or an https URL
+    image_alt: str = ""
 
     @property
     def path(self) -> str:
         return f"/{self.slug}"
+
+    @property
+    def changed(self) -> datetime | None:
+        """When the text last changed, as the writer says (updated, else
+        date), else the file's time: the sitemap's lastmod, the feed's updated."""
+        day = self.updated or self.published
+        if day is not None:
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return self.modified
 
 
 def _markdown() -> MarkdownIt:
@@ -118,16 +135,13 @@ def parse_article(path: Path, md: MarkdownIt | None = None) -> Article:
         raise ContentError(f"{path.name}: slug {slug!r} is not lowercase-with-dashes")
     if not meta.get("title"):
         raise ContentError(f"{path.name}: front matter has no title")
-    published = meta.get("date")
-    if isinstance(published, str):
-        try:
-            published = date.fromisoformat(published)
-        except ValueError as exc:
-            raise ContentError(f"{path.name}: date {published!r} is not YYYY-MM-DD") from exc
-    if isinstance(published, datetime):
-        published = published.date()
-    if published is not None and not isinstance(published, date):
-        raise ContentError(f"{path.name}: date {published!r} is not YYYY-MM-DD")
+    published = _front_matter_date(path, meta, "date")
+    updated = _front_matter_date(path, meta, "updated")
+    image = meta.get("image")
+    if image is not None and not (isinstance(image, str) and _IMAGE.match(image)):
+        raise ContentError(
+            f"{path.name}: image {image!r} is not a file under static/ or an https:// URL"
+        )
     env: dict = {}
     tokens = md.parse(body, env)
     text = _plain_text(tokens)
@@ -149,7 +163,35 @@ def parse_article(path: Path, md: MarkdownIt | None = None) -> Article:
         reading_minutes=max(1, math.ceil(len(text.split()) / WORDS_PER_MINUTE)),
         internal_links=_internal_links(tokens),
         modified=datetime.fromtimestamp(int(path.stat().st_mtime), UTC),
+        updated=updated,
+        image=image,
+        image_alt=str(meta.get("image_alt") or ""),
     )
+
+
+def _front_matter_date(path: Path, meta: dict, key: str) -> date | None:
+    value = meta.get(key)
+    if isinstance(value, str):
+        try:
+            value = date.fromisoformat(value)
+        except ValueError as exc:
+            raise ContentError(f"{path.name}: {key} {value!r} is not YYYY-MM-DD") from exc
+    if isinstance(value, datetime):
+        value = value.date()
+    if value is not None and not isinstance(value, date):
+        raise ContentError(f"{path.name}: {key} {value!r} is not YYYY-MM-DD")
+    return value
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
 
 
 class ArticleStore:
@@ -212,3 +254,11 @@ class ArticleStore:
             # Exact match: /article/ is a 404 when the article is /article.
             if link not in paths
         ]
+
+    def misspelt_slug(self, link: str) -> str | None:
+        """The article slug a dangling link is a near miss of, if any."""
+        candidate = link.strip("/")
+        best = min(self._fresh(), key=lambda slug: edit_distance(candidate, slug), default=None)
+        if best is not None and 0 < edit_distance(candidate, best) <= MISSPELT_DISTANCE:
+            return best
+        return None

@@ -222,7 +222,7 @@ def test_conditional_gets_alone_keep_the_cache_filled(app, client, frozen):
         frozen.set(T0 + timedelta(seconds=period * signup_guard.STAMP_SECONDS))
         r = client.get(ARTICLE, headers={**browser, "If-None-Match": etag})
         assert r.status_code == 304
-        assert cache[ARTICLE].expires > frozen.now.timestamp()
+        assert cache[("identity", ARTICLE)].expires > frozen.now.timestamp()
     with app.app_context():
         app.extensions["view_counter"].flush()
         assert db.session.execute(db.select(PageViewDaily.views)).scalar_one() == 4

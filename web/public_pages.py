@@ -8,6 +8,9 @@ proxy: it keeps each such response until the time trap's stamp moves on
 (services.leads.signup_guard, every 2 s), and answers anonymous GETs and HEADs from
 it, 304s included, without running the app's request hooks. Signed-in staff
 pass through to a private, per-request render with their navigation.
+
+Entries are kept per path and content coding (br, gzip or none: see
+web/compression.py), so a page is compressed once per period, not per request.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from werkzeug.http import is_resource_modified, parse_cookie, remove_entity_head
 
 from services import clock
 from services.leads import signup_guard
+from web.compression import coding_for
 from web.hosts import UNTRUSTED_HOST
 
 log = logging.getLogger("leads.public_pages")
@@ -67,6 +71,7 @@ def serve(
     *,
     last_modified: datetime | None = None,
     view_slug: str | None = None,
+    mimetype: str = "text/html",
 ) -> Response:
     """The page from `template` with `context()`: public and cacheable for
     anonymous visitors; private for staff. `view_slug` names the article
@@ -74,7 +79,7 @@ def serve(
     if view_slug and request.method == "GET":  # a 304 is a view too; HEAD is not
         count_view(current_app, view_slug, request.headers.get("User-Agent"))
     if staff_signed_in() or current_app.debug:
-        response = Response(render_template(template, public=False, **context()))
+        response = Response(render_template(template, public=False, **context()), mimetype=mimetype)
         response.cache_control.private = True
         response.cache_control.no_store = True
         response.vary.add("Cookie")
@@ -88,8 +93,12 @@ def serve(
     unstamped = body
     for stamp in {before, signup_guard.stamp()}:
         unstamped = unstamped.replace(stamp.encode(), b"")
-    response = Response(body, mimetype="text/html")
-    response.set_etag(hashlib.sha256(unstamped).hexdigest()[:32], weak=True)
+    response = Response(body, mimetype=mimetype)
+    # One tag per coding (RFC 9110 8.8.3.3): Flask-Compress, after this,
+    # compresses to the coding the cache in front asked for.
+    coding = coding_for(request.headers.get("Accept-Encoding"))
+    digest = hashlib.sha256(unstamped).hexdigest()[:32]
+    response.set_etag(digest if coding == "identity" else f"{digest}-{coding}", weak=True)
     if last_modified is not None:
         response.last_modified = last_modified
     response.headers["Cache-Control"] = PUBLIC_CACHE_CONTROL
@@ -122,7 +131,7 @@ class PublicPageCache:
     def __init__(self, app: Flask) -> None:
         self.app = app
         self.wsgi_app = app.wsgi_app
-        self.entries: dict[str, _Entry] = {}
+        self.entries: dict[tuple[str, str], _Entry] = {}  # (coding, path)
         self.staff_cookies = _staff_cookies(app)
         app.extensions["public_pages"] = self.entries
 
@@ -130,13 +139,15 @@ class PublicPageCache:
         method = environ["REQUEST_METHOD"]
         if method not in ("GET", "HEAD") or self._from_staff(environ) or UNTRUSTED_HOST in environ:
             return self.wsgi_app(environ, start_response)
-        path = environ.get("PATH_INFO", "")
-        entry = self.entries.get(path)
+        # The app is asked for exactly the coding the entry is kept under.
+        coding = environ["HTTP_ACCEPT_ENCODING"] = coding_for(environ.get("HTTP_ACCEPT_ENCODING"))
+        key = (coding, environ.get("PATH_INFO", ""))
+        entry = self.entries.get(key)
         if entry is None:
-            return self._fill(path, environ, start_response)
+            return self._fill(key, environ, start_response)
         if clock.now().timestamp() < entry.expires:
             return self._answer(entry, environ, start_response)
-        return self._refresh(path, environ, start_response)
+        return self._refresh(key, environ, start_response)
 
     def _from_staff(self, environ: dict) -> bool:
         if "HTTP_COOKIE" not in environ:
@@ -157,7 +168,7 @@ class PublicPageCache:
         start_response("200 OK", entry.headers)
         return [] if environ["REQUEST_METHOD"] == "HEAD" else [entry.body]
 
-    def _refresh(self, path: str, environ: dict, start_response) -> Iterable[bytes]:
+    def _refresh(self, key: tuple[str, str], environ: dict, start_response) -> Iterable[bytes]:
         """A page kept before, whose period ended: rendered again in full
         (without the request's conditions, or a run of conditional GETs
         would never refill the cache), then answered as a hit would be."""
@@ -174,20 +185,20 @@ class PublicPageCache:
         finally:
             if hasattr(result, "close"):
                 result.close()
-        entry = self._keep(path, plain, seen, body)
+        entry = self._keep(key, plain, seen, body)
         if entry is None:  # no longer a public page (an article removed): as the app said
-            self.entries.pop(path, None)
+            self.entries.pop(key, None)
             start_response(*seen)
             return [body]
         return self._answer(entry, environ, start_response, counted=True)
 
-    def _keep(self, path: str, environ: dict, seen: list, body: bytes) -> _Entry | None:
+    def _keep(self, key: tuple[str, str], environ: dict, seen: list, body: bytes) -> _Entry | None:
         marked = environ.get(ENVIRON_KEY)
         if marked is None or environ["REQUEST_METHOD"] != "GET" or not seen[0].startswith("200 "):
             return None
         expires, view_slug = marked
         headers = Headers(seen[1])
-        entry = self.entries[path] = _Entry(
+        entry = self.entries[key] = _Entry(
             headers=seen[1],
             body=body,
             etag=headers["ETag"],
@@ -197,7 +208,7 @@ class PublicPageCache:
         )
         return entry
 
-    def _fill(self, path: str, environ: dict, start_response) -> Iterable[bytes]:
+    def _fill(self, key: tuple[str, str], environ: dict, start_response) -> Iterable[bytes]:
         seen: list = []
 
         def keep(status, headers, exc_info=None):
@@ -212,5 +223,5 @@ class PublicPageCache:
         finally:
             if hasattr(result, "close"):
                 result.close()
-        self._keep(path, environ, seen, body)
+        self._keep(key, environ, seen, body)
         return [body]

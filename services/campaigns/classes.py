@@ -260,3 +260,8 @@ def reminder_due_classes(days_before: list[int], now: datetime) -> list[tuple[Tr
         if passed:
             due.append((cls, min(passed)))
     return due
+
+
+def last_change() -> datetime | None:
+    """When any class was last saved: the training page's lastmod."""
+    return db.session.execute(db.select(db.func.max(TrainingClass.updated_at))).scalar_one()
