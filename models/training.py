@@ -10,6 +10,7 @@ from sqlalchemy import ForeignKey, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, new_public_id, string_enum, utcnow
+from services import clock
 
 
 class ClassStatus(enum.StrEnum):
@@ -41,9 +42,10 @@ class TrainingClass(Base):
         string_enum(ClassStatus, "class_status"), default=ClassStatus.SCHEDULED
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # The training page's lastmod in the sitemap; empty for rows saved before it.
+    # The training page's lastmod in the sitemap: any change to the row moves
+    # it (the services' clock, so tests can move time).
     updated_at: Mapped[datetime | None] = mapped_column(
-        UTCDateTime, default=utcnow, onupdate=utcnow
+        UTCDateTime, default=clock.now, onupdate=clock.now
     )
 
     @property

@@ -22,7 +22,7 @@ def not_found(_exc):
         "errors/404.html",
         404,
         articles=current_app.extensions["articles"].all(),
-        form=new_signup_form("page"),
+        form=new_signup_form("not-found"),  # its own placement in the funnel
     )
 
 

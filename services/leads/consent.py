@@ -10,7 +10,8 @@ from extensions import db
 from models import ConsentText
 from services import clock, upsert
 
-PLACEMENTS = ("inline", "end", "training", "page", "embed")
+# "not-found": the form on the 404 page, where readers of a broken link land.
+PLACEMENTS = ("inline", "end", "training", "page", "not-found", "embed")
 
 ARTICLE_TEXT = (
     "Tick what you would like to receive. We will email you a link to confirm "
