@@ -21,7 +21,8 @@ from tests.factories import subscribed_lead
 from tests.helpers import csrf_token, sign_in_as
 
 # Endpoints anyone may reach. Keep this short: anything else is staff only.
-PUBLIC_PREFIXES = ("articles.", "subscriptions.", "health.", "webhooks.")
+# seo.: robots.txt, sitemap.xml and the Atom feed, read by crawlers and feed readers.
+PUBLIC_PREFIXES = ("articles.", "subscriptions.", "health.", "webhooks.", "seo.")
 PUBLIC_ENDPOINTS = {
     "static",
     "auth.login",
