@@ -64,6 +64,10 @@ METHOD = """\
   alongside.
 - **lead list / dashboard**: sequential GETs signed in, 3 warm-up requests
   then the median of 25.
+- **compression**: the article GETs/s with `Accept-Encoding: br` and `gzip`
+  vs the same server's plain GETs, rounds in turns (the page cache keeps a
+  copy per coding); in process, a render plus brotli or gzip vs a render
+  alone, the cache emptied before each GET (the cost once per period).
 - **fan-out**: `services.campaigns.announcements.fan_out()` + commit in-process vs one
   raw `INSERT INTO outbox_message ... SELECT ... FROM lead JOIN lead_topic`
   + commit on a DB-API connection, on the same database, to exactly 200,000
