@@ -308,3 +308,27 @@ def test_the_404_page_lists_articles_and_its_signup_form_works(app, client):
         lead = db.session.execute(db.select(Lead)).scalar_one()
         assert lead.email == "reader@example.com"
         assert lead.source_placement == "not-found"
+
+
+def test_a_static_image_override_gets_a_hashed_absolute_url(app_config, tmp_path):
+    from app import create_app
+
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "one.md").write_text("---\ntitle: One\nimage: img/share.png\n---\n\nText.\n")
+    app = create_app({**app_config, "CONTENT_DIR": str(content)})
+    html = app.test_client().get("/one").get_data(as_text=True)
+    assert re.fullmatch(rf"{SITE}/static/img/share\.png\?v=[0-9a-f]{{12}}", _meta(html, "og:image"))
+    assert _meta(html, "og:image:alt") == "One"  # the title when no image_alt is given
+
+
+@pytest.mark.parametrize(
+    "image", ["/etc/passwd.png", "../secret.png", "http://plain.example/a.png", "img/a.svg", "[1]"]
+)
+def test_an_image_that_is_neither_a_static_file_nor_https_is_refused(tmp_path, image):
+    from services.content import ContentError, parse_article
+
+    path = tmp_path / "one.md"
+    path.write_text(f"---\ntitle: One\nimage: {image}\n---\n\nText.\n")
+    with pytest.raises(ContentError, match="image"):
+        parse_article(path)
