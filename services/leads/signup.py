@@ -25,6 +25,7 @@ from services.campaigns import sequences
 from services.delivery import outbox
 from services.leads import consent, topics
 from services.leads.subscriptions import Evidence
+from services.outgoing_webhooks import events as outgoing
 from services.reporting import funnel
 
 
@@ -169,6 +170,11 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
         conn=conn,
     )
     outcome = _after_signup(conn, req, lead, chosen, claimed)
+    if created:
+        outgoing.emit(
+            "lead.created",
+            outgoing.lead_data(lead.public_id, req.email, lead.status, chosen, req.source_slug),
+        )
     if not created:
         _expire_loaded(lead.id)
     return outcome

@@ -1,0 +1,407 @@
+"""Outgoing webhooks end to end, on SQLite and PostgreSQL: an admin registers
+an endpoint on /admin/webhooks, each event is caused through the product's
+own code path (a signup through the form, the confirmation button, the
+one-click unsubscribe, the erase button, a register click, a bounce through
+bounces.process, an announcement sent by the worker), the worker posts it to
+a real HTTP server on loopback, and the official `standardwebhooks` package
+verifies every signature."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from extensions import db
+from models import (
+    AuditEvent,
+    DeliveryStatus,
+    MailKind,
+    OutboxMessage,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from services import bounces
+from services.campaigns import classes as classes_service
+from services.leads import subscriptions
+from services.mail.compose import compose
+from services.outgoing_webhooks import events as outgoing
+from tests.bounce_mail import BOUNCE_ADDRESS, postfix_dsn
+from tests.factories import make_class, make_lead
+from tests.helpers import (
+    audit_actions,
+    confirm_address,
+    count,
+    create_announcement,
+    csrf_token,
+    drain,
+    page_text,
+    sign_in_admin,
+    signup,
+)
+from tests.webhook_receiver import webhook_receiver
+
+ALL_EVENTS = list(outgoing.EVENT_TYPES)
+SECRET_FIELD = re.compile(r'id="secret" type="text" readonly value="(whsec_[^"]+)"')
+
+
+@pytest.fixture
+def app_config(app_config):
+    # The receiver is on loopback: allowed here, refused by default.
+    return {
+        **app_config,
+        "WEBHOOK_ALLOW_PRIVATE_TARGETS": True,
+        "MAIL_BOUNCE_ADDRESS": BOUNCE_ADDRESS,
+        "FREQUENCY_CAP_DAYS": 0,
+        "WEBHOOK_TIMEOUT": 2,
+    }
+
+
+@pytest.fixture
+def receiver():
+    with webhook_receiver() as r:
+        yield r
+
+
+def register(client, url: str, events=ALL_EVENTS, description: str = "CRM") -> str:
+    """Add an endpoint on the admin's form; the secret the page shows once."""
+    token = csrf_token(client, "/admin/webhooks")
+    r = client.post(
+        "/admin/webhooks",
+        data={"csrf_token": token, "url": url, "description": description, "events": events},
+    )
+    assert r.status_code == 200, page_text(r)
+    return SECRET_FIELD.search(r.get_data(as_text=True)).group(1)
+
+
+def the_endpoint(app) -> WebhookEndpoint:
+    with app.app_context():
+        endpoint = db.session.execute(select(WebhookEndpoint)).scalar_one()
+        db.session.expunge(endpoint)
+        return endpoint
+
+
+def deliveries(app) -> list[WebhookDelivery]:
+    with app.app_context():
+        rows = list(
+            db.session.execute(select(WebhookDelivery).order_by(WebhookDelivery.id)).scalars()
+        )
+        for row in rows:
+            db.session.expunge(row)
+        return rows
+
+
+def test_the_secret_is_shown_once_and_stored_encrypted(app, client):
+    sign_in_admin(app, client)
+    secret = register(client, "https://127.0.0.1:9/in", ["lead.created", "lead.erased"])
+    assert secret.startswith("whsec_")
+    assert 24 <= len(Webhook(secret)._whsecret) <= 64
+    endpoint = the_endpoint(app)
+    assert secret not in endpoint.secret_encrypted
+    assert secret.removeprefix("whsec_") not in endpoint.secret_encrypted
+    page = client.get(f"/admin/webhooks/{endpoint.public_id}").get_data(as_text=True)
+    assert "whsec_" not in page
+    assert "lead.created" in page and "lead.erased" in page
+    assert "whsec_" not in client.get("/admin/webhooks").get_data(as_text=True)
+    assert audit_actions(app) == ["webhook.create"]
+
+
+def test_a_form_without_events_or_with_a_bad_url_is_refused(app, client):
+    sign_in_admin(app, client)
+    token = csrf_token(client, "/admin/webhooks")
+    for url, events, message in [
+        ("https://127.0.0.1:9/in", [], "Choose at least one event."),
+        ("ftp://hooks.example.com/in", ["lead.created"], "must start with https://"),
+        ("https://user:pw@hooks.example.com/", ["lead.created"], "user name or password"),
+    ]:
+        r = client.post("/admin/webhooks", data={"csrf_token": token, "url": url, "events": events})
+        assert r.status_code == 400
+        assert message in page_text(r)
+    assert count(app, WebhookEndpoint) == 0
+
+
+def test_every_event_from_its_real_code_path_arrives_signed(app, client, receiver):
+    sign_in_admin(app, client)
+    secret = register(client, receiver.url())
+
+    # lead.created and lead.confirmed: the form and the confirmation button.
+    assert signup(client, "reader@example.com").status_code == 303
+    confirm_address(app, client, "reader@example.com")
+    with app.app_context():
+        lead = subscriptions.lead_by_email("reader@example.com")
+        lead_public_id = lead.public_id
+        cls = make_class()
+        click = classes_service.register_token(cls, lead, "mail")
+        unsubscribe = subscriptions.unsubscribe_token(lead)
+        other = make_lead("bouncer@example.com")
+        row = OutboxMessage(kind=MailKind.WELCOME, lead_id=other.id, status="sent")
+        db.session.add(row)
+        db.session.commit()
+        mail = compose(row, other).mail
+        class_public_id = cls.public_id
+    # class.register_click: the tracked link.
+    assert client.get(f"/register/{click}").status_code == 302
+    # lead.unsubscribed: RFC 8058 one-click.
+    r = client.post(f"/unsubscribe/{unsubscribe}", data={"List-Unsubscribe": "One-Click"})
+    assert r.status_code == 200
+    # mail.bounced: a DSN to the VERP address of the mail that went.
+    with app.app_context():
+        bounces.process(postfix_dsn(to=mail.sender, recipient=other.email), mail.sender)
+        db.session.commit()
+    # lead.erased: the marketing page's button.
+    token = csrf_token(client, f"/marketing/leads/{lead_public_id}")
+    r = client.post(
+        f"/marketing/leads/{lead_public_id}/erase",
+        data={"csrf_token": token, "confirm_email": "reader@example.com"},
+    )
+    assert r.status_code == 303 and r.headers["Location"] == "/marketing/leads"
+    # announcement.sent: written, sent now, and sent by the worker.
+    with app.app_context():
+        make_lead("fan@example.com")
+        db.session.commit()
+    ann = create_announcement(client)
+    token = csrf_token(client, f"/admin/announcements/{ann}")
+    client.post(
+        f"/admin/announcements/{ann}/schedule",
+        data={"csrf_token": token, "send_now": "1", "timezone": "UTC"},
+    )
+    drain(app)
+    drain(app)  # the announcement closes after its last mail; its event goes next
+
+    payloads = [r.verify(secret) for r in receiver.requests]
+    by_type = {p["type"]: p for p in payloads}
+    assert sorted(by_type) == sorted(ALL_EVENTS)
+    assert len(payloads) == len(ALL_EVENTS)
+    for request in receiver.requests:
+        assert request.path == "/hook"
+        assert request.headers["host"] == f"127.0.0.1:{receiver.port}"
+        assert request.headers["webhook-id"].startswith("msg_")
+        assert request.headers["content-type"] == "application/json"
+    created = by_type["lead.created"]["data"]
+    assert created["lead"] == lead_public_id
+    assert created["email"] == "reader@example.com"
+    assert created["status"] == "pending" and created["topics"] == ["cspo-classes"]
+    assert by_type["lead.confirmed"]["data"]["status"] == "confirmed"
+    assert by_type["lead.unsubscribed"]["data"]["channel"] == "one-click"
+    assert by_type["class.register_click"]["data"] == {
+        "class": class_public_id,
+        "lead": lead_public_id,
+        "via": "mail",
+    }
+    bounced = by_type["mail.bounced"]["data"]
+    assert bounced["kind"] == "hard_bounce" and bounced["email"] == "bouncer@example.com"
+    assert bounced["status"] == "5.1.1"
+    # An erased lead's event names nobody: its public id only.
+    assert by_type["lead.erased"]["data"] == {"lead": lead_public_id}
+    assert by_type["announcement.sent"]["data"]["announcement"] == ann
+    # Public ids only: no row id of ours in any payload.
+    assert all(not re.search(r'"id"\s*:', r.body.decode()) for r in receiver.requests)
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", created and payloads[0]["timestamp"]
+    )
+    assert {d.status for d in deliveries(app)} == {DeliveryStatus.DELIVERED}
+
+
+def test_no_endpoint_or_a_disabled_one_queues_nothing(app, client):
+    with app.app_context():
+        outgoing.emit("lead.erased", {"lead": "x"})
+        db.session.commit()
+    assert count(app, WebhookDelivery) == 0
+    sign_in_admin(app, client)
+    register(client, "https://127.0.0.1:9/in", ["lead.created"])
+    with app.app_context():
+        outgoing.emit("lead.erased", {"lead": "x"})  # not subscribed
+        outgoing.emit("lead.created", {"lead": "y"})
+        db.session.commit()
+    assert [d.event_type for d in deliveries(app)] == ["lead.created"]
+    endpoint = the_endpoint(app)
+    token = csrf_token(client, f"/admin/webhooks/{endpoint.public_id}")
+    client.post(
+        f"/admin/webhooks/{endpoint.public_id}/enabled", data={"csrf_token": token, "enabled": "0"}
+    )
+    with app.app_context():
+        outgoing.emit("lead.created", {"lead": "z"})
+        db.session.rollback()  # the cause rolled back: so is its event
+        outgoing.emit("lead.created", {"lead": "z"})
+        db.session.commit()
+    assert count(app, WebhookDelivery) == 1  # disabled: nothing more
+
+
+def test_retries_back_off_and_keep_the_webhook_id(app, client, receiver, frozen):
+    receiver.statuses = [500, 503]
+    sign_in_admin(app, client)
+    secret = register(client, receiver.url(), ["lead.erased"])
+    with app.app_context():
+        outgoing.emit("lead.erased", {"lead": "abc"})
+        db.session.commit()
+
+    drain(app)
+    (first,) = deliveries(app)
+    assert first.status == DeliveryStatus.QUEUED and first.attempts == 1
+    assert first.response_status == 500 and first.last_error.startswith("HTTP 500")
+    assert first.send_after > frozen.now
+    assert the_endpoint(app).failing_since == frozen.now
+    drain(app)  # not due yet: nothing goes
+    assert len(receiver.requests) == 1
+
+    frozen.set(first.send_after + timedelta(seconds=1))
+    drain(app)
+    (second,) = deliveries(app)
+    assert second.attempts == 2 and second.response_status == 503
+    assert (second.send_after - frozen.now) >= timedelta(seconds=0.5)  # base 1 s, doubled
+
+    frozen.set(second.send_after + timedelta(seconds=1))
+    drain(app)
+    (done,) = deliveries(app)
+    assert done.status == DeliveryStatus.DELIVERED and done.attempts == 3
+    assert done.response_status == 200 and done.last_error is None
+    assert the_endpoint(app).failing_since is None
+
+    ids = {r.headers["webhook-id"] for r in receiver.requests}
+    assert ids == {done.message_id}
+    stamps = [int(r.headers["webhook-timestamp"]) for r in receiver.requests]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 3
+    bodies = {r.body for r in receiver.requests}
+    assert len(bodies) == 1  # the same bytes on every retry
+    hook = Webhook(secret)
+    for r in receiver.requests:
+        # The frozen clock is hours off real time, so sign with the header's
+        # own time and compare, as verify() does after its time check.
+        stamp = datetime.fromtimestamp(int(r.headers["webhook-timestamp"]), UTC)
+        assert r.headers["webhook-signature"] == hook.sign(
+            r.headers["webhook-id"], stamp, r.body.decode()
+        )
+    page = page_text(client.get(f"/admin/webhooks/{the_endpoint(app).public_id}"))
+    assert "lead.erased" in page and "delivered" in page and "200" in page
+
+
+def test_a_redirect_is_not_followed_and_a_slow_receiver_times_out(app, client, receiver):
+    receiver.statuses = [302]
+    receiver.location = receiver.url("/elsewhere")
+    sign_in_admin(app, client)
+    register(client, receiver.url(), ["lead.erased"])
+    with app.app_context():
+        outgoing.emit("lead.erased", {"lead": "abc"})
+        db.session.commit()
+    drain(app)
+    assert [r.path for r in receiver.requests] == ["/hook"]
+    (row,) = deliveries(app)
+    assert row.status == DeliveryStatus.QUEUED and row.response_status == 302
+
+    app.config["WEBHOOK_TIMEOUT"] = 0.3
+    receiver.delay = 1.5
+    with app.app_context():
+        outgoing.emit("lead.erased", {"lead": "def"})
+        db.session.commit()
+    drain(app)
+    slow = deliveries(app)[-1]
+    assert slow.status == DeliveryStatus.QUEUED and slow.response_status is None
+    assert "timed out" in slow.last_error.lower()
+    assert slow.duration_ms < 1400
+
+
+def test_admin_actions_are_audited_and_take_effect(app, client, receiver):
+    sign_in_admin(app, client)
+    old = register(client, receiver.url(), ["lead.created"])
+    endpoint = the_endpoint(app)
+    base = f"/admin/webhooks/{endpoint.public_id}"
+    token = csrf_token(client, base)
+
+    r = client.post(f"{base}/rotate", data={"csrf_token": token})
+    new = SECRET_FIELD.search(r.get_data(as_text=True)).group(1)
+    assert new != old
+    r = client.post(f"{base}/test", data={"csrf_token": token})
+    assert r.status_code == 303
+    drain(app)
+    (test_event,) = receiver.requests
+    assert test_event.verify(new)["type"] == "webhook.test"
+    with pytest.raises(WebhookVerificationError):
+        test_event.verify(old)
+
+    client.post(f"{base}/enabled", data={"csrf_token": token, "enabled": "0"})
+    assert not the_endpoint(app).enabled
+    client.post(f"{base}/enabled", data={"csrf_token": token, "enabled": "1"})
+    assert the_endpoint(app).enabled
+    assert client.post(f"{base}/rotate").status_code == 400  # no CSRF token
+    r = client.post(f"{base}/delete", data={"csrf_token": token})
+    assert r.status_code == 303
+    assert count(app, WebhookEndpoint) == 0 and count(app, WebhookDelivery) == 0
+    assert client.get(base).status_code == 404
+    assert audit_actions(app) == [
+        "webhook.create",
+        "webhook.rotate",
+        "webhook.test",
+        "webhook.disable",
+        "webhook.enable",
+        "webhook.delete",
+    ]
+
+
+def test_the_delivery_log_is_paginated(app, client):
+    sign_in_admin(app, client)
+    register(client, "https://127.0.0.1:9/in", ["lead.erased"])
+    with app.app_context():
+        for i in range(55):
+            outgoing.emit("lead.erased", {"lead": f"lead-{i}"})
+        db.session.commit()
+    base = f"/admin/webhooks/{the_endpoint(app).public_id}"
+    first = client.get(base).get_data(as_text=True)
+    assert first.count("<td>lead.erased</td>") == 50
+    older = re.search(r'<a href="([^"]+)" rel="next">Older deliveries</a>', first).group(1)
+    second = client.get(older.replace("&amp;", "&")).get_data(as_text=True)
+    assert second.count("<td>lead.erased</td>") == 5
+    assert 'rel="next"' not in second
+    assert client.get(f"{base}?before=x").status_code == 400
+
+
+def test_an_endpoint_failing_for_days_is_disabled_and_its_admin_told(
+    app, client, receiver, frozen, smtp_server
+):
+    from tests.helpers import ADMIN_EMAIL, received, smtp_settings
+
+    app.config.update(smtp_settings(smtp_server))
+    receiver.statuses = [500] * 100
+    sign_in_admin(app, client)
+    register(client, receiver.url(), ["lead.erased"])
+    with app.app_context():
+        outgoing.emit("lead.erased", {"lead": "abc"})
+        db.session.commit()
+    drain(app)
+    assert the_endpoint(app).failing_since == frozen.now
+    frozen.advance(days=4, hours=23)
+    drain(app)
+    assert the_endpoint(app).enabled  # not yet five days
+
+    frozen.advance(hours=2)
+    drain(app)
+    endpoint = the_endpoint(app)
+    assert not endpoint.enabled
+    assert "failing for 5 days" in endpoint.disabled_reason
+    with app.app_context():
+        audit = db.session.execute(
+            select(AuditEvent).where(AuditEvent.action == "webhook.disabled")
+        ).scalar_one()
+        assert audit.actor == "system" and audit.details["endpoint"] == endpoint.public_id
+    drain(app)  # the notice, through the outbox
+    (notice,) = received(smtp_server)[ADMIN_EMAIL]
+    assert notice["Subject"].startswith("Webhook disabled: ")
+    assert receiver.url() in notice.get_body(("plain",)).get_content()
+    assert notice["List-Unsubscribe"] is None  # transactional: a staff notice
+    assert notice["Auto-Submitted"] == "auto-generated"
+    with app.app_context():
+        row = db.session.execute(
+            select(OutboxMessage).where(OutboxMessage.kind == MailKind.STAFF_NOTICE)
+        ).scalar_one()
+        assert row.status.value == "sent" and row.lead_id is None
+
+    before = len(receiver.requests)
+    with app.app_context():
+        outgoing.emit("lead.erased", {"lead": "def"})
+        db.session.commit()
+    frozen.advance(days=1)
+    drain(app)
+    assert len(receiver.requests) == before  # disabled: nothing more goes
+    assert {d.status for d in deliveries(app)} == {DeliveryStatus.SKIPPED}
