@@ -74,6 +74,8 @@ class WebhookDelivery(Base):
     message_id: Mapped[str] = mapped_column(String(40))
     # The exact bytes signed and sent (JSON), the same on every retry.
     body: Mapped[str] = mapped_column(Text)
+    # The lead the event is about: an erasure finds its events by it.
+    lead_public_id: Mapped[str | None] = mapped_column(String(24))
     status: Mapped[DeliveryStatus] = mapped_column(
         string_enum(DeliveryStatus, "webhook_delivery_status"), default=DeliveryStatus.QUEUED
     )
@@ -94,4 +96,5 @@ class WebhookDelivery(Base):
         # The delivery log of one endpoint, newest first.
         Index("ix_webhook_delivery_endpoint_id", "endpoint_id", "id"),
         Index("uq_webhook_delivery_endpoint_message", "endpoint_id", "message_id", unique=True),
+        Index("ix_webhook_delivery_lead_public_id", "lead_public_id"),
     )

@@ -151,6 +151,7 @@ def test_every_event_from_its_real_code_path_arrives_signed(app, client, receive
     with app.app_context():
         bounces.process(postfix_dsn(to=mail.sender, recipient=other.email), mail.sender)
         db.session.commit()
+    drain(app)  # before the erasure, which empties the lead's events not yet sent
     # lead.erased: the marketing page's button.
     token = csrf_token(client, f"/marketing/leads/{lead_public_id}")
     r = client.post(
@@ -405,3 +406,26 @@ def test_an_endpoint_failing_for_days_is_disabled_and_its_admin_told(
     drain(app)
     assert len(receiver.requests) == before  # disabled: nothing more goes
     assert {d.status for d in deliveries(app)} == {DeliveryStatus.SKIPPED}
+
+
+def test_an_erasure_empties_the_leads_earlier_events(app, client, receiver):
+    sign_in_admin(app, client)
+    register(client, receiver.url(), ["lead.created", "lead.confirmed", "lead.erased"])
+    signup(client, "gone@example.com")
+    drain(app)  # lead.created went out, with the address
+    confirm_address(app, client, "gone@example.com")  # lead.confirmed: queued, not sent yet
+    with app.app_context():
+        public_id = subscriptions.lead_by_email("gone@example.com").public_id
+    token = csrf_token(client, f"/marketing/leads/{public_id}")
+    client.post(
+        f"/marketing/leads/{public_id}/erase",
+        data={"csrf_token": token, "confirm_email": "gone@example.com"},
+    )
+    drain(app)
+    assert [p["type"] for p in receiver.payloads()] == ["lead.created", "lead.erased"]
+    rows = {d.event_type: d for d in deliveries(app)}
+    assert rows["lead.confirmed"].status == DeliveryStatus.SKIPPED
+    assert rows["lead.confirmed"].last_error == "the lead was erased"
+    assert rows["lead.created"].status == DeliveryStatus.DELIVERED
+    assert all("gone@example.com" not in d.body for d in rows.values())
+    assert rows["lead.erased"].status == DeliveryStatus.DELIVERED

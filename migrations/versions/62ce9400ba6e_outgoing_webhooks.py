@@ -60,6 +60,7 @@ def upgrade():
     sa.Column('event_type', sa.String(length=40), nullable=False),
     sa.Column('message_id', sa.String(length=40), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('lead_public_id', sa.String(length=24), nullable=True),
     sa.Column('status', sa.Enum('queued', 'sending', 'delivered', 'failed', 'skipped', name='webhook_delivery_status', native_enum=False, create_constraint=True, length=20), nullable=False),
     sa.Column('send_after', models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
@@ -75,6 +76,7 @@ def upgrade():
     )
     with op.batch_alter_table('webhook_delivery', schema=None) as batch_op:
         batch_op.create_index('ix_webhook_delivery_endpoint_id', ['endpoint_id', 'id'], unique=False)
+        batch_op.create_index('ix_webhook_delivery_lead_public_id', ['lead_public_id'], unique=False)
         batch_op.create_index('ix_webhook_delivery_status_send_after', ['status', 'send_after'], unique=False)
         batch_op.create_index('uq_webhook_delivery_endpoint_message', ['endpoint_id', 'message_id'], unique=True)
 
@@ -96,6 +98,7 @@ def downgrade():
     with op.batch_alter_table('webhook_delivery', schema=None) as batch_op:
         batch_op.drop_index('uq_webhook_delivery_endpoint_message')
         batch_op.drop_index('ix_webhook_delivery_status_send_after')
+        batch_op.drop_index('ix_webhook_delivery_lead_public_id')
         batch_op.drop_index('ix_webhook_delivery_endpoint_id')
 
     op.drop_table('webhook_delivery')

@@ -123,5 +123,6 @@ def erase(lead: Lead) -> str:
     public_id = lead.public_id
     db.session.execute(db.delete(OutboxMessage).where(OutboxMessage.lead_id == lead.id))
     db.session.delete(lead)
+    outgoing.forget_lead(public_id)
     outgoing.emit("lead.erased", {"lead": public_id})
     return public_id

@@ -127,7 +127,8 @@ def deliver(conn: Connection, row: Due, token: int) -> None:
         values = {"status": DeliveryStatus.FAILED.value}
     else:
         delay = backoff_seconds(token, cfg["WORKER_BACKOFF_BASE_SECONDS"])
-        values = {"status": "queued", "send_after": now + timedelta(seconds=delay)}
+        retry_at = now + timedelta(seconds=delay)
+        values = {"status": DeliveryStatus.QUEUED.value, "send_after": retry_at}
     if record(last_error=answer.error, **values, **outcome):
         _endpoint_failed(row.endpoint_id, now)
 

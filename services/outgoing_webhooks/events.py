@@ -8,7 +8,7 @@ import json
 import secrets
 from datetime import datetime
 
-from sqlalchemy import Boolean, bindparam, text
+from sqlalchemy import Boolean, bindparam, text, update
 
 from extensions import db
 from models import DeliveryStatus, UTCDateTime, WebhookDelivery, WebhookEndpoint
@@ -24,6 +24,7 @@ EVENT_TYPES = {
     "announcement.sent": "Every mail of an announcement has been sent",
 }
 TEST_EVENT = "webhook.test"
+ERASED_BODY = '{"erased":true}'
 
 
 def new_message_id() -> str:
@@ -43,9 +44,9 @@ def body(event_type: str, data: dict, at: datetime) -> str:
 # One statement, written once: built with Core per call, its statement and
 # cache key cost ten times the query itself on a busy signup path.
 _EMIT = text(
-    "INSERT INTO webhook_delivery (endpoint_id, event_type, message_id, body, status,"
-    " send_after, created_at, attempts)"
-    " SELECT e.id, s.event_type, :message_id, :body, :queued, :now, :now, 0"
+    "INSERT INTO webhook_delivery (endpoint_id, event_type, message_id, body, lead_public_id,"
+    " status, send_after, created_at, attempts)"
+    " SELECT e.id, s.event_type, :message_id, :body, :lead, :queued, :now, :now, 0"
     " FROM webhook_endpoint e JOIN webhook_subscription s ON s.endpoint_id = e.id"
     " WHERE s.event_type = :event_type AND e.enabled = :enabled"
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("enabled", type_=Boolean()))
@@ -65,10 +66,30 @@ def emit(event_type: str, data: dict) -> None:
             "event_type": event_type,
             "message_id": new_message_id(),
             "body": body(event_type, data, now),
+            "lead": data.get("lead"),
             "queued": DeliveryStatus.QUEUED.value,
             "now": now,
             "enabled": True,
         },
+    )
+
+
+def forget_lead(public_id: str) -> None:
+    """An erased lead: its earlier events (which carry its address) are
+    emptied, and those not sent yet are not sent. In the erasure's
+    transaction; lead.erased itself is emitted after this."""
+    about_it = WebhookDelivery.lead_public_id == public_id
+    db.session.execute(
+        update(WebhookDelivery)
+        .where(about_it, WebhookDelivery.status == DeliveryStatus.QUEUED)
+        .values(status=DeliveryStatus.SKIPPED, last_error="the lead was erased")
+        .execution_options(synchronize_session=False)
+    )
+    db.session.execute(
+        update(WebhookDelivery)
+        .where(about_it)
+        .values(body=ERASED_BODY, lead_public_id=None)
+        .execution_options(synchronize_session=False)
     )
 
 
