@@ -404,7 +404,7 @@ def finish_sent() -> int:
             {
                 "announcement": ann.public_id,
                 "subject": ann.subject,
-                "finished_at": ann.finished_at.isoformat(),
+                "finished_at": outgoing.iso(ann.finished_at),
             },
         )
     return len(finished)

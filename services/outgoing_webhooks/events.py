@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Boolean, bindparam, text, update
 
@@ -31,11 +31,15 @@ def new_message_id() -> str:
     return "msg_" + secrets.token_urlsafe(18)
 
 
+def iso(at: datetime) -> str:
+    """A moment as payloads give it: UTC, milliseconds, Z."""
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def body(event_type: str, data: dict, at: datetime) -> str:
     """The Standard Webhooks payload, as the exact text that is signed."""
-    stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return json.dumps(
-        {"type": event_type, "timestamp": stamp, "data": data},
+        {"type": event_type, "timestamp": iso(at), "data": data},
         separators=(",", ":"),
         ensure_ascii=False,
     )
