@@ -8,13 +8,14 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from extensions import db
 from models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from services.outgoing_webhooks import events as outgoing
 from services.outgoing_webhooks import targets
 from tests.helpers import count, csrf_token, drain, page_text, sign_in_admin
+from tests.imap_server import make_ca_and_certificate
 from tests.webhook_receiver import webhook_receiver
 
 REFUSED = [
@@ -127,3 +128,42 @@ def test_delivery_checks_the_address_again(app, client):
         (request,) = receiver.requests
         assert request.headers["host"] == f"localhost:{receiver.port}"
         assert request.payload["data"] == {"lead": "def"}
+
+
+def test_tls_goes_to_the_checked_address_with_the_urls_name(app, client, tmp_path, monkeypatch):
+    """https://localhost:port/ connected to the address checked, with SNI
+    and the certificate check on the URL's name: a certificate from an
+    unknown CA is refused; trusted (OpenSSL's SSL_CERT_FILE), it goes."""
+    ca, cert, key = make_ca_and_certificate(tmp_path)
+    app.config["WEBHOOK_ALLOW_PRIVATE_TARGETS"] = True
+    with webhook_receiver((str(cert), str(key))) as receiver:
+        sign_in_admin(app, client)
+        token = csrf_token(client, "/admin/webhooks")
+        data = {
+            "csrf_token": token,
+            "url": receiver.url(host="localhost"),
+            "events": ["lead.erased"],
+        }
+        assert client.post("/admin/webhooks", data=data).status_code == 200
+        with app.app_context():
+            outgoing.emit("lead.erased", {"lead": "abc"})
+            db.session.commit()
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-ca.pem"))
+        drain(app)
+        assert receiver.requests == []
+        assert receiver.server_names == ["localhost"]
+        with app.app_context():
+            row = db.session.execute(select(WebhookDelivery)).scalar_one()
+            assert "CERTIFICATE_VERIFY_FAILED" in row.last_error
+            db.session.execute(update(WebhookDelivery).values(send_after=row.created_at))
+            db.session.commit()
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        drain(app)
+        (request,) = receiver.requests
+        assert receiver.server_names == ["localhost", "localhost"]
+        assert request.headers["host"] == f"localhost:{receiver.port}"
+        with app.app_context():
+            assert db.session.execute(select(WebhookDelivery.status)).scalar_one() == (
+                DeliveryStatus.DELIVERED
+            )

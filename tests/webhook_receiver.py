@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ class Receiver:
         self.statuses: list[int] = []  # answered in turn, then 200
         self.delay = 0.0
         self.location: str | None = None  # sent with a 3xx
+        self.server_names: list[str | None] = []  # TLS SNI of each handshake
+        self.scheme = "http"
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -45,7 +48,7 @@ class Receiver:
         return self.server.server_address[1]
 
     def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def payloads(self) -> list[dict]:
         with self.lock:
@@ -78,9 +81,17 @@ class Receiver:
 
 
 @contextlib.contextmanager
-def webhook_receiver() -> Iterator[Receiver]:
+def webhook_receiver(cert_and_key: tuple[str, str] | None = None) -> Iterator[Receiver]:
+    """With cert_and_key (PEM files), https, noting the name each client
+    asked for (SNI)."""
     receiver = Receiver()
     receiver.server = ThreadingHTTPServer(("127.0.0.1", 0), receiver.handler())
+    if cert_and_key:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*cert_and_key)
+        context.sni_callback = lambda _sock, name, _ctx: receiver.server_names.append(name)
+        receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+        receiver.scheme = "https"
     receiver.server.daemon_threads = True
     thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
     thread.start()
