@@ -480,3 +480,19 @@ def test_outgoing_webhook_settings_default_and_read(tmp_path):
     assert given["WEBHOOK_ALLOW_PRIVATE_TARGETS"] is True
     assert given["WEBHOOK_DISABLE_AFTER_DAYS"] == 2
     assert given["WEBHOOK_TIMEOUT"] == 2.5
+
+
+def test_a_lease_shorter_than_one_webhook_post_stops_the_worker(tmp_path):
+    from services.delivery.worker import Worker
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db",
+            "WORKER_LEASE_SECONDS": 30,
+            "MAIL_TIMEOUT": 5,
+            "WEBHOOK_TIMEOUT": 20,
+        }
+    )
+    with pytest.raises(ConfigError, match=r"2 × WEBHOOK_TIMEOUT \+ 1 = 41 s"):
+        Worker(app)
