@@ -1,19 +1,30 @@
-"""A real HTTP server on loopback that receives outgoing webhooks, for the
-tests: http.server in a thread, keeping every request it got, answering with
-the statuses it is told to (in turn; 200 when none are left) and, when told,
-after a delay."""
+"""Outgoing webhooks in the tests: a real HTTP server on loopback that
+receives them (http.server in a thread, keeping every request it got,
+answering with the statuses it is told to, in turn, 200 when none are left,
+and, when told, after a delay), and the admin's form driven as a browser does."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from sqlalchemy import select
 from standardwebhooks import Webhook
+
+from extensions import db
+from models import WebhookDelivery, WebhookEndpoint
+from services.outgoing_webhooks import events as outgoing
+from tests.helpers import csrf_token, page_text
+
+ALL_EVENTS = list(outgoing.EVENT_TYPES)
+# The secret on the page that answers a creation or a rotation.
+SECRET_FIELD = re.compile(r'id="secret" type="text" readonly value="(whsec_[^"]+)"')
 
 
 @dataclass
@@ -100,3 +111,34 @@ def webhook_receiver(cert_and_key: tuple[str, str] | None = None) -> Iterator[Re
     finally:
         receiver.server.shutdown()
         receiver.server.server_close()
+
+
+# --- The admin's side.
+
+
+def register(client, url: str, events=ALL_EVENTS, description: str = "CRM") -> str:
+    """Add an endpoint on the admin's form; the secret the page shows once."""
+    token = csrf_token(client, "/admin/webhooks")
+    r = client.post(
+        "/admin/webhooks",
+        data={"csrf_token": token, "url": url, "description": description, "events": events},
+    )
+    assert r.status_code == 200, page_text(r)
+    return SECRET_FIELD.search(r.get_data(as_text=True)).group(1)
+
+
+def the_endpoint(app) -> WebhookEndpoint:
+    with app.app_context():
+        endpoint = db.session.execute(select(WebhookEndpoint)).scalar_one()
+        db.session.expunge(endpoint)
+        return endpoint
+
+
+def deliveries(app) -> list[WebhookDelivery]:
+    with app.app_context():
+        rows = list(
+            db.session.execute(select(WebhookDelivery).order_by(WebhookDelivery.id)).scalars()
+        )
+        for row in rows:
+            db.session.expunge(row)
+        return rows
