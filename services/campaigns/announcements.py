@@ -398,13 +398,6 @@ def finish_sent() -> int:
         .returning(Announcement.public_id, Announcement.subject, Announcement.finished_at)
         .execution_options(synchronize_session=False)
     ).all()
-    for ann in finished:
-        outgoing.emit(
-            "announcement.sent",
-            {
-                "announcement": ann.public_id,
-                "subject": ann.subject,
-                "finished_at": outgoing.iso(ann.finished_at),
-            },
-        )
+    for row in finished:
+        outgoing.emit("announcement.sent", outgoing.announcement_data(*row))
     return len(finished)

@@ -118,6 +118,10 @@ def queue_test(endpoint: WebhookEndpoint) -> None:
 # exists (an erased lead's event names nobody).
 
 
+def announcement_data(public_id: str, subject: str, finished_at: datetime) -> dict:
+    return {"announcement": public_id, "subject": subject, "finished_at": iso(finished_at)}
+
+
 def lead_data(public_id: str, email: str, status: str, topics=(), source: str | None = None):
     return {
         "lead": public_id,
