@@ -8,7 +8,7 @@ import json
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, bindparam, text, update
+from sqlalchemy import Boolean, Connection, bindparam, text, update
 
 from extensions import db
 from models import DeliveryStatus, UTCDateTime, WebhookDelivery, WebhookEndpoint
@@ -56,15 +56,15 @@ _EMIT = text(
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("enabled", type_=Boolean()))
 
 
-def emit(event_type: str, data: dict) -> None:
+def emit(event_type: str, data: dict, conn: Connection | None = None) -> None:
     """Queue the event for every enabled endpoint that wants it, in the
-    caller's transaction. One INSERT ... SELECT: when no endpoint wants it,
-    it inserts nothing and costs one indexed lookup. Data carries public
-    ids only, never row ids."""
+    caller's transaction (on `conn` when given, as services.upsert). One
+    INSERT ... SELECT: when no endpoint wants it, it inserts nothing and
+    costs one indexed lookup. Data carries public ids only, never row ids."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event {event_type!r}")
     now = clock.now()
-    db.session.execute(
+    (conn or db.session).execute(
         _EMIT,
         {
             "event_type": event_type,
