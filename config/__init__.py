@@ -82,6 +82,11 @@ class Config:
             # ESP webhooks (POST /webhooks/<provider>): unset refuses them.
             **mail.webhooks(env),
             "WEBHOOK_RATE_LIMIT": env.rate_limit("WEBHOOK_RATE_LIMIT", "600 per minute"),
+            # Outgoing webhooks (/admin/webhooks): private targets only for tests
+            # and trusted networks; a receiver down this long is disabled.
+            "WEBHOOK_ALLOW_PRIVATE_TARGETS": env.flag("WEBHOOK_ALLOW_PRIVATE_TARGETS"),
+            "WEBHOOK_DISABLE_AFTER_DAYS": env.integer("WEBHOOK_DISABLE_AFTER_DAYS", 5, minimum=1),
+            "WEBHOOK_TIMEOUT": env.number("WEBHOOK_TIMEOUT", 10.0, minimum=0.1),
             # Worker
             "WORKER_BATCH_SIZE": env.integer("WORKER_BATCH_SIZE", 50, minimum=1),
             "WORKER_LEASE_SECONDS": env.integer("WORKER_LEASE_SECONDS", 120, minimum=1),

@@ -7,6 +7,12 @@ from models.base import Base, UTCDateTime, utcnow
 from models.inbound import InboundEvent, InboundKind, WebhookNonce
 from models.lead import ConsentEvent, ConsentKind, ConsentText, Lead, LeadStatus, LeadTopic
 from models.outbox import MailKind, OutboxMessage, OutboxStatus
+from models.outgoing_webhook import (
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSubscription,
+)
 from models.suppression import Suppression, email_hash
 from models.training import ClassReminderRun, ClassStatus, TrainingClass
 from models.user import Role, User
@@ -22,6 +28,7 @@ __all__ = [
     "ConsentEvent",
     "ConsentKind",
     "ConsentText",
+    "DeliveryStatus",
     "InboundEvent",
     "InboundKind",
     "Lead",
@@ -37,7 +44,10 @@ __all__ = [
     "TrainingClass",
     "UTCDateTime",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WebhookNonce",
+    "WebhookSubscription",
     "email_hash",
     "utcnow",
 ]

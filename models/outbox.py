@@ -30,6 +30,9 @@ class MailKind(enum.StrEnum):
     CLASSES_FOLLOWUP = "classes_followup"  # N days after confirmation
     CLASS_REMINDER = "class_reminder"  # N days before a class starts
     ANNOUNCEMENT = "announcement"
+    # To a staff member (to_email, no lead), its text in `subject`: e.g. a
+    # webhook endpoint disabled after failing for days.
+    STAFF_NOTICE = "staff_notice"
 
     @property
     def transactional(self) -> bool:
@@ -37,7 +40,12 @@ class MailKind(enum.StrEnum):
 
 
 TRANSACTIONAL_KINDS = frozenset(
-    {MailKind.CONFIRMATION, MailKind.CONFIRM_REMINDER, MailKind.ALREADY_SUBSCRIBED}
+    {
+        MailKind.CONFIRMATION,
+        MailKind.CONFIRM_REMINDER,
+        MailKind.ALREADY_SUBSCRIBED,
+        MailKind.STAFF_NOTICE,
+    }
 )
 # Mails that ask a pending lead to confirm: sent only while it is pending.
 CONFIRMATION_KINDS = frozenset({MailKind.CONFIRMATION, MailKind.CONFIRM_REMINDER})

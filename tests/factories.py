@@ -168,7 +168,8 @@ def queue_every_kind(
     """Inside an app context: for each name, a pending lead and a confirmed
     lead (both topics), a class starting in 30 days, an announcement with the
     class title in its subject and the lead's name in its body (a visitor's
-    text may not go into a subject), and one due outbox row of every MailKind.
+    text may not go into a subject), and one due outbox row of every MailKind
+    (a staff notice to staff<i>@domain, with no lead).
     Returns {email: {"name": ..., "status": ...}}. The caller commits."""
     now = clock.now()
     cls = TrainingClass(
@@ -228,6 +229,18 @@ def queue_every_kind(
                         attempts=0,
                         announcement_id=ann.id if kind == MailKind.ANNOUNCEMENT else None,
                         training_class_id=cls.id if kind == MailKind.CLASS_REMINDER else None,
+                    )
+                )
+            if status == LeadStatus.CONFIRMED:  # and one to a staff member, no lead
+                rows.append(
+                    OutboxMessage(
+                        kind=MailKind.STAFF_NOTICE,
+                        to_email=f"staff{i}@{domain}",
+                        subject="Webhook disabled: https://hooks.example/in has been failing",
+                        status=OutboxStatus.QUEUED,
+                        send_after=now,
+                        created_at=now,
+                        attempts=0,
                     )
                 )
     db.session.add_all(rows)

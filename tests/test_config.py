@@ -118,6 +118,9 @@ def test_blank_values_mean_the_default_and_blank_reminder_days_none(tmp_path):
         ("SITE_URL", "ftp://example.com", "an absolute URL such as https://www.example.com"),
         ("BOUNCE_SOFT_LIMIT", "0", "a whole number of at least 1"),
         ("BOUNCE_SOFT_DAYS", "a month", "a whole number of at least 1"),
+        ("WEBHOOK_DISABLE_AFTER_DAYS", "0", "a whole number of at least 1"),
+        ("WEBHOOK_TIMEOUT", "0", "a number of at least 0.1 such as 10"),
+        ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "sure", "one of true, false, yes, no, on, off, 1, 0"),
     ],
 )
 def test_a_bad_value_is_named_with_its_setting(tmp_path, name, value, expected):
@@ -461,3 +464,35 @@ def test_ses_topics_are_read_and_checked(tmp_path):
     assert settings(tmp_path, SES_SNS_TOPIC_ARNS=f" {arn} ,")["SES_SNS_TOPIC_ARNS"] == [arn]
     with pytest.raises(ConfigError, match='SES_SNS_TOPIC_ARNS: "ses-bounces" is not a topic ARN'):
         settings(tmp_path, SES_SNS_TOPIC_ARNS="ses-bounces")
+
+
+def test_outgoing_webhook_settings_default_and_read(tmp_path):
+    defaults = settings(tmp_path)
+    assert defaults["WEBHOOK_ALLOW_PRIVATE_TARGETS"] is False
+    assert defaults["WEBHOOK_DISABLE_AFTER_DAYS"] == 5
+    assert defaults["WEBHOOK_TIMEOUT"] == 10.0
+    given = settings(
+        tmp_path,
+        WEBHOOK_ALLOW_PRIVATE_TARGETS="yes",
+        WEBHOOK_DISABLE_AFTER_DAYS="2",
+        WEBHOOK_TIMEOUT="2.5",
+    )
+    assert given["WEBHOOK_ALLOW_PRIVATE_TARGETS"] is True
+    assert given["WEBHOOK_DISABLE_AFTER_DAYS"] == 2
+    assert given["WEBHOOK_TIMEOUT"] == 2.5
+
+
+def test_a_lease_shorter_than_one_webhook_post_stops_the_worker(tmp_path):
+    from services.delivery.worker import Worker
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db",
+            "WORKER_LEASE_SECONDS": 30,
+            "MAIL_TIMEOUT": 5,
+            "WEBHOOK_TIMEOUT": 20,
+        }
+    )
+    with pytest.raises(ConfigError, match=r"2 × WEBHOOK_TIMEOUT \+ 1 = 41 s"):
+        Worker(app)

@@ -484,8 +484,8 @@ def _compose_every_kind(app, **queue) -> dict[MailKind, tuple[Composed, str]]:
         db.session.commit()
         out = {}
         for row in db.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)):
-            lead = db.session.get(Lead, row.lead_id)
-            out[MailKind(row.kind)] = (compose(row, lead), lead.email)
+            lead = db.session.get(Lead, row.lead_id) if row.lead_id else None
+            out[MailKind(row.kind)] = (compose(row, lead), lead.email if lead else row.to_email)
     assert set(out) == set(MailKind)
     return out
 

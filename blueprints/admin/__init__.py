@@ -1,5 +1,6 @@
 """Admin: classes, announcements, outbox, suppressions, deliverability,
-users, audit log.
+users, audit log,
+outgoing webhooks.
 
 One blueprint, `bp` (made in base.py); importing the view modules adds
 their routes to it."""
@@ -10,6 +11,7 @@ from blueprints.admin import (  # noqa: F401
     deliverability,
     outbox,
     users,
+    webhooks,
 )
 from blueprints.admin.base import bp
 

@@ -28,7 +28,8 @@ from wtforms.validators import (
 )
 
 from services import dates
-from web.forms import topic_choices
+from services.outgoing_webhooks.events import EVENT_TYPES
+from web.forms import MultiCheckboxField, topic_choices
 
 ROLE_CHOICES = [SelectChoice("marketer", "Marketer"), SelectChoice("admin", "Admin")]
 
@@ -140,3 +141,13 @@ class UserUpdateForm(FlaskForm):
 class SuppressForm(FlaskForm):
     email = EmailField("Address to suppress", validators=[DataRequired(), Length(max=320)])
     submit = SubmitField("Suppress")
+
+
+class WebhookForm(FlaskForm):
+    # Checked by services.outgoing_webhooks (scheme, SSRF), which explains a refusal.
+    url = URLField("URL the events are posted to", validators=[DataRequired(), Length(max=2000)])
+    description = StringField("Description", validators=[Length(max=200)])
+    events = MultiCheckboxField(
+        "Events", choices=[SelectChoice(t, f"{t}: {label}") for t, label in EVENT_TYPES.items()]
+    )
+    submit = SubmitField("Add endpoint")

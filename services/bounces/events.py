@@ -23,8 +23,11 @@ from services.bounces import parse
 from services.leads import subscriptions, suppressions
 from services.mail import verp
 from services.mail.compose import sender_domain
+from services.outgoing_webhooks import events as outgoing
 
 log = logging.getLogger("leads.bounces")
+# What reaches webhooks as mail.bounced (not auto-replies or junk).
+BOUNCED_KINDS = (InboundKind.HARD_BOUNCE, InboundKind.SOFT_BOUNCE, InboundKind.COMPLAINT)
 
 # Bigger is no bounce of ours (a DSN returns headers, or a mail of ~100 kB):
 # refused by the receiver, recorded unread by anything else that passes one.
@@ -135,6 +138,16 @@ def _store(
     if not inserted:  # another receiver stored the same message a moment ago
         return event
     event.outcome = _act(event, report, match)[:300]
+    if kind in BOUNCED_KINDS and match.address is not None:
+        outgoing.emit(
+            "mail.bounced",
+            {
+                "kind": kind.value,
+                "lead": match.lead.public_id if match.lead else None,
+                "email": match.address,
+                "status": report.status,
+            },
+        )
     doubtful = kind in (InboundKind.UNPARSED, InboundKind.BAD_SIGNATURE)
     log.log(
         logging.WARNING if doubtful else logging.INFO,

@@ -29,6 +29,7 @@ from services import clock, dates, timezones
 from services.campaigns import audience
 from services.leads import topics
 from services.mail import templating
+from services.outgoing_webhooks import events as outgoing
 from services.staff import audit
 
 EDITABLE = (AnnouncementStatus.DRAFT, AnnouncementStatus.SCHEDULED)
@@ -390,9 +391,13 @@ def finish_sent() -> int:
         OutboxMessage.lead_id.is_not(None),
         OutboxMessage.status.in_([OutboxStatus.QUEUED, OutboxStatus.SENDING, OutboxStatus.HELD]),
     )
-    return db.session.execute(
+    finished = db.session.execute(
         update(Announcement)
         .where(Announcement.status == AnnouncementStatus.SENDING, ~exists(pending))
         .values(status=AnnouncementStatus.SENT, finished_at=clock.now())
+        .returning(Announcement.public_id, Announcement.subject, Announcement.finished_at)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ).all()
+    for row in finished:
+        outgoing.emit("announcement.sent", outgoing.announcement_data(*row))
+    return len(finished)

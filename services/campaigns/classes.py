@@ -18,6 +18,7 @@ from models import ClassClick, ClassStatus, Lead, TrainingClass
 from services import clock, dates, timezones, tokens
 from services.content import TRAINING_PATH
 from services.leads import subscriptions
+from services.outgoing_webhooks import events as outgoing
 from services.reporting import funnel
 
 
@@ -227,6 +228,10 @@ def record_click(token: str, count: bool = True) -> TrainingClass:
             at=clock.now(),
             via=str(via)[:30],
         )
+    )
+    outgoing.emit(
+        "class.register_click",
+        {"class": cls.public_id, "lead": lead.public_id if lead else None, "via": str(via)[:30]},
     )
     if lead is not None:
         funnel.bump_for_lead(lead, clicks=1)

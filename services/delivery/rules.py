@@ -238,7 +238,8 @@ def reason_now(conn: Connection, row: QueuedMail, lead: Recipient | None) -> str
         {
             "lead_id": row.lead_id,
             "announcement_id": row.announcement_id,
-            "email_hash": email_hash(lead.email) if lead is not None else "",
+            # A staff notice goes to to_email: a hard bounce stops it too.
+            "email_hash": email_hash(lead.email if lead is not None else row.to_email or ""),
         },
     ).one()
     conn.commit()  # end the read before the mail goes: no snapshot held

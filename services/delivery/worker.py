@@ -20,6 +20,7 @@ from services.delivery.claim import claim, release, worker_id
 from services.delivery.rules import load_batch
 from services.delivery.send import BatchStats, deliver
 from services.mail.mailer import Transport, transport_from_config
+from services.outgoing_webhooks import delivery as webhook_delivery
 
 log = logging.getLogger("leads.worker")
 
@@ -103,6 +104,20 @@ def send_margin(cfg) -> float:
     return 2 * cfg["MAIL_TIMEOUT"] + 1
 
 
+def _lease_check(cfg) -> None:
+    lease = cfg["WORKER_LEASE_SECONDS"]
+    for margin, timeout in (
+        (send_margin(cfg), "MAIL_TIMEOUT"),
+        (webhook_delivery.send_margin(cfg), "WEBHOOK_TIMEOUT"),
+    ):
+        if lease <= margin:
+            # A batch would release every row it claims, for ever.
+            raise ConfigError(
+                f"WORKER_LEASE_SECONDS ({lease}) must be longer than one send can take, "
+                f"2 × {timeout} + 1 = {margin:g} s: raise it or lower {timeout}"
+            )
+
+
 class RateLimiter:
     """At most `rate` sends per second across all of a worker's connections."""
 
@@ -130,13 +145,7 @@ class Worker:
     """
 
     def __init__(self, app, transport: Transport | None = None):
-        lease, margin = app.config["WORKER_LEASE_SECONDS"], send_margin(app.config)
-        if lease <= margin:
-            # run_batch would release every row it claims, for ever.
-            raise ConfigError(
-                f"WORKER_LEASE_SECONDS ({lease}) must be longer than one send can take, "
-                f"2 × MAIL_TIMEOUT + 1 = {margin:g} s: raise it or lower MAIL_TIMEOUT"
-            )
+        _lease_check(app.config)
         self.app = app
         self.transport = transport
         self.owner = worker_id()
@@ -186,6 +195,7 @@ class Worker:
                 optimise_sqlite_statistics()
                 planner = owner.endswith("/0") or owner == self.owner
                 next_plan = 0.0
+                closed = False
                 while not self._stop.is_set():
                     started = time.monotonic()
                     if planner and started >= next_plan:
@@ -193,6 +203,8 @@ class Worker:
                         next_plan = started + self.app.config["WORKER_PLAN_SECONDS"]
                     stats = self.run_batch(conn, transport, owner)
                     self._add(stats)
+                    # Webhooks go beside the mail, from the same loop and lease rules.
+                    hooks = webhook_delivery.run_batch(conn, owner, self._stop)
                     if stats.claimed:
                         elapsed = max(time.monotonic() - started, 1e-6)
                         log.info(
@@ -207,9 +219,15 @@ class Worker:
                             stats.released,
                             stats.sent / elapsed,
                         )
+                    elif hooks:
+                        continue
                     elif once:
-                        if planner:
-                            self._plan()  # close announcements that just finished
+                        if planner and not closed:
+                            # Close announcements that just finished, then send
+                            # what that queued (announcement.sent webhooks).
+                            self._plan()
+                            closed = True
+                            continue
                         break
                     else:
                         transport.close()  # do not hold an idle SMTP connection

@@ -10,6 +10,7 @@ from extensions import db
 from models import InboundEvent, Lead, OutboxMessage, email_hash
 from services.bounces import events
 from services.leads import suppressions
+from services.outgoing_webhooks import events as outgoing
 
 
 def _iso(value):
@@ -122,4 +123,6 @@ def erase(lead: Lead) -> str:
     public_id = lead.public_id
     db.session.execute(db.delete(OutboxMessage).where(OutboxMessage.lead_id == lead.id))
     db.session.delete(lead)
+    outgoing.forget_lead(public_id)
+    outgoing.emit("lead.erased", {"lead": public_id})
     return public_id

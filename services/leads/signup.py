@@ -25,6 +25,7 @@ from services.campaigns import sequences
 from services.delivery import outbox
 from services.leads import consent, topics
 from services.leads.subscriptions import Evidence
+from services.outgoing_webhooks import events as outgoing
 from services.reporting import funnel
 
 
@@ -107,9 +108,10 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     The visitor sees the same answer whatever the outcome, so nobody can learn
     from the form whether an address is on the list.
 
-    Written as five Core statements on the session's connection, no ORM
-    objects and no flush: this is the busiest write of the product, and on
-    SQLite every signup waits for the one before to commit.
+    Written as five Core statements on the session's connection (a sixth
+    for a new lead: its webhook event), no ORM objects and no flush: this is
+    the busiest write of the product, and on SQLite every signup waits for
+    the one before to commit.
     """
     now = clock.now()
     chosen = topics.clean(req.topics)
@@ -169,6 +171,12 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
         conn=conn,
     )
     outcome = _after_signup(conn, req, lead, chosen, claimed)
+    if created:
+        outgoing.emit(
+            "lead.created",
+            outgoing.lead_data(lead.public_id, req.email, lead.status, chosen, req.source_slug),
+            conn=conn,
+        )
     if not created:
         _expire_loaded(lead.id)
     return outcome

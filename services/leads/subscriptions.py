@@ -28,6 +28,7 @@ from models import (
 from services import clock, tokens
 from services.campaigns import sequences
 from services.leads import topics
+from services.outgoing_webhooks import events as outgoing
 from services.reporting import funnel
 
 
@@ -152,6 +153,7 @@ def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> Confir
         )
     )
     db.session.refresh(lead)
+    outgoing.emit("lead.confirmed", _event_data(lead))
     return ConfirmResult.CONFIRMED
 
 
@@ -178,7 +180,14 @@ def unsubscribe(lead: Lead, channel: str, evidence: Evidence) -> bool:
         )
     )
     db.session.refresh(lead)
+    outgoing.emit("lead.unsubscribed", {**_event_data(lead), "channel": channel})
     return True
+
+
+def _event_data(lead: Lead) -> dict:
+    return outgoing.lead_data(
+        lead.public_id, lead.email, lead.status, lead.topic_slugs, lead.source_slug
+    )
 
 
 class TopicsResult(enum.StrEnum):

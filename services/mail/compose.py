@@ -48,6 +48,7 @@ class QueuedMail:
     training_class_id: int | None
     to_email: str | None
     created_at: datetime
+    subject: str | None  # a staff notice's text; else written when sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +247,9 @@ def _render(
         cls = refs.training_class(row.training_class_id)
         ctx["class"] = class_context(cls, lead, "class_reminder")
         subject = SUBJECTS[kind].format(title=cls.title)
+    elif kind == MailKind.STAFF_NOTICE:
+        subject = row.subject or current_app.config["SITE_NAME"]
+        ctx["admin_url"] = external_url("admin.index")
     else:
         subject = SUBJECTS[kind]
     ctx["subject"] = subject

@@ -1,0 +1,90 @@
+"""Registering and managing webhook endpoints (the admin's page). The caller
+audits and commits."""
+
+from __future__ import annotations
+
+from flask import current_app
+from sqlalchemy import delete, select
+
+from extensions import db
+from models import User, WebhookDelivery, WebhookEndpoint, WebhookSubscription
+from services import paging
+from services.outgoing_webhooks import events, signing, targets
+
+
+class EndpointError(ValueError):
+    """Input the admin should correct; the message says how."""
+
+
+def endpoints() -> list[WebhookEndpoint]:
+    return list(db.session.execute(select(WebhookEndpoint).order_by(WebhookEndpoint.id)).scalars())
+
+
+def by_public_id(public_id: str) -> WebhookEndpoint | None:
+    return db.session.execute(
+        select(WebhookEndpoint).where(WebhookEndpoint.public_id == public_id)
+    ).scalar_one_or_none()
+
+
+def _checked(url: str, event_types: list[str]) -> tuple[str, list[str]]:
+    try:
+        targets.check(url, current_app.config["WEBHOOK_ALLOW_PRIVATE_TARGETS"])
+    except targets.TargetError as exc:
+        raise EndpointError(str(exc)) from None
+    chosen = sorted(set(event_types) & set(events.EVENT_TYPES))
+    if not chosen:
+        raise EndpointError("Choose at least one event.")
+    return url.strip(), chosen
+
+
+def create(
+    url: str, description: str, event_types: list[str], by: User
+) -> tuple[WebhookEndpoint, str]:
+    """The new endpoint and its secret: shown once, stored only encrypted."""
+    url, chosen = _checked(url, event_types)
+    secret = signing.new_secret()
+    endpoint = WebhookEndpoint(
+        url=url,
+        description=description.strip(),
+        secret_encrypted=signing.encrypt(secret),
+        enabled=True,
+        created_by_id=by.id,
+        subscriptions=[WebhookSubscription(event_type=t) for t in chosen],
+    )
+    db.session.add(endpoint)
+    db.session.flush()
+    return endpoint, secret
+
+
+def set_enabled(endpoint: WebhookEndpoint, enabled: bool) -> bool:
+    """False when it was so already. Enabling starts the failure count anew."""
+    if endpoint.enabled == enabled:
+        return False
+    endpoint.enabled = enabled
+    endpoint.disabled_reason = None if enabled else "disabled by an admin"
+    endpoint.failing_since = None
+    return True
+
+
+def rotate(endpoint: WebhookEndpoint) -> str:
+    """A new secret, effective for every delivery from now on, retries too."""
+    secret = signing.new_secret()
+    endpoint.secret_encrypted = signing.encrypt(secret)
+    return secret
+
+
+def remove(endpoint: WebhookEndpoint) -> None:
+    db.session.execute(delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id))
+    db.session.delete(endpoint)
+
+
+def send_test(endpoint: WebhookEndpoint) -> None:
+    events.queue_test(endpoint)
+
+
+def delivery_log(
+    endpoint: WebhookEndpoint, before: int | None, per_page: int
+) -> paging.Page[WebhookDelivery]:
+    """The endpoint's deliveries newest first: the latest attempt of each."""
+    stmt = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
+    return paging.newest_first(stmt, WebhookDelivery.id, before, per_page)
