@@ -7,6 +7,7 @@ from models.base import Base, UTCDateTime, utcnow
 from models.inbound import InboundEvent, InboundKind, WebhookNonce
 from models.lead import ConsentEvent, ConsentKind, ConsentText, Lead, LeadStatus, LeadTopic
 from models.outbox import MailKind, OutboxMessage, OutboxStatus
+from models.staff import RecoveryCode, StaffSession, StaffToken, TokenPurpose
 from models.suppression import Suppression, email_hash
 from models.training import ClassReminderRun, ClassStatus, TrainingClass
 from models.user import Role, User
@@ -31,9 +32,13 @@ __all__ = [
     "OutboxMessage",
     "OutboxStatus",
     "PageViewDaily",
+    "RecoveryCode",
     "Role",
     "SignupStatsDaily",
+    "StaffSession",
+    "StaffToken",
     "Suppression",
+    "TokenPurpose",
     "TrainingClass",
     "UTCDateTime",
     "User",

@@ -31,7 +31,7 @@ from services.delivery.rules import load_batch
 from services.delivery.send import deliver
 from services.delivery.worker import Worker
 from services.leads import subscriptions
-from services.staff import auth
+from services.staff import auth, sessions
 
 # --- Services the suite runs against: skipped where missing, required under CI.
 
@@ -136,11 +136,14 @@ def _password_hash() -> str:
 
 
 def add_user(app, email: str = "marketer@example.com", role: Role = Role.MARKETER) -> str:
-    """A staff user with PASSWORD (same row create_user makes, hashed once);
-    returns the id Flask-Login keeps in the session."""
+    """A staff user with PASSWORD (same row create_user makes, hashed once),
+    signed in once (a staff_session row); returns the id Flask-Login keeps
+    in the session for it."""
     with app.app_context():
         user = User(email=email, password_hash=_password_hash(), role=Role(role))
         db.session.add(user)
+        db.session.flush()
+        sessions.start(user, "127.0.0.1", "tests")
         db.session.commit()
         return user.get_id()
 
