@@ -45,7 +45,7 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _issue(
+def issue(
     purpose: TokenPurpose,
     email: str,
     lifetime: timedelta,
@@ -134,7 +134,7 @@ def invite(email: str, role: Role, by: User) -> StaffToken:
     if auth.user_by_email(address):
         raise auth.AuthError(f"{address} has an account already.")
     hours = current_app.config["STAFF_INVITATION_HOURS"]
-    row = _issue(TokenPurpose.INVITATION, address, timedelta(hours=hours), role=Role(role), by=by)
+    row = issue(TokenPurpose.INVITATION, address, timedelta(hours=hours), role=Role(role), by=by)
     audit.record(by, "invitation.create", address, role=row.role.value, expires_hours=hours)
     return row
 
@@ -184,7 +184,7 @@ def request_reset(email: str, ip: str | None) -> None:
     user = auth.user_by_email(address)
     if user is not None and not user.active:
         user = None
-    _issue(TokenPurpose.PASSWORD_RESET, address, RESET_LIFETIME, user=user)
+    issue(TokenPurpose.PASSWORD_RESET, address, RESET_LIFETIME, user=user)
     audit.record(None, "password.reset_request", address, ip=ip, account=user is not None)
 
 
