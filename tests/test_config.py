@@ -461,3 +461,34 @@ def test_ses_topics_are_read_and_checked(tmp_path):
     assert settings(tmp_path, SES_SNS_TOPIC_ARNS=f" {arn} ,")["SES_SNS_TOPIC_ARNS"] == [arn]
     with pytest.raises(ConfigError, match='SES_SNS_TOPIC_ARNS: "ses-bounces" is not a topic ARN'):
         settings(tmp_path, SES_SNS_TOPIC_ARNS="ses-bounces")
+
+
+def test_staff_account_settings_default_and_parse(tmp_path):
+    cfg = settings(tmp_path)
+    assert cfg["STAFF_REQUIRE_2FA"] == "none"
+    assert cfg["STAFF_INVITATION_HOURS"] == 72
+    assert cfg["PASSWORD_RESET_RATE_LIMIT"] == "5 per hour"
+    cfg = settings(
+        tmp_path,
+        STAFF_REQUIRE_2FA=" Admin ",
+        STAFF_INVITATION_HOURS="24",
+        PASSWORD_RESET_RATE_LIMIT="3 per hour",
+    )
+    assert cfg["STAFF_REQUIRE_2FA"] == "admin"
+    assert cfg["STAFF_INVITATION_HOURS"] == 24
+    assert cfg["PASSWORD_RESET_RATE_LIMIT"] == "3 per hour"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("STAFF_REQUIRE_2FA", "admins", "one of none, admin, all"),
+        ("STAFF_INVITATION_HOURS", "0", "a whole number from 1 to 720"),
+        ("STAFF_INVITATION_HOURS", "3d", "a whole number from 1 to 720"),
+        ("PASSWORD_RESET_RATE_LIMIT", "often", "a rate limit such as 5 per hour"),
+    ],
+)
+def test_a_bad_staff_account_setting_is_named(tmp_path, name, value, expected):
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, **{name: value})
+    assert str(caught.value) == f'{name}: "{value}" is not {expected}'
