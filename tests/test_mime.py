@@ -478,14 +478,15 @@ def _check_mail(data: bytes, mail: OutgoingMail) -> EmailMessage:
 
 
 def _compose_every_kind(app, **queue) -> dict[MailKind, tuple[Composed, str]]:
-    """{kind: (composed mail, the lead's address)}, composed in an app context."""
+    """{kind: (composed mail, its recipient: the lead's address, or the
+    staff address of mail to staff)}, composed in an app context."""
     with app.app_context():
         queue_every_kind(["Ann Müller"], **queue)
         db.session.commit()
         out = {}
         for row in db.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)):
-            lead = db.session.get(Lead, row.lead_id)
-            out[MailKind(row.kind)] = (compose(row, lead), lead.email)
+            lead = db.session.get(Lead, row.lead_id) if row.lead_id else None
+            out[MailKind(row.kind)] = (compose(row, lead), lead.email if lead else row.to_email)
     assert set(out) == set(MailKind)
     return out
 
