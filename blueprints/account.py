@@ -114,10 +114,11 @@ def change_password():
         form.new.errors.append(str(exc))
         return _page(400, password_form=form)
     # Every session ended with the old password; this browser gets a new one.
+    user = staff_auth.user_by_id(current_user.id)
     session.clear()
-    sessions.start(current_user, request.remote_addr, request.user_agent.string)
+    sessions.start(user, request.remote_addr, request.user_agent.string)
     db.session.commit()
-    login_user(current_user)
+    login_user(user)
     flash("Your password is changed. Every other session is signed out.", "info")
     return redirect(url_for(".index"), 303)
 
