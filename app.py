@@ -60,12 +60,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     login_manager.init_app(app)
 
     from blueprints import (
+        account,
         admin,
         articles,
         auth,
         health,
         marketing,
         seo,
+        staff_links,
         subscriptions,
         webhooks,
     )
@@ -74,11 +76,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     from services.content import ArticleStore
     from services.mail import dkim
     from services.reporting.page_views import ViewCounter
-    from services.staff.auth import load_user
+    from services.staff import sessions
     from web import access, errors, public_pages, routing, security, static_urls
     from web import seo as seo_markup
 
-    login_manager.user_loader(load_user)
+    login_manager.user_loader(sessions.load)
     app.extensions["articles"] = ArticleStore(
         app.config["CONTENT_DIR"], check_seconds=0 if app.debug else 2.0
     )
@@ -94,6 +96,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(subscriptions.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
+    app.register_blueprint(staff_links.bp)
+    app.register_blueprint(account.bp)
     app.register_blueprint(marketing.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(webhooks.bp)

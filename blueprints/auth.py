@@ -1,4 +1,5 @@
-"""Staff sign-in and sign-out."""
+"""Staff sign-in (password, then a 2FA code when the account has 2FA) and
+sign-out."""
 
 from __future__ import annotations
 
@@ -18,14 +19,18 @@ from flask import (
 )
 from flask_limiter import RequestLimit
 from flask_login import current_user, login_user, logout_user
-from wtforms import EmailField, PasswordField, SubmitField
+from wtforms import EmailField, PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length
 
 from extensions import db, limiter
-from services.staff import auth, devices
+from models import User
+from services import clock
+from services.staff import audit, auth, devices, sessions, two_factor
+from web.access import mark_staff_blueprint
 from web.forms import HtmlForm
 
 bp = Blueprint("auth", __name__)
+mark_staff_blueprint(bp)
 log = logging.getLogger("leads.auth")
 
 
@@ -41,6 +46,21 @@ class LoginForm(HtmlForm):
         render_kw={"autocomplete": "current-password"},
     )
     submit = SubmitField("Sign in")
+
+
+class CodeForm(HtmlForm):
+    code = StringField(
+        "Code from your authenticator app, or a recovery code",
+        validators=[DataRequired(), Length(max=40)],
+        render_kw={"autocomplete": "one-time-code", "inputmode": "text", "spellcheck": "false"},
+    )
+    submit = SubmitField("Continue")
+
+
+# The half-signed-in state between the password and the code: in the
+# session, for this long.
+PENDING_KEY = "pending_2fa"
+PENDING_SECONDS = 300
 
 
 def _email() -> str:
@@ -86,7 +106,12 @@ def _login_limit() -> str:
 
 
 def home_for(user) -> str:
-    return url_for("marketing.dashboard")
+    return url_for("admin.index") if user.is_admin else url_for("marketing.dashboard")
+
+
+def _pending_key() -> str:
+    pending = session.get(PENDING_KEY) or {}
+    return f"login-code:{pending.get('user', '')}"
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -112,8 +137,15 @@ def login():
             db.session.commit()
             # A fresh session: nothing from before sign-in carries over.
             session.clear()
-            login_user(user)
-            response = redirect(target or home_for(user), 303)
+            if user.two_factor_enabled:
+                session[PENDING_KEY] = {
+                    "user": user.id,
+                    "at": clock.now().timestamp(),
+                    "next": target,
+                }
+                response = redirect(url_for(".login_code"), 303)
+            else:
+                response = _signed_in(user, target)
             _remember_device(response, user)
             return response
         db.session.rollback()
@@ -121,6 +153,64 @@ def login():
         return render_template("auth/login.html", form=form), 401
     status = 400 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form), status
+
+
+def _signed_in(user: User, target: str | None) -> Response:
+    """Start the user's session in this browser; where they go next."""
+    sessions.start(user, request.remote_addr, request.user_agent.string)
+    db.session.commit()
+    login_user(user)
+    # A user who must have 2FA and has none is sent to set it up
+    # (blueprints/account.py keeps them there until done).
+    return redirect(target or home_for(user), 303)
+
+
+def _pending_user() -> User | None:
+    pending = session.get(PENDING_KEY)
+    if not isinstance(pending, dict):
+        return None
+    if clock.now().timestamp() - float(pending.get("at", 0)) > PENDING_SECONDS:
+        session.pop(PENDING_KEY, None)
+        return None
+    user = auth.user_by_id(int(pending.get("user", 0)))
+    if user is None or not user.active or not user.two_factor_enabled:
+        return None
+    return user
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+# Per account being signed in to, and per IP: six digits are guessable
+# only at this rate, and the password was already right.
+@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], key_func=_pending_key)
+def login_code():
+    user = _pending_user()
+    if user is None:
+        flash("Please sign in again: the code step waits five minutes at most.", "info")
+        return redirect(url_for(".login"), 303)
+    form = CodeForm()
+    if form.validate_on_submit():
+        code = form.code.data
+        if two_factor.verify_code(user, code):
+            via = "totp"
+        elif two_factor.use_recovery_code(user, code):
+            via = "recovery_code"
+            audit.record(user, "2fa.recovery_code_used", user.email)
+        else:
+            db.session.rollback()
+            form.code.errors.append("That code is not right, or it was used already.")
+            return render_template("auth/login_code.html", form=form), 401
+        target = session[PENDING_KEY].get("next")
+        session.clear()
+        if via == "recovery_code":
+            flash(
+                f"You signed in with a recovery code: {two_factor.recovery_codes_left(user)} "
+                "left. Make new ones on your account page when you run low.",
+                "info",
+            )
+        return _signed_in(user, auth.safe_next(target))
+    status = 400 if request.method == "POST" else 200
+    return render_template("auth/login_code.html", form=form), status
 
 
 def _remember_device(response: Response, user) -> None:
@@ -152,9 +242,8 @@ def logout_get():
 @bp.post("/logout")
 def logout():
     if current_user.is_authenticated:
-        # A new session token: a copy of this session's cookie stops working
-        # too (and so do the user's other sessions, which is the safe side).
-        auth.end_sessions(current_user)
+        # The session row ends: a copy of this cookie stops working too.
+        sessions.end(sessions.current_id(current_user))
         db.session.commit()
     logout_user()
     session.clear()

@@ -114,6 +114,13 @@ class Config:
             "EMBED_ALLOWED_ORIGINS": env.origins("EMBED_ALLOWED_ORIGINS"),
             "SIGNUP_RATE_LIMIT": env.rate_limit("SIGNUP_RATE_LIMIT", "10 per minute"),
             "LOGIN_RATE_LIMIT": env.rate_limit("LOGIN_RATE_LIMIT", "5 per minute"),
+            # Staff accounts: reset requests per address and per IP, how long
+            # an invitation works, and who must use two-factor sign-in.
+            "PASSWORD_RESET_RATE_LIMIT": env.rate_limit("PASSWORD_RESET_RATE_LIMIT", "5 per hour"),
+            "STAFF_INVITATION_HOURS": env.integer(
+                "STAFF_INVITATION_HOURS", 72, minimum=1, maximum=24 * 30
+            ),
+            "STAFF_REQUIRE_2FA": env.choice("STAFF_REQUIRE_2FA", "none", ("none", "admin", "all")),
             "RATELIMIT_STORAGE_URI": env.text("RATELIMIT_STORAGE_URI", "memory://"),
             "RATELIMIT_HEADERS_ENABLED": True,
             "TRUSTED_PROXY_COUNT": env.integer("TRUSTED_PROXY_COUNT", 0, minimum=0),

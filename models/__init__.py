@@ -13,6 +13,7 @@ from models.outgoing_webhook import (
     WebhookEndpoint,
     WebhookSubscription,
 )
+from models.staff import RecoveryCode, StaffSession, StaffToken, TokenPurpose
 from models.suppression import Suppression, email_hash
 from models.training import ClassReminderRun, ClassStatus, TrainingClass
 from models.user import Role, User
@@ -38,9 +39,13 @@ __all__ = [
     "OutboxMessage",
     "OutboxStatus",
     "PageViewDaily",
+    "RecoveryCode",
     "Role",
     "SignupStatsDaily",
+    "StaffSession",
+    "StaffToken",
     "Suppression",
+    "TokenPurpose",
     "TrainingClass",
     "UTCDateTime",
     "User",

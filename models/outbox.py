@@ -30,22 +30,19 @@ class MailKind(enum.StrEnum):
     CLASSES_FOLLOWUP = "classes_followup"  # N days after confirmation
     CLASS_REMINDER = "class_reminder"  # N days before a class starts
     ANNOUNCEMENT = "announcement"
-    # To a staff member (to_email, no lead), its text in `subject`: e.g. a
-    # webhook endpoint disabled after failing for days.
-    STAFF_NOTICE = "staff_notice"
+    # Mail to a staff address (to_email), never to a lead.
+    STAFF_INVITATION = "staff_invitation"
+    PASSWORD_RESET = "password_reset"  # noqa: S105 (a mail kind, not a password)
+    STAFF_NOTICE = "staff_notice"  # e.g. "your webhook was disabled"
 
     @property
     def transactional(self) -> bool:
         return self in TRANSACTIONAL_KINDS
 
 
+STAFF_KINDS = frozenset({MailKind.STAFF_INVITATION, MailKind.PASSWORD_RESET, MailKind.STAFF_NOTICE})
 TRANSACTIONAL_KINDS = frozenset(
-    {
-        MailKind.CONFIRMATION,
-        MailKind.CONFIRM_REMINDER,
-        MailKind.ALREADY_SUBSCRIBED,
-        MailKind.STAFF_NOTICE,
-    }
+    {MailKind.CONFIRMATION, MailKind.CONFIRM_REMINDER, MailKind.ALREADY_SUBSCRIBED} | STAFF_KINDS
 )
 # Mails that ask a pending lead to confirm: sent only while it is pending.
 CONFIRMATION_KINDS = frozenset({MailKind.CONFIRMATION, MailKind.CONFIRM_REMINDER})
@@ -80,6 +77,10 @@ class OutboxMessage(Base):
     )
     training_class_id: Mapped[int | None] = mapped_column(
         ForeignKey("training_class.id", ondelete="CASCADE")
+    )
+    # The invitation or reset link a staff mail carries.
+    staff_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("staff_token.id", ondelete="CASCADE")
     )
 
     lead: Mapped[Lead | None] = relationship()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import secrets
 from datetime import datetime
 
 from flask_login import UserMixin
@@ -18,10 +17,6 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
 
 
-def new_session_token() -> str:
-    return secrets.token_urlsafe(16)
-
-
 class User(UserMixin, Base):
     __tablename__ = "user_account"
 
@@ -30,14 +25,28 @@ class User(UserMixin, Base):
     password_hash: Mapped[str] = mapped_column(String(300))
     role: Mapped[Role] = mapped_column(string_enum(Role, "user_role"), default=Role.MARKETER)
     active: Mapped[bool] = mapped_column(default=True)
-    # Part of the id Flask-Login keeps in the session: changing it (password
-    # change, disable, role change) signs the user out everywhere.
-    session_token: Mapped[str] = mapped_column(String(32), default=new_session_token)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Two-factor sign-in (services/staff/two_factor.py): the TOTP secret,
+    # encrypted with a key derived from SECRET_KEY; set once a code proved it.
+    totp_secret: Mapped[str | None] = mapped_column(String(200))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The last time step whose code was accepted: no code works twice.
+    totp_last_step: Mapped[int | None] = mapped_column()
+
+    # The sign-in this request runs under (services/staff/sessions.py sets
+    # it): Flask-Login's id is "<user id>:<session key>".
+    session_key = None
+    staff_session_id = None
 
     def get_id(self) -> str:
-        return f"{self.id}:{self.session_token}"
+        if not self.session_key:
+            raise RuntimeError("a user is signed in through services.staff.sessions.start")
+        return f"{self.id}:{self.session_key}"
+
+    @property
+    def two_factor_enabled(self) -> bool:
+        return self.totp_enabled_at is not None
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users

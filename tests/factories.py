@@ -25,7 +25,10 @@ from models import (
     MailKind,
     OutboxMessage,
     OutboxStatus,
+    Role,
+    TokenPurpose,
     TrainingClass,
+    User,
 )
 from models.outbox import TRANSACTIONAL_KINDS
 from services import clock
@@ -33,6 +36,7 @@ from services.campaigns import classes
 from services.leads import signup, subscriptions
 from services.leads.signup import SignupRequest
 from services.leads.subscriptions import Evidence
+from services.staff import links
 
 # --- Leads.
 
@@ -162,6 +166,20 @@ def due_announcement(topic: str = "cspo-classes", **fields) -> Announcement:
 MARKETING_KINDS = set(MailKind) - TRANSACTIONAL_KINDS
 
 
+def queue_staff_mail(email: str) -> None:
+    """Inside an app context: a staff user at `email` and one due mail of
+    each staff kind to it (an invitation, a password reset, a notice)."""
+    now = clock.now()
+    user = User(email=email, password_hash="-", role=Role.MARKETER, created_at=now)
+    db.session.add(user)
+    db.session.flush()
+    links.issue(TokenPurpose.INVITATION, email, timedelta(hours=72), role=Role.ADMIN)
+    links.issue(TokenPurpose.PASSWORD_RESET, email, timedelta(hours=1), user=user)
+    db.session.add(
+        OutboxMessage(kind=MailKind.STAFF_NOTICE, to_email=email, send_after=now, created_at=now)
+    )
+
+
 def queue_every_kind(
     names: list[str | None], *, class_title: str = "CSPO live online", domain: str = "example.com"
 ) -> dict[str, dict[str, str]]:
@@ -169,8 +187,9 @@ def queue_every_kind(
     lead (both topics), a class starting in 30 days, an announcement with the
     class title in its subject and the lead's name in its body (a visitor's
     text may not go into a subject), and one due outbox row of every MailKind
-    (a staff notice to staff<i>@domain, with no lead).
-    Returns {email: {"name": ..., "status": ...}}. The caller commits."""
+    (the staff kinds to a staff address, staff<i>@domain: queue_staff_mail).
+    Returns {email: {"name": ..., "status": ...}} for the leads. The caller
+    commits."""
     now = clock.now()
     cls = TrainingClass(
         title=class_title,
@@ -231,18 +250,7 @@ def queue_every_kind(
                         training_class_id=cls.id if kind == MailKind.CLASS_REMINDER else None,
                     )
                 )
-            if status == LeadStatus.CONFIRMED:  # and one to a staff member, no lead
-                rows.append(
-                    OutboxMessage(
-                        kind=MailKind.STAFF_NOTICE,
-                        to_email=f"staff{i}@{domain}",
-                        subject="Webhook disabled: https://hooks.example/in has been failing",
-                        status=OutboxStatus.QUEUED,
-                        send_after=now,
-                        created_at=now,
-                        attempts=0,
-                    )
-                )
+        queue_staff_mail(f"staff{i}@{domain}")
     db.session.add_all(rows)
     return leads
 

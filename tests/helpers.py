@@ -31,7 +31,7 @@ from services.delivery.rules import load_batch
 from services.delivery.send import deliver
 from services.delivery.worker import Worker
 from services.leads import subscriptions
-from services.staff import auth
+from services.staff import auth, sessions
 
 # --- Services the suite runs against: skipped where missing, required under CI.
 
@@ -136,11 +136,14 @@ def _password_hash() -> str:
 
 
 def add_user(app, email: str = "marketer@example.com", role: Role = Role.MARKETER) -> str:
-    """A staff user with PASSWORD (same row create_user makes, hashed once);
-    returns the id Flask-Login keeps in the session."""
+    """A staff user with PASSWORD (same row create_user makes, hashed once),
+    signed in once (a staff_session row); returns the id Flask-Login keeps
+    in the session for it."""
     with app.app_context():
         user = User(email=email, password_hash=_password_hash(), role=Role(role))
         db.session.add(user)
+        db.session.flush()
+        sessions.start(user, "127.0.0.1", "tests")
         db.session.commit()
         return user.get_id()
 
@@ -168,6 +171,32 @@ def csrf_token(client, path: str = "/login") -> str:
     match = CSRF_FIELD.search(html)
     assert match, f"no csrf_token on {path}"
     return unescape(match.group(1))
+
+
+def staff_login(client, email: str, password: str = PASSWORD):
+    """Sign in through the login form (argon2 and all): the way to get a
+    staff_session row with this client's user agent and address."""
+    token = csrf_token(client)
+    return client.post("/login", data={"email": email, "password": password, "csrf_token": token})
+
+
+def staff_browser(app, user_agent: str, ip: str = "192.0.2.1"):
+    """A test client that says which browser and address it is."""
+    client = app.test_client()
+    client.environ_base.update(HTTP_USER_AGENT=user_agent, REMOTE_ADDR=ip)
+    return client
+
+
+def post_staff_form(client, path: str, data: dict | None = None, page: str = "/account/"):
+    """Post to a staff route with the CSRF token read off `page`."""
+    return client.post(path, data={"csrf_token": csrf_token(client, page), **(data or {})})
+
+
+def mail_link(msg, path: str) -> str:
+    """The local path of the first http://localhost/<path>/... link in a
+    mail's text part."""
+    text = msg.get_body(("plain",)).get_content()
+    return re.search(rf"http://localhost(/{path}/[^\s]+)", text).group(1)
 
 
 # --- Pages, and the signup form driven like a browser does.

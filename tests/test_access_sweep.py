@@ -29,6 +29,14 @@ PUBLIC_ENDPOINTS = {
     # Signing out when signed out is harmless; both answer without next=.
     "auth.logout",
     "auth.logout_get",
+    # The 2FA code step: reached only with a password-checked, five-minute
+    # half sign-in in the session; without one it sends to /login.
+    "auth.login_code",
+    # Staff who cannot sign in (forgot the password, not yet invited in):
+    # the link's token is the capability; the forms keep their CSRF token.
+    "staff_links.forgot_password",
+    "staff_links.reset_password",
+    "staff_links.invitation",
 }
 # Routes that take a POST without a CSRF token (README, "How the public form is protected": no
 # session or token for anonymous readers), with how each answers a post that

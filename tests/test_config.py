@@ -496,3 +496,34 @@ def test_a_lease_shorter_than_one_webhook_post_stops_the_worker(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"2 × WEBHOOK_TIMEOUT \+ 1 = 41 s"):
         Worker(app)
+
+
+def test_staff_account_settings_default_and_parse(tmp_path):
+    cfg = settings(tmp_path)
+    assert cfg["STAFF_REQUIRE_2FA"] == "none"
+    assert cfg["STAFF_INVITATION_HOURS"] == 72
+    assert cfg["PASSWORD_RESET_RATE_LIMIT"] == "5 per hour"
+    cfg = settings(
+        tmp_path,
+        STAFF_REQUIRE_2FA=" Admin ",
+        STAFF_INVITATION_HOURS="24",
+        PASSWORD_RESET_RATE_LIMIT="3 per hour",
+    )
+    assert cfg["STAFF_REQUIRE_2FA"] == "admin"
+    assert cfg["STAFF_INVITATION_HOURS"] == 24
+    assert cfg["PASSWORD_RESET_RATE_LIMIT"] == "3 per hour"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("STAFF_REQUIRE_2FA", "admins", "one of none, admin, all"),
+        ("STAFF_INVITATION_HOURS", "0", "a whole number from 1 to 720"),
+        ("STAFF_INVITATION_HOURS", "3d", "a whole number from 1 to 720"),
+        ("PASSWORD_RESET_RATE_LIMIT", "often", "a rate limit such as 5 per hour"),
+    ],
+)
+def test_a_bad_staff_account_setting_is_named(tmp_path, name, value, expected):
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, **{name: value})
+    assert str(caught.value) == f'{name}: "{value}" is not {expected}'

@@ -27,6 +27,7 @@ from app import create_app
 from extensions import db
 from models import Lead, LeadStatus, Role, User
 from services.leads import signup, subscriptions
+from services.staff import sessions
 from services.staff.auth import hash_password
 from tests.helpers import (
     ORIGIN,
@@ -354,6 +355,8 @@ class Site:
             )
             admin = User(email="admin@example.com", password_hash="-", role=Role.ADMIN)
             db.session.add(admin)
+            db.session.flush()
+            sessions.start(admin, "127.0.0.1", "tests")
             db.session.commit()
             admin_id = admin.get_id()
             self.tokens = [

@@ -478,7 +478,8 @@ def _check_mail(data: bytes, mail: OutgoingMail) -> EmailMessage:
 
 
 def _compose_every_kind(app, **queue) -> dict[MailKind, tuple[Composed, str]]:
-    """{kind: (composed mail, the lead's address)}, composed in an app context."""
+    """{kind: (composed mail, its recipient: the lead's address, or the
+    staff address of mail to staff)}, composed in an app context."""
     with app.app_context():
         queue_every_kind(["Ann Müller"], **queue)
         db.session.commit()

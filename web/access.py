@@ -16,6 +16,13 @@ from web.forms import has_untypable
 
 # The url_prefix of every protected blueprint (protect_blueprint adds it).
 _STAFF_PREFIXES: set[str] = set()
+# Blueprints of pages about staff accounts that anyone may open (sign-in,
+# its code step, password reset, invitations): never cached either.
+_STAFF_BLUEPRINTS: set[str] = set()
+
+
+def mark_staff_blueprint(bp: Blueprint) -> None:
+    _STAFF_BLUEPRINTS.add(bp.name)
 
 
 def protect_blueprint(bp: Blueprint, role: Role) -> None:
@@ -51,7 +58,7 @@ def _names_and_values(*multidicts: MultiDict) -> Iterator[str]:
 def staff_page() -> bool:
     """The request is for a staff page, or for the sign-in page."""
     path = request.path
-    if request.endpoint == login_manager.login_view:
+    if request.endpoint == login_manager.login_view or request.blueprint in _STAFF_BLUEPRINTS:
         return True
     return any(path == prefix or path.startswith(prefix + "/") for prefix in _STAFF_PREFIXES)
 

@@ -132,6 +132,12 @@ class UserCreateForm(FlaskForm):
     submit = SubmitField("Create user")
 
 
+class InvitationForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+    role = SelectField("Role", choices=ROLE_CHOICES)
+    submit = SubmitField("Send invitation")
+
+
 class UserUpdateForm(FlaskForm):
     role = SelectField("Role", choices=ROLE_CHOICES)
     active = BooleanField("Active")

@@ -6,11 +6,23 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from blueprints.admin.base import PER_PAGE, bp
-from blueprints.admin.forms import UserCreateForm, UserUpdateForm
+from blueprints.admin.forms import InvitationForm, UserCreateForm, UserUpdateForm
 from extensions import db
 from models import Role
 from services import paging
-from services.staff import audit, auth
+from services.staff import audit, auth, links
+
+
+def _users_page(status: int = 200, **forms):
+    forms.setdefault("form", UserCreateForm(formdata=None))
+    forms.setdefault("invite_form", InvitationForm(formdata=None))
+    return render_template(
+        "admin/users.html",
+        users=auth.users(),
+        invitations=links.pending_invitations(),
+        update_form=UserUpdateForm(formdata=None),
+        **forms,
+    ), status
 
 
 @bp.route("/users", methods=["GET", "POST"])
@@ -26,10 +38,31 @@ def users():
             db.session.commit()
             flash(f"Created {user.role.value} {user.email}.", "info")
             return redirect(url_for(".users"), 303)
-    status = 400 if request.method == "POST" else 200
-    return render_template(
-        "admin/users.html", users=auth.users(), form=form, update_form=UserUpdateForm()
-    ), status
+    return _users_page(400 if request.method == "POST" else 200, form=form)
+
+
+@bp.post("/users/invitations")
+def invite():
+    form = InvitationForm()
+    if form.validate_on_submit():
+        try:
+            row = links.invite(form.email.data, Role(form.role.data), by=current_user)
+        except auth.AuthError as exc:
+            form.form_errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash(f"Invitation sent to {row.email} ({row.role.value}).", "info")
+            return redirect(url_for(".users"), 303)
+    return _users_page(400, invite_form=form)
+
+
+@bp.post("/users/invitations/<int:invitation_id>/revoke")
+def revoke_invitation(invitation_id: int):
+    # CSRFProtect has checked the form's token before the view runs.
+    row = links.revoke_invitation(invitation_id, by=current_user) or abort(404)
+    db.session.commit()
+    flash(f"The invitation to {row.email} is withdrawn.", "info")
+    return redirect(url_for(".users"), 303)
 
 
 @bp.post("/users/<int:user_id>")

@@ -20,15 +20,17 @@ from models import (
     LeadTopic,
     MailKind,
     OutboxStatus,
+    StaffToken,
     TrainingClass,
     email_hash,
 )
-from models.outbox import CONFIRMATION_KINDS
+from models.outbox import CONFIRMATION_KINDS, STAFF_KINDS
 from services import clock
 from services.campaigns import classes
 from services.delivery.claim import OUTBOX
 from services.leads import topics
 from services.mail.compose import QueuedMail, Recipient, Refs
+from services.staff import links
 
 # Suppressions that stop even transactional mail: the address does not exist,
 # keeps failing (soft bounces past BOUNCE_SOFT_LIMIT) or its owner complained.
@@ -112,9 +114,12 @@ def load_batch(conn: Connection, ids: list[int]) -> Batch:
     class_ids = {r.training_class_id for r in rows.values() if r.training_class_id}
     class_ids |= {a.training_class_id for a in anns.values() if a.training_class_id}
     class_rows = _by_id(TrainingClass, class_ids)
+    token_ids = {r.staff_token_id for r in rows.values() if r.staff_token_id}
+    tokens = _by_id(StaffToken, token_ids)
     refs = Refs(
         announcements={i: anns.get(i) for i in ann_ids},
         classes={i: class_rows.get(i) for i in class_ids},
+        staff_tokens={i: tokens.get(i) for i in token_ids},
     )
     kinds = {MailKind(r.kind) for r in rows.values()}
     if MailKind.CLASSES_FOLLOWUP in kinds:
@@ -181,10 +186,24 @@ def _status_reason(kind: MailKind, status: LeadStatus | str | None) -> str | Non
     return None
 
 
+def _staff_reason(row: QueuedMail, kind: MailKind, batch: Batch) -> str | None:
+    """Mail to a staff address, never to a lead: an invitation or reset goes
+    while its link still works (and, for a reset, while an account has the
+    address: the request is answered the same either way)."""
+    if not row.to_email or row.lead_id is not None:
+        return "staff mail without a staff address"
+    if kind == MailKind.STAFF_NOTICE:
+        return None
+    token = batch.refs.staff_token(row.staff_token_id)
+    return "link no longer exists" if token is None else links.state(token)
+
+
 def skip_reason(row: QueuedMail, lead: Recipient | None, batch: Batch) -> str | None:
     """Send-time checks on what the batch read: the state now decides, not
     the state when the row was queued."""
     kind = MailKind(row.kind)
+    if kind in STAFF_KINDS:
+        return _staff_reason(row, kind, batch)
     if lead is None:
         if row.to_email and row.lead_id is None:  # an admin's test send
             return None
@@ -238,8 +257,11 @@ def reason_now(conn: Connection, row: QueuedMail, lead: Recipient | None) -> str
         {
             "lead_id": row.lead_id,
             "announcement_id": row.announcement_id,
-            # A staff notice goes to to_email: a hard bounce stops it too.
-            "email_hash": email_hash(lead.email if lead is not None else row.to_email or ""),
+            "email_hash": email_hash(lead.email)
+            if lead is not None
+            else email_hash(row.to_email or "")
+            if kind in STAFF_KINDS
+            else "",
         },
     ).one()
     conn.commit()  # end the read before the mail goes: no snapshot held

@@ -11,14 +11,24 @@ from flask import current_app
 from markupsafe import Markup
 
 from extensions import db
-from models import Announcement, Lead, LeadStatus, MailKind, OutboxMessage, TrainingClass
-from models.outbox import CONFIRMATION_KINDS
+from models import (
+    Announcement,
+    Lead,
+    LeadStatus,
+    MailKind,
+    OutboxMessage,
+    StaffToken,
+    TokenPurpose,
+    TrainingClass,
+)
+from models.outbox import CONFIRMATION_KINDS, STAFF_KINDS
 from services import clock
 from services.campaigns import classes
 from services.leads import subscriptions, topics
 from services.mail import dkim, mime, templating, verp
 from services.mail.links import external_url
 from services.mail.mailer import OutgoingMail
+from services.staff import links
 
 SUBJECTS = {
     MailKind.CONFIRMATION: "Please confirm your subscription",
@@ -27,6 +37,14 @@ SUBJECTS = {
     MailKind.CONFIRM_REMINDER: "One click left: confirm your subscription",
     MailKind.CLASSES_FOLLOWUP: "The next CSPO classes",
     MailKind.CLASS_REMINDER: "Your CSPO class is coming up: {title}",
+    MailKind.STAFF_INVITATION: "You are invited to {site_name}",
+    MailKind.PASSWORD_RESET: "Choose a new password for {site_name}",
+    MailKind.STAFF_NOTICE: "A notice about your {site_name} account",
+}
+# Where a staff mail's link leads.
+STAFF_LINK_ENDPOINTS = {
+    TokenPurpose.INVITATION: "staff_links.invitation",
+    TokenPurpose.PASSWORD_RESET: "staff_links.reset_password",
 }
 
 
@@ -49,6 +67,7 @@ class QueuedMail:
     to_email: str | None
     created_at: datetime
     subject: str | None  # a staff notice's text; else written when sent
+    staff_token_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +97,14 @@ class Refs:
     announcements: dict[int, Announcement | None] = field(default_factory=dict)
     classes: dict[int, TrainingClass | None] = field(default_factory=dict)
     upcoming: list[TrainingClass] | None = None
+    staff_tokens: dict[int, StaffToken | None] = field(default_factory=dict)
+
+    def staff_token(self, token_id: int | None) -> StaffToken | None:
+        if token_id is None:
+            return None
+        if token_id not in self.staff_tokens:
+            self.staff_tokens[token_id] = db.session.get(StaffToken, token_id)
+        return self.staff_tokens[token_id]
 
     def announcement(self, ann_id: int) -> Announcement | None:
         if ann_id not in self.announcements:
@@ -177,6 +204,24 @@ def _context(row: MailRow, lead: MailLead | None, refs: Refs) -> dict:
     return ctx
 
 
+def _staff_context(row: MailRow, refs: Refs, reveal_link: bool) -> dict:
+    """The link a staff mail carries. Admins looking at the outbox see a
+    placeholder: a reset link there would open another person's account."""
+    token = refs.staff_token(row.staff_token_id)
+    if token is None:
+        return {"link_url": None, "role": None, "expires_at": None}
+    if reveal_link:
+        url = external_url(STAFF_LINK_ENDPOINTS[token.purpose], token=links.token_for(token))
+    else:
+        url = external_url("auth.login") + "#link-only-in-the-mail-sent"
+    return {
+        "link_url": url,
+        "role": token.role.value if token.role else None,
+        "expires_at": token.expires_at,
+        "hours": max(1, round((token.expires_at - token.created_at).total_seconds() / 3600)),
+    }
+
+
 def _announcement_parts(
     row: MailRow, lead: MailLead | None, ctx: dict, refs: Refs, preview: bool = False
 ) -> str:
@@ -205,7 +250,7 @@ def render_parts(
 ) -> tuple[str, str, str]:
     """(subject, text, html) for a row: what the worker sends and the admin
     previews (preview=True: no [Test] mark on the subject)."""
-    subject, text, html, _ = _render(row, lead, Refs(), preview)
+    subject, text, html, _ = _render(row, lead, Refs(), preview, reveal_link=False)
     return subject, text, html
 
 
@@ -237,7 +282,7 @@ def render_stored(row: OutboxMessage) -> tuple[str, str, str] | str:
 
 
 def _render(
-    row: MailRow, lead: MailLead | None, refs: Refs, preview: bool
+    row: MailRow, lead: MailLead | None, refs: Refs, preview: bool, reveal_link: bool = True
 ) -> tuple[str, str, str, dict]:
     kind = MailKind(row.kind)
     ctx = _context(row, lead, refs)
@@ -250,6 +295,9 @@ def _render(
     elif kind == MailKind.STAFF_NOTICE:
         subject = row.subject or current_app.config["SITE_NAME"]
         ctx["admin_url"] = external_url("admin.index")
+    elif kind in STAFF_KINDS:
+        ctx.update(_staff_context(row, refs, reveal_link))
+        subject = SUBJECTS[kind].format(site_name=ctx["site_name"])
     else:
         subject = SUBJECTS[kind]
     ctx["subject"] = subject

@@ -11,9 +11,9 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from extensions import db
 from models import Role, User
-from models.user import new_session_token
 from services import clock
 from services.leads.addresses import InvalidAddress, normalise
+from services.staff import sessions
 
 # RFC 9106's second recommended option (64 MiB, t=3, p=4): above OWASP's
 # minimum for argon2id. Stored hashes carry their parameters; hashes made
@@ -57,11 +57,15 @@ def user_by_id(user_id: int) -> User | None:
     return db.session.get(User, user_id)
 
 
-def create_user(email: str, password: str, role: Role) -> User:
+def normalise_email(email: str) -> str:
     try:
-        address = normalise(email)
+        return normalise(email)
     except InvalidAddress as exc:
         raise AuthError(str(exc)) from exc
+
+
+def create_user(email: str, password: str, role: Role) -> User:
+    address = normalise_email(email)
     check_password_strength(password)
     if user_by_email(address):
         raise AuthError(f"A user {address} exists already.")
@@ -94,36 +98,29 @@ def authenticate(email: str, password: str) -> User | None:
     return user
 
 
-def load_user(user_id: str) -> User | None:
-    """Flask-Login's loader: the id carries the session token."""
-    raw_id, _, token = (user_id or "").partition(":")
-    if not raw_id.isdigit() or not token:
-        return None
-    user = db.session.get(User, int(raw_id))
-    if user is None or user.session_token != token or not user.active:
-        return None
-    return user
+def verify_password(user: User, password: str) -> bool:
+    """The user's own password, asked again before a sensitive change."""
+    try:
+        return _hasher.verify(user.password_hash, password or "")
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
 
 
 def set_password(user: User, password: str) -> None:
+    """A new password ends every session of the user."""
     check_password_strength(password)
     user.password_hash = hash_password(password)
-    user.session_token = new_session_token()
-
-
-def end_sessions(user: User) -> None:
-    """Sign the user out everywhere: every session cookie names the old token."""
-    user.session_token = new_session_token()
+    sessions.end_all(user)
 
 
 def set_role(user: User, role: Role) -> None:
     user.role = Role(role)
-    user.session_token = new_session_token()
+    sessions.end_all(user)
 
 
 def set_active(user: User, active: bool) -> None:
     user.active = active
-    user.session_token = new_session_token()
+    sessions.end_all(user)
 
 
 def update_user(user: User, role: Role, active: bool, by: User) -> dict[str, object]:

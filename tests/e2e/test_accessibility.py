@@ -11,7 +11,9 @@ classes, the signup error state (inline form and signup page), the thanks
 page, the confirmation link's page and the page after its button, the
 preferences page (and after saving), the unsubscribe page, the login page
 and its error state, the 404 page. Staff pages: the admins' deliverability
-page empty, then with rates, charts and the complaint warning.
+page empty, then with rates, charts and the complaint warning; the account
+pages (account, 2FA setup, recovery codes, the code step, password reset
+request, users with a pending invitation).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pyotp
 import pytest
 from sqlalchemy import delete
 
@@ -298,6 +301,56 @@ def test_deliverability_page_has_no_serious_or_critical_violations(site, page, a
     assert page.goto("/admin/deliverability").status == 200
     assert page.locator("text=No mail was sent in the last 30 days").count() == 1
     found["deliverability-empty"] = audit(page, axe_js, "deliverability-empty")
+
+    blocking = {label: v for label, v in found.items() if v}
+    assert not blocking, "\n".join(f"--- {k}\n{describe(v)}" for k, v in blocking.items())
+
+
+def test_account_pages_have_no_serious_or_critical_violations(site, page, axe_js):
+    """The account page, 2FA setup, recovery codes, the code step, the
+    password reset request and the users page with a pending invitation."""
+    email = "account.a11y@example.com"
+    add_user(site["app"], email, Role.ADMIN)
+    context = page.context.browser.new_context(base_url=site["url"], bypass_csp=True)
+    tab = context.new_page()
+    found: dict[str, list[dict]] = {}
+
+    def sign_in() -> None:
+        tab.goto("/login")
+        tab.fill("input[name=email]", email)
+        tab.fill("input[name=password]", PASSWORD)
+        tab.click("button[type=submit]")
+        tab.wait_for_load_state("load")
+
+    sign_in()
+    assert tab.goto("/account/").status == 200
+    found["account"] = audit(tab, axe_js, "account")
+    assert tab.goto("/account/2fa/setup").status == 200
+    found["two-factor-setup"] = audit(tab, axe_js, "two-factor-setup")
+    totp = pyotp.TOTP(tab.inner_text("#totp-secret").strip())
+    tab.fill("input[name=code]", totp.now())
+    tab.click("form.admin-form button[type=submit]")
+    tab.wait_for_load_state("load")
+    assert tab.locator("#recovery-codes li").count() == 10
+    found["recovery-codes"] = audit(tab, axe_js, "recovery-codes")
+    tab.goto("/admin/users")
+    tab.fill("#invite ~ form input[name=email]", "invited.a11y@example.com")
+    tab.click("#invite ~ form button[type=submit]")
+    tab.wait_for_load_state("load")
+    found["users-with-invitation"] = audit(tab, axe_js, "users-with-invitation")
+
+    context.clear_cookies()
+    sign_in()
+    assert tab.url.endswith("/login/code")
+    found["login-code"] = audit(tab, axe_js, "login-code")
+    context.clear_cookies()
+    assert tab.goto("/password/forgot").status == 200
+    found["forgot"] = audit(tab, axe_js, "forgot")
+    tab.fill("input[name=email]", email)
+    tab.click("form button[type=submit]")
+    tab.wait_for_load_state("load")
+    found["reset-sent"] = audit(tab, axe_js, "reset-sent")
+    context.close()
 
     blocking = {label: v for label, v in found.items() if v}
     assert not blocking, "\n".join(f"--- {k}\n{describe(v)}" for k, v in blocking.items())
