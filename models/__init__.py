@@ -1,6 +1,7 @@
 """SQLAlchemy models, one module per aggregate."""
 
 from models.analytics import PageViewDaily, SignupStatsDaily
+from models.api_token import ApiToken, TokenScope
 from models.announcement import Announcement, AnnouncementStatus, ClassClick
 from models.audit import AuditEvent
 from models.base import Base, UTCDateTime, utcnow
@@ -13,6 +14,7 @@ from models.user import Role, User
 
 __all__ = [
     "Announcement",
+    "ApiToken",
     "AnnouncementStatus",
     "AuditEvent",
     "Base",
@@ -34,6 +36,7 @@ __all__ = [
     "Role",
     "SignupStatsDaily",
     "Suppression",
+    "TokenScope",
     "TrainingClass",
     "UTCDateTime",
     "User",
