@@ -57,7 +57,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     limiter.init_app(app)
     login_manager.init_app(app)
 
-    from blueprints import admin, articles, auth, health, marketing, subscriptions, webhooks
+    from blueprints import (
+        admin,
+        api,
+        api_tokens,
+        articles,
+        auth,
+        health,
+        marketing,
+        subscriptions,
+        webhooks,
+    )
     from commands import register_commands
     from services.bounces import sns
     from services.content import ArticleStore
@@ -74,6 +84,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     dkim.init_app(app)
     sns.init_app(app)
     security.init_app(app)
+    api.init_app(app)  # before errors: the site's error handlers replace smorest's
     errors.init_app(app)
     access.init_app(app)
     routing.init_app(app)  # before the blueprints add their rules
@@ -83,6 +94,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(marketing.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(api_tokens.bp)
     # Last: its /<slug> route must not shadow the others.
     app.register_blueprint(articles.bp)
     # Reading pages has no limit to check (Flask-Limiter's public exemption).

@@ -109,6 +109,8 @@ class Config:
             "EMBED_ALLOWED_ORIGINS": env.origins("EMBED_ALLOWED_ORIGINS"),
             "SIGNUP_RATE_LIMIT": env.rate_limit("SIGNUP_RATE_LIMIT", "10 per minute"),
             "LOGIN_RATE_LIMIT": env.rate_limit("LOGIN_RATE_LIMIT", "5 per minute"),
+            # Requests per API token (subscribe also counts against SIGNUP_RATE_LIMIT).
+            "API_RATE_LIMIT": env.rate_limit("API_RATE_LIMIT", "120 per minute"),
             "RATELIMIT_STORAGE_URI": env.text("RATELIMIT_STORAGE_URI", "memory://"),
             "RATELIMIT_HEADERS_ENABLED": True,
             "TRUSTED_PROXY_COUNT": env.integer("TRUSTED_PROXY_COUNT", 0, minimum=0),

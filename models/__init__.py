@@ -1,8 +1,8 @@
 """SQLAlchemy models, one module per aggregate."""
 
 from models.analytics import PageViewDaily, SignupStatsDaily
-from models.api_token import ApiToken, TokenScope
 from models.announcement import Announcement, AnnouncementStatus, ClassClick
+from models.api_token import ApiToken, TokenScope
 from models.audit import AuditEvent
 from models.base import Base, UTCDateTime, utcnow
 from models.inbound import InboundEvent, InboundKind, WebhookNonce
@@ -14,8 +14,8 @@ from models.user import Role, User
 
 __all__ = [
     "Announcement",
-    "ApiToken",
     "AnnouncementStatus",
+    "ApiToken",
     "AuditEvent",
     "Base",
     "ClassClick",

@@ -461,3 +461,10 @@ def test_ses_topics_are_read_and_checked(tmp_path):
     assert settings(tmp_path, SES_SNS_TOPIC_ARNS=f" {arn} ,")["SES_SNS_TOPIC_ARNS"] == [arn]
     with pytest.raises(ConfigError, match='SES_SNS_TOPIC_ARNS: "ses-bounces" is not a topic ARN'):
         settings(tmp_path, SES_SNS_TOPIC_ARNS="ses-bounces")
+
+
+def test_the_api_rate_limit_is_read_and_checked(tmp_path):
+    assert settings(tmp_path)["API_RATE_LIMIT"] == "120 per minute"
+    assert settings(tmp_path, API_RATE_LIMIT="30/minute")["API_RATE_LIMIT"] == "30/minute"
+    with pytest.raises(ConfigError, match='API_RATE_LIMIT: "fast" is not a rate limit'):
+        settings(tmp_path, API_RATE_LIMIT="fast")
