@@ -84,10 +84,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     dkim.init_app(app)
     sns.init_app(app)
     security.init_app(app)
+    routing.init_app(app)  # before the blueprints add their rules
     api.init_app(app)  # before errors: the site's error handlers replace smorest's
     errors.init_app(app)
     access.init_app(app)
-    routing.init_app(app)  # before the blueprints add their rules
     app.register_blueprint(subscriptions.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
