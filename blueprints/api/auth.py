@@ -72,7 +72,10 @@ def api_blueprint(name: str, import_name: str, description: str) -> Blueprint:
     csrf.exempt(bp)
     bp.before_request(_check_request)
     bp.after_request(_no_store)
-    limiter.limit(lambda: current_app.config["API_RATE_LIMIT"], key_func=rate_key)(bp)
+    # One count per token over every API route (a plain limit counts per route).
+    limiter.shared_limit(
+        lambda: current_app.config["API_RATE_LIMIT"], scope="api", key_func=rate_key
+    )(bp)
     return bp
 
 

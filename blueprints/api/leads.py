@@ -82,7 +82,8 @@ def get_lead(public_id: str):
 
 @bp.post("/subscribe")
 @requires(TokenScope.WRITE)
-@limiter.limit(lambda: current_app.config["SIGNUP_RATE_LIMIT"])
+# As the signup form's, per address; and still counted in the token's limit.
+@limiter.limit(lambda: current_app.config["SIGNUP_RATE_LIMIT"], override_defaults=False)
 @bp.arguments(SubscribeSchema)
 @bp.response(202, AcceptedSchema)
 @problems(bp, 400, 413, 415, 422)
