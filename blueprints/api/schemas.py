@@ -16,6 +16,12 @@ from services.reporting import lead_query
 from web import forms
 
 MAX_INT = 2**31 - 1  # PostgreSQL's integer columns
+MAX_PRICE = 99_999_999  # the column holds 10 digits, 2 after the point
+
+
+def _price_in_range(value) -> None:
+    if not 0 <= value <= MAX_PRICE:
+        raise ma.ValidationError(f"Must be from 0 to {MAX_PRICE}.")
 
 
 def _form_check(check):
@@ -157,7 +163,12 @@ class ClassSchema(ma.Schema):
     online = fields.Boolean(required=True)
     location = fields.String(allow_none=True, required=True)
     trainer = fields.String(allow_none=True, required=True)
-    price = fields.Decimal(as_string=True, allow_none=True, required=True)
+    price = fields.Decimal(
+        as_string=True,
+        allow_none=True,
+        required=True,
+        metadata={"type": "string", "example": "1290.00"},
+    )
     currency = fields.String(required=True)
     seats = fields.Integer(allow_none=True, required=True)
     seats_taken = fields.Integer(required=True)
@@ -179,8 +190,14 @@ class ClassInputSchema(ma.Schema):
     online = fields.Boolean(load_default=True)
     location = Text(200, allow_none=True)
     trainer = Text(200, allow_none=True)
+    # A number in the document (a string such as "1290.00" is taken too).
+    # A number (a string such as "1290.00" is taken too). The range is not a
+    # validate.Range: apispec would write a Decimal's bounds as strings.
     price = fields.Decimal(
-        places=2, allow_none=True, validate=validate.Range(min=0, max=99_999_999), as_string=True
+        places=2,
+        allow_none=True,
+        validate=_price_in_range,
+        metadata={"description": f"from 0 to {MAX_PRICE}"},
     )
     currency = Text(3, 3, load_default="EUR")
     seats = fields.Integer(allow_none=True, validate=validate.Range(min=0, max=10_000))
