@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 
 from extensions import csrf, limiter
 from models import ApiToken, Role, TokenScope
-from services.staff import api_tokens
+from services.staff import api_tokens, audit
 from web import problems
 
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -93,3 +93,9 @@ def requires(scope: TokenScope, role: Role = Role.MARKETER):
         return checked
 
     return decorate
+
+
+def record(action: str, target: str | None, **details) -> None:
+    """An audit entry for a change made through the API, by the token's user."""
+    token = current_token()
+    audit.record(token.user, action, target, via="api", token=token.public_id, **details)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import abort
 
 from blueprints.api import invalid, problems
-from blueprints.api.auth import api_blueprint, current_token, requires
+from blueprints.api.auth import api_blueprint, record, requires
 from blueprints.api.schemas import (
     AnnouncementListSchema,
     AnnouncementSchema,
@@ -22,7 +22,6 @@ from services import timezones
 from services.campaigns import announcements
 from services.campaigns import classes as classes_service
 from services.delivery import outbox_report
-from services.staff import audit
 from web import public_pages
 
 bp = api_blueprint(
@@ -102,16 +101,7 @@ def _save(cls: TrainingClass | None, data: dict) -> TrainingClass:
         invalid("timezone", str(exc))
     except classes_service.ClassError as exc:
         invalid("class", str(exc))
-    token = current_token()
-    audit.record(
-        token.user,
-        action,
-        cls.public_id,
-        title=cls.title,
-        starts_at=cls.starts_at.isoformat(),
-        via="api",
-        token=token.public_id,
-    )
+    record(action, cls.public_id, title=cls.title, starts_at=cls.starts_at.isoformat())
     db.session.commit()
     public_pages.forget()  # the training page lists classes
     return cls

@@ -8,7 +8,7 @@ from dataclasses import replace
 from flask import abort, current_app
 
 from blueprints.api import invalid, problems
-from blueprints.api.auth import api_blueprint, current_token, requires
+from blueprints.api.auth import api_blueprint, current_token, record, requires
 from blueprints.api.schemas import (
     AcceptedSchema,
     LeadPageSchema,
@@ -24,7 +24,6 @@ from models import Lead, TokenScope
 from services.leads import privacy, signup, subscriptions
 from services.leads.addresses import InvalidAddress, normalise
 from services.reporting import lead_query
-from services.staff import audit
 
 bp = api_blueprint("api-leads", __name__, "Leads: list, read, subscribe, change, erase.")
 
@@ -39,11 +38,6 @@ def _lead(public_id: str) -> Lead:
 
 def _evidence() -> subscriptions.Evidence:
     return replace(evidence(), api_token_id=current_token().id)
-
-
-def _audit(action: str, target: str | None, **details) -> None:
-    token = current_token()
-    audit.record(token.user, action, target, via="api", token=token.public_id, **details)
 
 
 @bp.get("/leads")
@@ -110,7 +104,7 @@ def subscribe(args: dict):
         ),
         _evidence(),
     )
-    _audit("lead.subscribe", None, topics=args["topics"])
+    record("lead.subscribe", None, topics=args["topics"])
     db.session.commit()
     return {"accepted": True}
 
@@ -127,7 +121,7 @@ def set_topics(args: dict, public_id: str):
     lead given topics must confirm again."""
     lead = _lead(public_id)
     result = subscriptions.update_topics(lead, args["topics"], _evidence(), channel=CHANNEL)
-    _audit("lead.topics", lead.public_id, topics=args["topics"], result=result.value)
+    record("lead.topics", lead.public_id, topics=args["topics"], result=result.value)
     db.session.commit()
     return {"result": result.value, "lead": lead}
 
@@ -140,7 +134,7 @@ def unsubscribe(public_id: str):
     """Withdraw the lead's consent for everything (idempotent)."""
     lead = _lead(public_id)
     if subscriptions.unsubscribe(lead, CHANNEL, _evidence()):
-        _audit("lead.unsubscribe", lead.public_id)
+        record("lead.unsubscribe", lead.public_id)
     db.session.commit()
     return lead
 
@@ -156,6 +150,6 @@ def erase(public_id: str):
     never mailed again unless it subscribes anew."""
     lead = _lead(public_id)
     privacy.erase(lead)
-    _audit("lead.erase", public_id)
+    record("lead.erase", public_id)
     db.session.commit()
     return None
