@@ -301,3 +301,29 @@ def test_deliverability_page_has_no_serious_or_critical_violations(site, page, a
 
     blocking = {label: v for label, v in found.items() if v}
     assert not blocking, "\n".join(f"--- {k}\n{describe(v)}" for k, v in blocking.items())
+
+
+def test_api_docs_and_tokens_pages_have_no_serious_or_critical_violations(site, page, axe_js):
+    found: dict[str, list[dict]] = {}
+    assert page.goto("/api/v1/docs").status == 200
+    assert page.locator("text=POST /api/v1/subscribe").count() >= 1
+    found["api-docs"] = audit(page, axe_js, "api-docs")
+
+    page.context.clear_cookies()
+    add_user(site["app"], "tokens@example.com", Role.MARKETER)
+    page.goto("/login")
+    page.fill("input[name=email]", "tokens@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_load_state("load")
+    assert page.goto("/account/tokens").status == 200
+    found["api-tokens-empty"] = audit(page, axe_js, "api-tokens-empty")
+    page.fill("input[name=name]", "CRM sync")
+    page.select_option("select[name=scope]", "read")
+    page.click("text=Create token")
+    page.wait_for_load_state("load")
+    assert page.locator("#new-token").input_value().startswith("lk_")
+    found["api-tokens-new"] = audit(page, axe_js, "api-tokens-new")
+
+    blocking = {label: v for label, v in found.items() if v}
+    assert not blocking, "\n".join(f"--- {k}\n{describe(v)}" for k, v in blocking.items())
