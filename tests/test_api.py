@@ -216,6 +216,7 @@ def test_a_bad_filter_or_cursor_is_a_422_naming_it(app, client, writer):
         ("limit=0", "limit"),
         ("limit=201", "limit"),
         ("topic=x", "topic"),
+        ("stauts=confirmed", "stauts"),
     ]:
         body = is_problem(client.get(f"/api/v1/leads?{query}", headers=h), 422)
         assert field in str(body["errors"]), (query, body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from flask import abort, current_app
+from marshmallow import RAISE
 
 from blueprints.api import invalid, problems
 from blueprints.api.auth import api_blueprint, current_token, record, requires
@@ -42,7 +43,8 @@ def _evidence() -> subscriptions.Evidence:
 
 @bp.get("/leads")
 @requires(TokenScope.READ)
-@bp.arguments(LeadQuerySchema, location="query")
+# An unknown parameter is refused, not ignored: a typo must not widen the list.
+@bp.arguments(LeadQuerySchema, location="query", unknown=RAISE)
 @bp.response(200, LeadPageSchema)
 @problems(bp, 422)
 def list_leads(args: dict):

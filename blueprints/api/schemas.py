@@ -110,7 +110,7 @@ class LeadPageSchema(ma.Schema):
 
 
 class SubscribeSchema(ma.Schema):
-    email = Text(320, 1, required=True)
+    email = Text(320, 1, required=True, metadata={"format": "email"})
     consent_text = Text(
         2000, 1, required=True, metadata={"description": "the exact words the person agreed to"}
     )
