@@ -57,8 +57,11 @@ def list_leads(args: dict):
         filters = lead_query.LeadFilters.parse(raw)
         page = lead_query.page(filters, args.get("cursor") or None, per_page=args["limit"])
     except lead_query.FilterError as exc:
-        field, _, _ = str(exc).partition(":")
-        invalid(field if field in LeadQuerySchema().fields else "cursor", str(exc))
+        message = str(exc)
+        field = message.partition(":")[0]  # "status: one of ..."
+        if field not in LeadQuerySchema().fields:  # the cursor, or since after until
+            field = "cursor" if message == lead_query.BROKEN_CURSOR else "since"
+        invalid(field, message)
     return {
         "leads": page.leads,
         "next_cursor": page.next_cursor,
