@@ -8,6 +8,7 @@ import secrets
 from datetime import timedelta
 
 from sqlalchemy import update
+from sqlalchemy.orm import joinedload
 
 from extensions import db
 from models import ApiToken, Role, TokenScope, User
@@ -85,8 +86,11 @@ def authenticate(secret: str) -> ApiToken | None:
     minute), so the request's own work stays one transaction."""
     if not secret.startswith(TOKEN_MARK) or len(secret) > 200:
         return None
+    # With its user in the same statement: every request needs the role.
     token = db.session.execute(
-        db.select(ApiToken).where(ApiToken.token_hash == hash_token(secret))
+        db.select(ApiToken)
+        .where(ApiToken.token_hash == hash_token(secret))
+        .options(joinedload(ApiToken.user))
     ).scalar_one_or_none()
     if token is None or token.revoked_at is not None or not token.user.active:
         return None
