@@ -62,6 +62,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from blueprints import (
         account,
         admin,
+        api,
+        api_tokens,
         articles,
         auth,
         health,
@@ -88,11 +90,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     dkim.init_app(app)
     sns.init_app(app)
     security.init_app(app)
+    routing.init_app(app)  # before the blueprints add their rules
+    api.init_app(app)  # before errors: the site's error handlers replace smorest's
     errors.init_app(app)
     access.init_app(app)
     seo_markup.init_app(app)
     static_urls.init_app(app)
-    routing.init_app(app)  # before the blueprints add their rules
     app.register_blueprint(subscriptions.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
@@ -102,6 +105,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(seo.bp)
+    app.register_blueprint(api_tokens.bp)
     # Last: its /<slug> route must not shadow the others.
     app.register_blueprint(articles.bp)
     # Reading pages has no limit to check (Flask-Limiter's public exemption).

@@ -121,6 +121,8 @@ class Config:
                 "STAFF_INVITATION_HOURS", 72, minimum=1, maximum=24 * 30
             ),
             "STAFF_REQUIRE_2FA": env.choice("STAFF_REQUIRE_2FA", "none", ("none", "admin", "all")),
+            # Requests per API token (subscribe also counts against SIGNUP_RATE_LIMIT).
+            "API_RATE_LIMIT": env.rate_limit("API_RATE_LIMIT", "120 per minute"),
             "RATELIMIT_STORAGE_URI": env.text("RATELIMIT_STORAGE_URI", "memory://"),
             "RATELIMIT_HEADERS_ENABLED": True,
             "TRUSTED_PROXY_COUNT": env.integer("TRUSTED_PROXY_COUNT", 0, minimum=0),

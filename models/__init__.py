@@ -2,6 +2,7 @@
 
 from models.analytics import PageViewDaily, SignupStatsDaily
 from models.announcement import Announcement, AnnouncementStatus, ClassClick
+from models.api_token import ApiToken, TokenScope
 from models.audit import AuditEvent
 from models.base import Base, UTCDateTime, utcnow
 from models.inbound import InboundEvent, InboundKind, WebhookNonce
@@ -21,6 +22,7 @@ from models.user import Role, User
 __all__ = [
     "Announcement",
     "AnnouncementStatus",
+    "ApiToken",
     "AuditEvent",
     "Base",
     "ClassClick",
@@ -46,6 +48,7 @@ __all__ = [
     "StaffToken",
     "Suppression",
     "TokenPurpose",
+    "TokenScope",
     "TrainingClass",
     "UTCDateTime",
     "User",

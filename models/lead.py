@@ -127,6 +127,10 @@ class ConsentEvent(Base):
     topics: Mapped[str | None] = mapped_column(String(200))
     source_slug: Mapped[str | None] = mapped_column(String(200))
     placement: Mapped[str | None] = mapped_column(String(20))
+    # The API token a signup or change came through (channel "api").
+    api_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_token.id", ondelete="SET NULL"), index=True
+    )
 
     lead: Mapped[Lead] = relationship(back_populates="consent_events")
     consent_text: Mapped[ConsentText | None] = relationship()

@@ -27,6 +27,7 @@ from models import (
     OutboxStatus,
     Role,
     TokenPurpose,
+    TokenScope,
     TrainingClass,
     User,
 )
@@ -36,7 +37,7 @@ from services.campaigns import classes
 from services.leads import signup, subscriptions
 from services.leads.signup import SignupRequest
 from services.leads.subscriptions import Evidence
-from services.staff import links
+from services.staff import api_tokens, links
 
 # --- Leads.
 
@@ -413,3 +414,23 @@ CASES = [
     ),
     ({"utm_source": "nobody-uses-this"}, lambda s: False),
 ]
+
+
+# --- API tokens.
+
+
+def make_api_token(
+    email: str = "api@example.com",
+    role: Role = Role.MARKETER,
+    scope: TokenScope = TokenScope.WRITE,
+) -> str:
+    """A staff user (made when new; no password: the API never asks for one)
+    and a token of theirs, committed; returns the secret the API takes."""
+    user = db.session.execute(db.select(User).where(User.email == email)).scalar_one_or_none()
+    if user is None:
+        user = User(email=email, password_hash="!", role=role)
+        db.session.add(user)
+        db.session.flush()
+    _token, secret = api_tokens.create(user, f"{scope.value} token", scope)
+    db.session.commit()
+    return secret

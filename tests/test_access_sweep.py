@@ -21,8 +21,21 @@ from tests.factories import subscribed_lead
 from tests.helpers import csrf_token, sign_in_as
 
 # Endpoints anyone may reach. Keep this short: anything else is staff only.
-# seo.: robots.txt, sitemap.xml and the Atom feed, read by crawlers and feed readers.
-PUBLIC_PREFIXES = ("articles.", "subscriptions.", "health.", "webhooks.", "seo.")
+PUBLIC_PREFIXES = (
+    "articles.",
+    "subscriptions.",
+    "health.",
+    "webhooks.",
+    # robots.txt, sitemap.xml and the Atom feed, read by crawlers and feed readers.
+    "seo.",
+    # The API's description (openapi.json and the docs page made from it):
+    # routes and shapes, no data.
+    "api-docs.",
+    "api-reference.",
+)
+# The JSON API takes a token, never a session: test_api.py sweeps every one
+# of its routes (401 without a token, and with a staff session; 403 by role).
+API_PREFIX = "/api/"
 PUBLIC_ENDPOINTS = {
     "static",
     "auth.login",
@@ -91,7 +104,7 @@ def staff_rules(app) -> list[tuple[Rule, str, str]]:
     """(rule, url, method) for every non-public route."""
     out = []
     for rule in app.url_map.iter_rules():
-        if is_public(rule.endpoint):
+        if is_public(rule.endpoint) or rule.rule.startswith(API_PREFIX):
             continue
         for method in sorted(rule.methods - SKIP_METHODS):
             out.append((rule, build(app, rule), method))
@@ -239,6 +252,11 @@ def test_every_state_changing_route_needs_a_csrf_token(app, client):
         r = client.open(url, method=method, data={"confirm_email": "nobody@example.com"})
         where = f"{method} {url} ({rule.endpoint}) without a token"
         page = r.get_data(as_text=True)
+        if rule.rule.startswith(API_PREFIX):
+            # No CSRF token needed, because a session cookie counts for nothing there.
+            assert r.status_code == 401, f"{where}: {r.status_code}"
+            assert "Session cookies are not accepted" in page, where
+            continue
         if rule.endpoint in CSRF_EXEMPT:
             status, text = CSRF_EXEMPT[rule.endpoint]
             assert r.status_code == status, f"{where}: {r.status_code}"

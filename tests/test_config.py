@@ -527,3 +527,10 @@ def test_a_bad_staff_account_setting_is_named(tmp_path, name, value, expected):
     with pytest.raises(ConfigError) as caught:
         settings(tmp_path, **{name: value})
     assert str(caught.value) == f'{name}: "{value}" is not {expected}'
+
+
+def test_the_api_rate_limit_is_read_and_checked(tmp_path):
+    assert settings(tmp_path)["API_RATE_LIMIT"] == "120 per minute"
+    assert settings(tmp_path, API_RATE_LIMIT="30/minute")["API_RATE_LIMIT"] == "30/minute"
+    with pytest.raises(ConfigError, match='API_RATE_LIMIT: "fast" is not a rate limit'):
+        settings(tmp_path, API_RATE_LIMIT="fast")

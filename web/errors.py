@@ -8,6 +8,8 @@ from flask import Flask, current_app, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from web import problems
+
 log = logging.getLogger("leads.errors")
 
 
@@ -38,6 +40,8 @@ def csrf_error(_exc: CSRFError):
 
 
 def http_error(exc: HTTPException):
+    if problems.wanted():
+        return problems.from_http_exception(exc)
     if exc.code == 404:
         return not_found(exc)
     return _page("errors/generic.html", exc.code or 500, title=exc.name, detail=_friendly(exc.code))
@@ -46,6 +50,8 @@ def http_error(exc: HTTPException):
 def server_error(exc):
     log.exception("unhandled error on %s", request.path)
     try:
+        if problems.wanted():
+            return problems.problem(500)
         return _page("errors/500.html", 500)
     except Exception:  # the template itself failed: plain text, still no stack trace
         return "Something went wrong on our side. Please try again in a minute.", 500

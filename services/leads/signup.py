@@ -38,6 +38,9 @@ class SignupRequest:
     source_slug: str | None = None
     utm: dict[str, str] = field(default_factory=dict)
     referrer: str | None = None
+    # The words the person agreed to, when not this site's own form's (the API).
+    consent_text: str | None = None
+    channel: str = "form"
 
 
 class SignupOutcome(enum.StrEnum):
@@ -115,7 +118,7 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     """
     now = clock.now()
     chosen = topics.clean(req.topics)
-    consent_hash = consent.record_text(consent.text_for(req.placement))
+    consent_hash = consent.record_text(req.consent_text or consent.text_for(req.placement))
     db.session.flush()  # what the caller changed goes first, as an autoflush would
     conn = db.session.connection()
     window = timedelta(seconds=current_app.config["CONFIRMATION_WINDOW_SECONDS"])
@@ -160,9 +163,10 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
             "lead_id": lead.id,
             "kind": ConsentKind.GIVEN.value,
             "at": now,
-            "channel": "form",
+            "channel": req.channel,
             "ip": evidence.ip,
             "user_agent": evidence.user_agent,
+            "api_token_id": evidence.api_token_id,
             "consent_hash": consent_hash,
             "topics": ",".join(chosen),
             "source_slug": req.source_slug,

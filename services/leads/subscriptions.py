@@ -38,6 +38,7 @@ class Evidence:
 
     ip: str | None = None
     user_agent: str | None = None
+    api_token_id: int | None = None  # the act came through the API with this token
 
 
 def lead_by_email(email: str, with_topics: bool = True) -> Lead | None:
@@ -177,6 +178,7 @@ def unsubscribe(lead: Lead, channel: str, evidence: Evidence) -> bool:
             channel=channel,
             ip=evidence.ip,
             user_agent=evidence.user_agent,
+            api_token_id=evidence.api_token_id,
         )
     )
     db.session.refresh(lead)
@@ -197,11 +199,13 @@ class TopicsResult(enum.StrEnum):
     CONFIRMATION_QUEUED = "confirmation_queued"  # coming back needs a fresh opt-in
 
 
-def update_topics(lead: Lead, wanted: list[str], evidence: Evidence) -> TopicsResult:
+def update_topics(
+    lead: Lead, wanted: list[str], evidence: Evidence, channel: str = "preferences"
+) -> TopicsResult:
     """Preferences page: no topic left means unsubscribed from everything."""
     chosen = topics.clean(wanted)
     if not chosen:
-        unsubscribe(lead, "preferences", evidence)
+        unsubscribe(lead, channel, evidence)
         return TopicsResult.UNSUBSCRIBED
     if set(chosen) == lead.topic_slugs and lead.status != LeadStatus.UNSUBSCRIBED:
         return TopicsResult.UNCHANGED
@@ -212,9 +216,10 @@ def update_topics(lead: Lead, wanted: list[str], evidence: Evidence) -> TopicsRe
             lead=lead,
             kind=ConsentKind.TOPICS_CHANGED,
             at=now,
-            channel="preferences",
+            channel=channel,
             ip=evidence.ip,
             user_agent=evidence.user_agent,
+            api_token_id=evidence.api_token_id,
             topics=",".join(chosen),
         )
     )

@@ -272,6 +272,11 @@ INJECTED = """() => {
     const suspects = 'img[src="x"], script:not([src]), iframe[src^="javascript"], b';
     for (const el of d.querySelectorAll(suspects)) {
       if (el.tagName === 'SCRIPT' && !/alert/.test(el.textContent)) continue;
+      // Structured data is JSON, never run: hostile text inside it is fine
+      // as long as it stayed inside (the whole script still parses).
+      if (el.type === 'application/ld+json') {
+        try { JSON.parse(el.textContent); continue; } catch (e) {}
+      }
       if (el.tagName === 'B' && el.textContent !== 'bold') continue;
       found.push(el.outerHTML.slice(0, 120));
     }
