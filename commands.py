@@ -18,10 +18,30 @@ from commands_bounces import bounces_group
 
 @click.command("worker")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve this process's Prometheus metrics on this port.",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address --metrics-port listens on (0.0.0.0 or :: for every interface).",
+)
 @with_appcontext
-def worker_command(once: bool) -> None:
+def worker_command(once: bool, metrics_port: int | None, metrics_address: str) -> None:
     """Run the delivery worker (forever, or --once)."""
     from services.delivery.worker import Worker
+    from services.metrics.exposition import serve_this_process
+
+    if metrics_port:
+        try:
+            serve_this_process(metrics_port, metrics_address)
+        except OSError as exc:
+            raise click.ClickException(
+                f"--metrics-port {metrics_port} on {metrics_address}: {exc.strerror or exc}"
+            ) from None
 
     # The app itself, not the proxy: the worker's sender threads push their
     # own app contexts. LocalProxy._get_current_object is public API, as
@@ -34,6 +54,8 @@ def worker_command(once: bool) -> None:
             f"worker {worker.owner}: delivering with MAIL_BACKEND="
             f"{app.config['MAIL_BACKEND']} ({_mail_destination(app)})"
         )
+        if metrics_port:
+            click.echo(f"metrics on http://{metrics_address}:{metrics_port}/metrics")
     total = worker.run(once=once)
     if once:
         click.echo(
@@ -145,6 +167,9 @@ def serve_command(port: int, workers: int, threads: int) -> None:
             # gunicorn's default control socket lives in ~/.gunicorn and is
             # taken over by the next gunicorn started: keep each run its own.
             "--no-control-socket",
+            # Its hooks keep the workers' Prometheus counts together.
+            "--config",
+            str(Path(__file__).resolve().parent / "gunicorn.conf.py"),
             # Threads: a long CSV export streams from one thread while the
             # worker keeps answering gunicorn's heartbeat; a sync worker is
             # killed at --timeout, cutting the download short.

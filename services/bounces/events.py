@@ -23,6 +23,7 @@ from services.bounces import parse
 from services.leads import subscriptions, suppressions
 from services.mail import verp
 from services.mail.compose import sender_domain
+from services.metrics.instruments import INBOUND_EVENTS, count_on_commit
 
 log = logging.getLogger("leads.bounces")
 
@@ -135,6 +136,7 @@ def _store(
     if not inserted:  # another receiver stored the same message a moment ago
         return event
     event.outcome = _act(event, report, match)[:300]
+    count_on_commit(db.session, INBOUND_EVENTS.labels(kind.value))
     doubtful = kind in (InboundKind.UNPARSED, InboundKind.BAD_SIGNATURE)
     log.log(
         logging.WARNING if doubtful else logging.INFO,

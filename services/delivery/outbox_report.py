@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus
@@ -22,7 +22,15 @@ class OutboxReport:
     inbound: dict[str, int]  # inbound events by kind in the last INBOUND_DAYS
 
 
-def status_report(error_limit: int = 10) -> OutboxReport:
+@dataclass
+class QueueState:
+    counts: dict[str, int]  # rows by status, every status present
+    oldest_due_age: timedelta | None  # of the oldest queued row due now
+
+
+def queue_state() -> QueueState:
+    """Two statements, both answered from ix_outbox_message_status_send_after:
+    cheap enough for every Prometheus scrape."""
     counts = dict.fromkeys((s.value for s in OutboxStatus), 0)
     for status, count in db.session.execute(
         db.select(OutboxMessage.status, db.func.count()).group_by(OutboxMessage.status)
@@ -35,9 +43,12 @@ def status_report(error_limit: int = 10) -> OutboxReport:
         )
     ).scalar_one()
     if oldest is not None and oldest.tzinfo is None:  # SQLite aggregates lose the type
-        from datetime import UTC, datetime
-
         oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=UTC)
+    return QueueState(counts, (now - oldest) if oldest else None)
+
+
+def status_report(error_limit: int = 10) -> OutboxReport:
+    queue = queue_state()
     recent = db.session.execute(
         db.select(OutboxMessage.last_error, db.func.count())
         .where(
@@ -51,8 +62,8 @@ def status_report(error_limit: int = 10) -> OutboxReport:
         .limit(error_limit)
     ).all()
     return OutboxReport(
-        counts=counts,
-        oldest_due_age=(now - oldest) if oldest else None,
+        counts=queue.counts,
+        oldest_due_age=queue.oldest_due_age,
         recent_errors=[(e, n) for e, n in recent],
         inbound=events.counts(days=INBOUND_DAYS),
     )

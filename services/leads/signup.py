@@ -25,6 +25,7 @@ from services.campaigns import sequences
 from services.delivery import outbox
 from services.leads import consent, topics
 from services.leads.subscriptions import Evidence
+from services.metrics.instruments import SIGNUPS, count_on_commit, source_label
 from services.reporting import funnel
 
 
@@ -169,7 +170,9 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
         conn=conn,
     )
     outcome = _after_signup(conn, req, lead, chosen, claimed)
-    if not created:
+    if created:
+        count_on_commit(db.session, SIGNUPS.labels(source_label(req.source_slug, req.placement)))
+    else:
         _expire_loaded(lead.id)
     return outcome
 

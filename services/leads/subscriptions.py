@@ -28,6 +28,12 @@ from models import (
 from services import clock, tokens
 from services.campaigns import sequences
 from services.leads import topics
+from services.metrics.instruments import (
+    CONFIRMATIONS,
+    UNSUBSCRIBES,
+    count_on_commit,
+    source_label,
+)
 from services.reporting import funnel
 
 
@@ -152,6 +158,9 @@ def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> Confir
         )
     )
     db.session.refresh(lead)
+    count_on_commit(
+        db.session, CONFIRMATIONS.labels(source_label(lead.source_slug, lead.source_placement))
+    )
     return ConfirmResult.CONFIRMED
 
 
@@ -178,6 +187,8 @@ def unsubscribe(lead: Lead, channel: str, evidence: Evidence) -> bool:
         )
     )
     db.session.refresh(lead)
+    source = source_label(lead.source_slug, lead.source_placement)
+    count_on_commit(db.session, UNSUBSCRIBES.labels(source, channel))
     return True
 
 

@@ -1,0 +1,72 @@
+"""What the product counts, named `leads_...`. Importing this imports
+prometheus_client: after multiproc.configure (app.py does it first).
+
+Label values are bounded: sources are the articles, the training page or
+"embed"/"other" (an embed's label is the visitor's to choose), endpoints are
+URL rule endpoints, kinds and statuses are enums.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+SIGNUPS = Counter("leads_signups", "New leads from a signup form", ["source"])
+CONFIRMATIONS = Counter("leads_confirmations", "Leads who confirmed their address", ["source"])
+UNSUBSCRIBES = Counter("leads_unsubscribes", "Leads who withdrew consent", ["source", "channel"])
+MAIL_SENT = Counter("leads_mail_sent", "Mails the SMTP server took (250)", ["kind"])
+SMTP_ERRORS = Counter(
+    "leads_smtp_errors", "Failed SMTP deliveries, by reply class", ["error_class"]
+)
+INBOUND_EVENTS = Counter(
+    "leads_inbound_events", "Mail that came back: bounces, complaints...", ["kind"]
+)
+# Cached public pages answer in well under a millisecond: the low buckets.
+HTTP_LATENCY = Histogram(
+    "leads_http_request_duration_seconds",
+    "Time to answer a request (until the body starts), by URL rule endpoint",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+OTHER_SOURCE = "other"
+EMBED_SOURCE = "embed"
+_PENDING = "leads.metrics.pending"
+
+
+def source_label(source_slug: str | None, placement: str | None) -> str:
+    """The lead's source as a bounded label: an article's slug or the
+    training page's, else "embed" for the embedded form, else "other"."""
+    from flask import current_app
+
+    from services.leads.signup_guard import TRAINING_SLUG
+
+    if source_slug and (
+        source_slug == TRAINING_SLUG or current_app.extensions["articles"].get(source_slug)
+    ):
+        return source_slug
+    return EMBED_SOURCE if placement == "embed" else OTHER_SOURCE
+
+
+def smtp_error_class(code: int | None) -> str:
+    if code is None:
+        return "connection"
+    return f"{code // 100}xx"
+
+
+def count_on_commit(session: Session, child) -> None:
+    """Increment a counter's child once the session's transaction commits;
+    a rollback drops it. Services do not commit: their callers do."""
+    session.info.setdefault(_PENDING, []).append(child)
+
+
+@event.listens_for(Session, "after_commit")
+def _counted(session: Session) -> None:
+    for child in session.info.pop(_PENDING, ()):
+        child.inc()
+
+
+@event.listens_for(Session, "after_rollback")
+def _dropped(session: Session) -> None:
+    session.info.pop(_PENDING, None)
