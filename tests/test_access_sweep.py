@@ -28,6 +28,9 @@ PUBLIC_ENDPOINTS = {
     # Signing out when signed out is harmless; both answer without next=.
     "auth.logout",
     "auth.logout_get",
+    # Prometheus scrapes have no session: METRICS_ALLOWED_IPS or the
+    # METRICS_TOKEN bearer decide instead, 403 otherwise (test_metrics.py).
+    "metrics.metrics",
 }
 # Routes that take a POST without a CSRF token (README, "How the public form is protected": no
 # session or token for anonymous readers), with how each answers a post that
