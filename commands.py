@@ -14,35 +14,18 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from commands_bounces import bounces_group
+from commands_metrics import metrics_options, start_metrics
 
 
 @click.command("worker")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(1, 65535),
-    help="Serve this process's Prometheus metrics on this port.",
-)
-@click.option(
-    "--metrics-address",
-    default="127.0.0.1",
-    show_default=True,
-    help="The address --metrics-port listens on (0.0.0.0 or :: for every interface).",
-)
+@metrics_options
 @with_appcontext
 def worker_command(once: bool, metrics_port: int | None, metrics_address: str) -> None:
     """Run the delivery worker (forever, or --once)."""
     from services.delivery.worker import Worker
-    from services.metrics.exposition import serve_this_process
 
-    if metrics_port:
-        try:
-            serve_this_process(metrics_port, metrics_address)
-        except OSError as exc:
-            raise click.ClickException(
-                f"--metrics-port {metrics_port} on {metrics_address}: {exc.strerror or exc}"
-            ) from None
-
+    start_metrics(metrics_port, metrics_address)
     # The app itself, not the proxy: the worker's sender threads push their
     # own app contexts. LocalProxy._get_current_object is public API, as
     # Werkzeug's docs (werkzeug.local) describe it.
@@ -54,8 +37,6 @@ def worker_command(once: bool, metrics_port: int | None, metrics_address: str) -
             f"worker {worker.owner}: delivering with MAIL_BACKEND="
             f"{app.config['MAIL_BACKEND']} ({_mail_destination(app)})"
         )
-        if metrics_port:
-            click.echo(f"metrics on http://{metrics_address}:{metrics_port}/metrics")
     total = worker.run(once=once)
     if once:
         click.echo(

@@ -20,6 +20,7 @@ from models import MailKind, OutboxMessage, OutboxStatus
 from services.leads import signup, subscriptions
 from tests import delivery_procs as dp
 from tests import procs
+from tests.bounce_mail import BOUNCE_ADDRESS, bounce_receiver, deliver, out_of_office
 from tests.helpers import ARTICLE_PATH, T0, Visitor, confirm_address
 from tests.helpers import signup as sign_up_form
 
@@ -255,3 +256,17 @@ def test_the_worker_serves_its_own_metrics_while_it_sends(tmp_path, smtp_server)
     assert value(found, "leads_smtp_errors_total", error_class="5xx") == 1
     assert value(found, "leads_smtp_errors_total", error_class="4xx") == 1
     assert value(found, "leads_smtp_errors_total", error_class="connection") == 0
+
+
+def test_the_bounce_receiver_serves_its_own_metrics(tmp_path):
+    url = dp.sqlite_url(tmp_path)
+    env = procs.app_env(tmp_path, url, MAIL_BOUNCE_ADDRESS=BOUNCE_ADDRESS)
+    procs.flask_db_upgrade(env)
+    port = procs.free_port()
+    log = tmp_path / "bounces.log"
+    with bounce_receiver(env, log, "--metrics-port", str(port)) as receiver:
+        code, _ = deliver(receiver.port, BOUNCE_ADDRESS, out_of_office(to=BOUNCE_ADDRESS))
+        assert code == 250
+        found = samples(_get(f"http://127.0.0.1:{port}/metrics"))
+    assert value(found, "leads_inbound_events_total", kind="auto_reply") == 1
+    assert value(found, "leads_inbound_events_total", kind="complaint") == 0

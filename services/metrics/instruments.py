@@ -12,6 +12,8 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from services.leads.consent import PLACEMENTS
+
 SIGNUPS = Counter("leads_signups", "New leads from a signup form", ["source"])
 CONFIRMATIONS = Counter("leads_confirmations", "Leads who confirmed their address", ["source"])
 UNSUBSCRIBES = Counter("leads_unsubscribes", "Leads who withdrew consent", ["source", "channel"])
@@ -32,21 +34,21 @@ HTTP_LATENCY = Histogram(
 
 OTHER_SOURCE = "other"
 EMBED_SOURCE = "embed"
+# The forms on this site's own pages: every placement but the embed.
+OUR_PAGES = frozenset(PLACEMENTS) - {EMBED_SOURCE}
 _PENDING = "leads.metrics.pending"
 
 
 def source_label(source_slug: str | None, placement: str | None) -> str:
-    """The lead's source as a bounded label: an article's slug or the
-    training page's, else "embed" for the embedded form, else "other"."""
-    from flask import current_app
-
-    from services.leads.signup_guard import TRAINING_SLUG
-
-    if source_slug and (
-        source_slug == TRAINING_SLUG or current_app.extensions["articles"].get(source_slug)
-    ):
+    """The lead's source as a bounded label. A form on our pages records an
+    article's slug or the training page's, checked when it signed up
+    (signup_guard.attribution); the embedded form's label is the visitor's
+    to choose, so it counts as "embed"; anything else as "other"."""
+    if placement == "embed":
+        return EMBED_SOURCE
+    if source_slug and placement in OUR_PAGES:
         return source_slug
-    return EMBED_SOURCE if placement == "embed" else OTHER_SOURCE
+    return OTHER_SOURCE
 
 
 def smtp_error_class(code: int | None) -> str:
