@@ -21,7 +21,7 @@ from services.leads import signup, subscriptions
 from tests import delivery_procs as dp
 from tests import procs
 from tests.bounce_mail import BOUNCE_ADDRESS, bounce_receiver, deliver, out_of_office
-from tests.helpers import ARTICLE_PATH, T0, Visitor, confirm_address
+from tests.helpers import ARTICLE_PATH, T0, Visitor, base_config, confirm_address
 from tests.helpers import signup as sign_up_form
 
 SOURCE = ARTICLE_PATH.lstrip("/")
@@ -126,6 +126,19 @@ def test_outbox_gauges_match_the_database(app, client, frozen):
     assert value(found, "leads_outbox_oldest_due_seconds") == 300.0
     frozen.advance(60)
     assert value(scrape(client), "leads_outbox_oldest_due_seconds") == 360.0
+
+
+def test_without_the_database_the_scrape_still_has_the_counters(tmp_path):
+    from app import create_app
+
+    broken = create_app(
+        {**base_config(tmp_path), "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'no.db'}"}
+    )  # no tables: every query fails
+    r = broken.test_client().get("/metrics")
+    assert r.status_code == 200
+    names = {family.name for family in text_string_to_metric_families(r.get_data(as_text=True))}
+    assert "leads_signups" in names
+    assert "leads_outbox_messages" not in names
 
 
 def test_signups_confirmations_and_unsubscribes_are_counted_by_source(app, client):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 from collections.abc import Iterable, Sequence
 
 from prometheus_client import (
@@ -20,10 +21,13 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy.exc import SQLAlchemyError
 
+from extensions import db
 from services.delivery.outbox_report import queue_state
 from services.metrics import multiproc
 
+log = logging.getLogger("leads.metrics")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -54,7 +58,14 @@ class OutboxCollector:
     from queue_state's two indexed statements; needs an app context."""
 
     def collect(self) -> Iterable[Metric]:
-        state = queue_state()
+        try:
+            state = queue_state()
+        except SQLAlchemyError:
+            # The counters are still worth a scrape; the gap in these
+            # gauges (and /healthz) tell of the database.
+            db.session.rollback()
+            log.exception("outbox gauges left out of the scrape")
+            return
         rows = GaugeMetricFamily(
             "leads_outbox_messages", "Outbox rows by status", labels=["status"]
         )
