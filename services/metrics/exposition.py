@@ -67,7 +67,9 @@ class OutboxCollector:
             log.exception("outbox gauges left out of the scrape")
             return
         rows = GaugeMetricFamily(
-            "leads_outbox_messages", "Outbox rows by status", labels=["status"]
+            "leads_outbox_messages",
+            "Outbox rows waiting, being sent, held or failed (sent: leads_mail_sent_total)",
+            labels=["status"],
         )
         for status, count in state.counts.items():
             rows.add_metric([status], count)
