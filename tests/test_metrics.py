@@ -170,19 +170,39 @@ def test_signups_confirmations_and_unsubscribes_are_counted_by_source(app, clien
     )
 
 
-def test_a_rolled_back_signup_is_not_counted(app, client):
-    request = signup.SignupRequest(
-        email="grace@example.com", topics=["cspo-classes"], placement="end", source_slug=SOURCE
+def _signup_request(email: str) -> signup.SignupRequest:
+    return signup.SignupRequest(
+        email=email, topics=["cspo-classes"], placement="end", source_slug=SOURCE
     )
+
+
+def test_a_rolled_back_signup_is_not_counted(app, client):
     before = value(scrape(client), "leads_signups_total", source=SOURCE)
     with app.test_request_context():
-        signup.subscribe(request, subscriptions.Evidence())
+        signup.subscribe(_signup_request("grace@example.com"), subscriptions.Evidence())
         db.session.rollback()
     assert value(scrape(client), "leads_signups_total", source=SOURCE) == before
     with app.test_request_context():
-        signup.subscribe(request, subscriptions.Evidence())
+        signup.subscribe(_signup_request("grace@example.com"), subscriptions.Evidence())
         db.session.commit()
     assert value(scrape(client), "leads_signups_total", source=SOURCE) == before + 1
+
+
+def test_a_signup_in_a_rolled_back_savepoint_is_not_counted(app, client):
+    before = value(scrape(client), "leads_signups_total", source=SOURCE)
+    with app.test_request_context():
+        outer = signup.subscribe(_signup_request("hopper@example.com"), subscriptions.Evidence())
+        savepoint = db.session.begin_nested()
+        signup.subscribe(_signup_request("lovelace@example.com"), subscriptions.Evidence())
+        savepoint.rollback()
+        kept = db.session.begin_nested()
+        signup.subscribe(_signup_request("noether@example.com"), subscriptions.Evidence())
+        kept.commit()
+        # Released, not yet committed: nothing counted so far.
+        assert value(scrape(client), "leads_signups_total", source=SOURCE) == before
+        db.session.commit()
+    assert outer == signup.SignupOutcome.CONFIRMATION_QUEUED
+    assert value(scrape(client), "leads_signups_total", source=SOURCE) == before + 2
 
 
 def test_a_source_a_visitor_made_up_is_not_a_label(app, client):

@@ -136,7 +136,7 @@ def _store(
     if not inserted:  # another receiver stored the same message a moment ago
         return event
     event.outcome = _act(event, report, match)[:300]
-    count_on_commit(db.session, INBOUND_EVENTS.labels(kind.value))
+    count_on_commit(INBOUND_EVENTS.labels(kind.value))
     doubtful = kind in (InboundKind.UNPARSED, InboundKind.BAD_SIGNATURE)
     log.log(
         logging.WARNING if doubtful else logging.INFO,

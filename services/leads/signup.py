@@ -171,7 +171,7 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
     )
     outcome = _after_signup(conn, req, lead, chosen, claimed)
     if created:
-        count_on_commit(db.session, SIGNUPS.labels(source_label(req.source_slug, req.placement)))
+        count_on_commit(SIGNUPS.labels(source_label(req.source_slug, req.placement)))
     else:
         _expire_loaded(lead.id)
     return outcome

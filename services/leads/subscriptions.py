@@ -158,9 +158,7 @@ def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> Confir
         )
     )
     db.session.refresh(lead)
-    count_on_commit(
-        db.session, CONFIRMATIONS.labels(source_label(lead.source_slug, lead.source_placement))
-    )
+    count_on_commit(CONFIRMATIONS.labels(source_label(lead.source_slug, lead.source_placement)))
     return ConfirmResult.CONFIRMED
 
 
@@ -188,7 +186,7 @@ def unsubscribe(lead: Lead, channel: str, evidence: Evidence) -> bool:
     )
     db.session.refresh(lead)
     source = source_label(lead.source_slug, lead.source_placement)
-    count_on_commit(db.session, UNSUBSCRIBES.labels(source, channel))
+    count_on_commit(UNSUBSCRIBES.labels(source, channel))
     return True
 
 

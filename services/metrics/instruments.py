@@ -12,6 +12,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from extensions import db
 from services.leads.consent import PLACEMENTS
 
 SIGNUPS = Counter("leads_signups", "New leads from a signup form", ["source"])
@@ -57,18 +58,32 @@ def smtp_error_class(code: int | None) -> str:
     return f"{code // 100}xx"
 
 
-def count_on_commit(session: Session, child) -> None:
-    """Increment a counter's child once the session's transaction commits;
-    a rollback drops it. Services do not commit: their callers do."""
-    session.info.setdefault(_PENDING, []).append(child)
+def count_on_commit(child) -> None:
+    """Increment a counter's child once db.session's transaction commits;
+    a rollback drops it. Services do not commit: their callers do. Counts
+    are kept per transaction, so a savepoint rolled back drops its own."""
+    session = db.session()  # the Session itself: the scoped proxy lacks these methods
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING, {}).setdefault(transaction, []).append(child)
 
 
 @event.listens_for(Session, "after_commit")
-def _counted(session: Session) -> None:
-    for child in session.info.pop(_PENDING, ()):
+def _committed(session: Session) -> None:
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+    ending = session.get_nested_transaction() or session.get_transaction()
+    children = pending.pop(ending, [])
+    if ending.nested:  # a savepoint: its counts wait for the transaction around it
+        pending.setdefault(ending.parent, []).extend(children)
+        return
+    for child in children:
         child.inc()
 
 
-@event.listens_for(Session, "after_rollback")
-def _dropped(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+@event.listens_for(Session, "after_transaction_end")
+def _ended(session: Session, transaction) -> None:
+    # Still pending at its end: rolled back (or closed) without a commit.
+    pending = session.info.get(_PENDING)
+    if pending:
+        pending.pop(transaction, None)
