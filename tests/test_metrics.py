@@ -5,10 +5,13 @@ Every exposition is read with prometheus_client's own parser."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -247,7 +250,8 @@ def _read_until_every_worker_answered(url: str, counts_dir) -> int:
 
 def test_counts_add_up_across_gunicorn_workers(tmp_path):
     """Requests on fresh connections spread over three workers; one scrape
-    (from any worker) counts them all. A new master starts from zero."""
+    (from any worker) counts them all, those of a worker killed since
+    included. A new master starts from zero."""
     url = dp.sqlite_url(tmp_path)
     counts_dir = tmp_path / "prometheus"
     env = procs.app_env(tmp_path, url, FORM_MIN_SECONDS=0, PROMETHEUS_MULTIPROC_DIR=counts_dir)
@@ -255,6 +259,8 @@ def test_counts_add_up_across_gunicorn_workers(tmp_path):
     for run in range(2):
         with procs.gunicorn(env, workers=WEB_WORKERS) as server:
             reads = _read_until_every_worker_answered(server.url, counts_dir)
+            if run == 0:  # a worker dies; the master forks another
+                _kill_one_worker(server)
             for i in range(SIGNUPS):
                 visitor = Visitor(server.url)
                 visitor.read_article()
@@ -266,6 +272,23 @@ def test_counts_add_up_across_gunicorn_workers(tmp_path):
         assert value(found, "leads_signups_total", source=SOURCE) == SIGNUPS
         in_db = dp.status_counts(dp.engine_for(url))
         assert value(found, "leads_outbox_messages", status="queued") == in_db["queued"]
+
+
+def _workers(master_pid: int) -> set[int]:
+    path = Path(f"/proc/{master_pid}/task/{master_pid}/children")
+    return {int(pid) for pid in path.read_text().split()}
+
+
+def _kill_one_worker(server: procs.Server) -> None:
+    before = _workers(server.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    dp.wait_for(
+        lambda: victim not in (now := _workers(server.pid)) and len(now) == WEB_WORKERS,
+        60,
+        f"gunicorn did not replace worker {victim}:\n{server.log()}",
+    )
+    server.wait_healthy()
 
 
 def test_the_worker_serves_its_own_metrics_while_it_sends(tmp_path, smtp_server):
