@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 
 from flask import Flask, request
+from prometheus_client import Histogram
 
 from services.metrics.instruments import HTTP_LATENCY
 
@@ -28,7 +29,7 @@ class RequestTimer:
         self.wsgi_app = wsgi_app
         # One histogram child per endpoint, looked up once: the cached
         # article path is the cheapest request there is.
-        self.children: dict[str, object] = {}
+        self.children: dict[str, Histogram] = {}
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
         started = time.perf_counter()
