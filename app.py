@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 from extensions import csrf, db, limiter, login_manager, migrate
+from services.metrics import multiproc
 from web import compression, hosts
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -45,11 +46,16 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["SITE_URL"], app.config["TRUSTED_HOSTS"] or (), local=app.debug or app.testing
     )
 
+    # Before anything imports prometheus_client: it picks its mode then.
+    multiproc.configure(app.instance_path, app.testing)
+    from web import request_metrics
+
     # First of the after_request hooks, so it runs last (Flask runs them in reverse).
     compression.init_app(app)
     _configure_engine(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
+    request_metrics.init_app(app)  # the first hook: every request has its endpoint noted
     # First of all: a request for another host gets its 400 page and no more.
     app.before_request(hosts.refuse_untrusted_host)
     # Before CSRFProtect's own check: a multipart part without a name lands
@@ -68,6 +74,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         auth,
         health,
         marketing,
+        metrics,
         seo,
         staff_links,
         subscriptions,
@@ -106,6 +113,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(seo.bp)
     app.register_blueprint(api_tokens.bp)
+    app.register_blueprint(metrics.bp)
     # Last: its /<slug> route must not shadow the others.
     app.register_blueprint(articles.bp)
     # Reading pages has no limit to check (Flask-Limiter's public exemption).
@@ -120,6 +128,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config["TRUSTED_PROXY_COUNT"]:
         n = app.config["TRUSTED_PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+    # Outermost: the time of everything above, cache hits included.
+    app.wsgi_app = request_metrics.RequestTimer(app.wsgi_app)
 
     if not app.debug and not app.testing:
         logging.basicConfig(

@@ -14,15 +14,18 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from commands_bounces import bounces_group
+from commands_metrics import metrics_options, start_metrics
 
 
 @click.command("worker")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@metrics_options
 @with_appcontext
-def worker_command(once: bool) -> None:
+def worker_command(once: bool, metrics_port: int | None, metrics_address: str) -> None:
     """Run the delivery worker (forever, or --once)."""
     from services.delivery.worker import Worker
 
+    start_metrics(metrics_port, metrics_address)
     # The app itself, not the proxy: the worker's sender threads push their
     # own app contexts. LocalProxy._get_current_object is public API, as
     # Werkzeug's docs (werkzeug.local) describe it.
@@ -156,6 +159,9 @@ def serve_command(port: int, workers: int, threads: int) -> None:
             # gunicorn's default control socket lives in ~/.gunicorn and is
             # taken over by the next gunicorn started: keep each run its own.
             "--no-control-socket",
+            # Its hooks keep the workers' Prometheus counts together.
+            "--config",
+            str(Path(__file__).resolve().parent / "gunicorn.conf.py"),
             # Threads: a long CSV export streams from one thread while the
             # worker keeps answering gunicorn's heartbeat; a sync worker is
             # killed at --timeout, cutting the download short.

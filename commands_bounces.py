@@ -9,6 +9,8 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from commands_metrics import metrics_options, start_metrics
+
 
 @click.group("bounces")
 def bounces_group() -> None:
@@ -18,8 +20,9 @@ def bounces_group() -> None:
 @bounces_group.command("serve")
 @click.option("--port", default=2525, show_default=True, help="SMTP port to listen on")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@metrics_options
 @with_appcontext
-def bounces_serve(port: int, host: str) -> None:
+def bounces_serve(port: int, host: str, metrics_port: int | None, metrics_address: str) -> None:
     """Receive bounces over SMTP for MAIL_BOUNCE_ADDRESS (the MX or the local
     MTA forwards them here); every other recipient is refused."""
     from services.bounces.receiver import BounceController
@@ -31,6 +34,7 @@ def bounces_serve(port: int, host: str) -> None:
             "MAIL_BOUNCE_ADDRESS (or BOUNCE_LOCAL and BOUNCE_DOMAIN) is not set: "
             "no mail carries a bounce address, so none would come here"
         )
+    start_metrics(metrics_port, metrics_address)
     controller = BounceController(app, host, port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -51,8 +55,9 @@ def bounces_serve(port: int, host: str) -> None:
     type=click.FloatRange(min=1),
     help="Read the mailbox again every SECONDS until SIGTERM. [default: once]",
 )
+@metrics_options
 @with_appcontext
-def bounces_fetch(every: float | None) -> None:
+def bounces_fetch(every: float | None, metrics_port: int | None, metrics_address: str) -> None:
     """Read bounces and complaints from the BOUNCE_IMAP_* mailbox (IMAP over
     TLS); delete (or flag, BOUNCE_IMAP_AFTER=flag) each once it is stored."""
     from services.bounces import mailbox
@@ -66,6 +71,7 @@ def bounces_fetch(every: float | None) -> None:
     where = f"{cfg['BOUNCE_IMAP_USER']}@{cfg['BOUNCE_IMAP_HOST']}/{cfg['BOUNCE_IMAP_FOLDER']}"
     if every:
         click.echo(f"bounces: reading {where} every {every:g} s")
+        start_metrics(metrics_port, metrics_address)
     while True:
         try:
             done = mailbox.fetch_once(stop.is_set)

@@ -131,6 +131,9 @@ class Config:
             # Forms stay valid while someone reads a long article.
             "WTF_CSRF_TIME_LIMIT": env.integer("WTF_CSRF_TIME_LIMIT", 24 * 3600, minimum=1),
             "MAX_CONTENT_LENGTH": env.integer("MAX_CONTENT_LENGTH", 64 * 1024, minimum=1),
+            # GET /metrics (Prometheus): these addresses, or the bearer token.
+            "METRICS_ALLOWED_IPS": env.networks("METRICS_ALLOWED_IPS", "127.0.0.1/32,::1/128"),
+            "METRICS_TOKEN": env.secret("METRICS_TOKEN", min_length=16),
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
         }

@@ -3,6 +3,7 @@ ConfigError naming the setting and the value."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -141,6 +142,30 @@ class Environment:
                 )
             out.append(dot + host)
         return out
+
+    def networks(
+        self, name: str, default: str
+    ) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Comma-separated addresses or CIDR ranges (10.0.0.0/8, ::1); blank
+        means the default. A range with host bits set is refused (a typo)."""
+        raw = self.value(name) or default
+        out = []
+        for item in (i.strip() for i in raw.split(",") if i.strip()):
+            try:
+                out.append(ipaddress.ip_network(item))
+            except ValueError:
+                raise ConfigError(
+                    f'{name}: "{item}" is not an address or CIDR range such as 10.0.0.0/8'
+                ) from None
+        return out
+
+    def secret(self, name: str, min_length: int) -> str | None:
+        """A shared secret such as a token; None when unset. The value is
+        never shown in the error."""
+        value = self.value(name)
+        if value is not None and len(value) < min_length:
+            raise ConfigError(f"{name} is too short: use at least {min_length} characters")
+        return value
 
     def site_url(self, name: str, default: str) -> str:
         value = (self.value(name) or default).rstrip("/")

@@ -163,15 +163,12 @@ READY = re.compile(r"bounces: receiving mail for \S+ .* on [\d.]+:(\d+)")
 
 
 @contextlib.contextmanager
-def bounce_receiver(env: Mapping[str, str], log_path: Path) -> Iterator[procs.Proc]:
-    """`flask bounces serve` on a free port of 127.0.0.1, ready on entry
-    (proc.port), stopped with SIGTERM when the block ends."""
+def bounce_receiver(env: Mapping[str, str], log_path: Path, *args: str) -> Iterator[procs.Proc]:
+    """`flask bounces serve [ARGS]` on a free port of 127.0.0.1, ready on
+    entry (proc.port), stopped with SIGTERM when the block ends."""
     port = procs.free_port()
-    proc = procs.Proc(
-        [procs.PYTHON, "-m", "flask", "--app", "app", "bounces", "serve", "--port", str(port)],
-        env,
-        log_path,
-    )
+    argv = ["-m", "flask", "--app", "app", "bounces", "serve", "--port", str(port), *args]
+    proc = procs.Proc([procs.PYTHON, *argv], env, log_path)
     proc.port = port
     try:
         proc.start()

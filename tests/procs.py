@@ -65,6 +65,11 @@ _APP_SETTINGS = (
     "DKIM_DOMAIN",
     "DKIM_SELECTOR",
     "DKIM_PRIVATE_KEY_FILE",
+    "METRICS_ALLOWED_IPS",
+    "METRICS_TOKEN",
+    # Each gunicorn counts in a directory of its own (gunicorn() below), never
+    # in one that another test's gunicorn master empties at its start.
+    "PROMETHEUS_MULTIPROC_DIR",
 )
 
 
@@ -280,9 +285,9 @@ def gunicorn(
     port = port or _port_from_site_url(env) or free_port()
     env = dict(env)
     env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
-    log_path = log_path or Path(env.get("MAIL_FILE_DIR", ROOT / "instance")).parent / (
-        f"gunicorn-{port}.log"
-    )
+    beside = Path(env.get("MAIL_FILE_DIR", ROOT / "instance")).parent
+    log_path = log_path or beside / f"gunicorn-{port}.log"
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(beside / f"prometheus-{port}"))
     argv = [
         PYTHON,
         "-m",

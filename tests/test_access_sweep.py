@@ -50,6 +50,9 @@ PUBLIC_ENDPOINTS = {
     "staff_links.forgot_password",
     "staff_links.reset_password",
     "staff_links.invitation",
+    # Prometheus scrapes have no session: METRICS_ALLOWED_IPS or the
+    # METRICS_TOKEN bearer decide instead, 403 otherwise (test_metrics.py).
+    "metrics.metrics",
 }
 # Routes that take a POST without a CSRF token (README, "How the public form is protected": no
 # session or token for anonymous readers), with how each answers a post that

@@ -534,3 +534,40 @@ def test_the_api_rate_limit_is_read_and_checked(tmp_path):
     assert settings(tmp_path, API_RATE_LIMIT="30/minute")["API_RATE_LIMIT"] == "30/minute"
     with pytest.raises(ConfigError, match='API_RATE_LIMIT: "fast" is not a rate limit'):
         settings(tmp_path, API_RATE_LIMIT="fast")
+
+
+def test_metrics_are_for_loopback_by_default_and_a_token_is_optional(tmp_path):
+    import ipaddress
+
+    off = settings(tmp_path)
+    assert off["METRICS_ALLOWED_IPS"] == [
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    ]
+    assert off["METRICS_TOKEN"] is None
+    on = settings(
+        tmp_path, METRICS_ALLOWED_IPS=" 10.0.0.0/8, 192.0.2.7 ,fd00::/8", METRICS_TOKEN="t" * 16
+    )
+    assert [str(n) for n in on["METRICS_ALLOWED_IPS"]] == ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8"]
+    assert on["METRICS_TOKEN"] == "t" * 16
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"METRICS_ALLOWED_IPS": "10.0.0.0/8, intranet"},
+            'METRICS_ALLOWED_IPS: "intranet" is not an address or CIDR range such as 10.0.0.0/8',
+        ),
+        # Host bits set: a typo for 10.0.0.0/8, or for 10.1.2.3 alone.
+        (
+            {"METRICS_ALLOWED_IPS": "10.1.2.3/8"},
+            'METRICS_ALLOWED_IPS: "10.1.2.3/8" is not an address or CIDR range',
+        ),
+        ({"METRICS_TOKEN": "short"}, "METRICS_TOKEN is too short: use at least 16 characters"),
+    ],
+)
+def test_a_bad_metrics_setting_is_named(tmp_path, environ, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        settings(tmp_path, **environ)
+    assert 'short"' not in str(caught.value)  # a token is never echoed

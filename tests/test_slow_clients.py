@@ -248,6 +248,21 @@ def test_nginx_sets_the_forwarded_headers_a_client_cannot_forge(behind_nginx):
     assert location and "evil.example" not in location
 
 
+def test_metrics_are_not_served_through_nginx(behind_nginx):
+    """Scraped on gunicorn's own address: through the proxy, every client
+    would come from loopback, which METRICS_ALLOWED_IPS allows."""
+    app_server, proxy = behind_nginx
+    statuses = {}
+    for name, port in (("nginx", proxy.port), ("gunicorn", app_server.port)):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            statuses[name] = conn.getresponse().status
+        finally:
+            conn.close()
+    assert statuses == {"nginx": 404, "gunicorn": 200}
+
+
 def test_the_shipped_site_file_passes_nginx_t(tmp_path):
     """deploy/nginx/leads-site.conf, with a throwaway certificate: nginx -t."""
     binary = _nginx_binary()

@@ -30,6 +30,7 @@ from services import clock
 from services.leads import signup_guard
 from web.compression import coding_for
 from web.hosts import UNTRUSTED_HOST
+from web.request_metrics import ENDPOINT_KEY
 
 log = logging.getLogger("leads.public_pages")
 
@@ -50,6 +51,7 @@ class _Entry:
     last_modified: datetime | None
     expires: float  # clock seconds: the end of the stamp period
     view_slug: str | None
+    endpoint: str  # the view that rendered it: the latency label of its hits
 
 
 def _staff_cookies(app: Flask) -> tuple[str, str]:
@@ -103,7 +105,7 @@ def serve(
         response.last_modified = last_modified
     response.headers["Cache-Control"] = PUBLIC_CACHE_CONTROL
     response.vary.add("Cookie")  # staff get another page
-    request.environ[ENVIRON_KEY] = (signup_guard.stamp_expires(), view_slug)
+    request.environ[ENVIRON_KEY] = (signup_guard.stamp_expires(), view_slug, request.endpoint)
     return response.make_conditional(request)
 
 
@@ -158,6 +160,7 @@ class PublicPageCache:
     def _answer(
         self, entry: _Entry, environ: dict, start_response, counted: bool = False
     ) -> Iterable[bytes]:
+        environ[ENDPOINT_KEY] = entry.endpoint
         if entry.view_slug and environ["REQUEST_METHOD"] == "GET" and not counted:
             count_view(self.app, entry.view_slug, environ.get("HTTP_USER_AGENT"))
         if not is_resource_modified(environ, etag=entry.etag, last_modified=entry.last_modified):
@@ -196,7 +199,7 @@ class PublicPageCache:
         marked = environ.get(ENVIRON_KEY)
         if marked is None or environ["REQUEST_METHOD"] != "GET" or not seen[0].startswith("200 "):
             return None
-        expires, view_slug = marked
+        expires, view_slug, endpoint = marked
         headers = Headers(seen[1])
         entry = self.entries[key] = _Entry(
             headers=seen[1],
@@ -205,6 +208,7 @@ class PublicPageCache:
             last_modified=headers.get("Last-Modified"),
             expires=expires,
             view_slug=view_slug,
+            endpoint=endpoint,
         )
         return entry
 

@@ -23,6 +23,7 @@ from services.bounces import parse
 from services.leads import subscriptions, suppressions
 from services.mail import verp
 from services.mail.compose import sender_domain
+from services.metrics.instruments import INBOUND_EVENTS, count_on_commit
 from services.outgoing_webhooks import events as outgoing
 
 log = logging.getLogger("leads.bounces")
@@ -148,6 +149,7 @@ def _store(
                 "status": report.status,
             },
         )
+    count_on_commit(INBOUND_EVENTS.labels(kind.value))
     doubtful = kind in (InboundKind.UNPARSED, InboundKind.BAD_SIGNATURE)
     log.log(
         logging.WARNING if doubtful else logging.INFO,

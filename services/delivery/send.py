@@ -18,6 +18,7 @@ from services.leads import suppressions
 from services.mail import templating
 from services.mail.compose import QueuedMail, compose
 from services.mail.mailer import DeliveryError, Transport
+from services.metrics.instruments import MAIL_SENT, SMTP_ERRORS, smtp_error_class
 
 log = logging.getLogger("leads.worker")
 
@@ -95,6 +96,7 @@ def deliver(
         transport.send(composed.mail)
     except DeliveryError as exc:
         stats.errors.append(str(exc))
+        SMTP_ERRORS.labels(smtp_error_class(exc.code)).inc()
         if exc.permanent:
             if exc.recipient_refused and lead is not None:
                 suppressions.suppress(lead.email, "hard_bounce", str(exc))
@@ -124,5 +126,7 @@ def deliver(
         subject=composed.subject,
         last_error=None,
     )
+    if sent:  # committed by record(): the mail and its row agree
+        MAIL_SENT.labels(MailKind(row.kind).value).inc()
     if sent and lead is not None and MailKind(row.kind) in CAPPED_KINDS:
         batch.recently_mailed.add(lead.id)

@@ -25,6 +25,7 @@ from services.campaigns import sequences
 from services.delivery import outbox
 from services.leads import consent, topics
 from services.leads.subscriptions import Evidence
+from services.metrics.instruments import SIGNUPS, count_on_commit, source_label
 from services.outgoing_webhooks import events as outgoing
 from services.reporting import funnel
 
@@ -181,7 +182,8 @@ def subscribe(req: SignupRequest, evidence: Evidence) -> SignupOutcome:
             outgoing.lead_data(lead.public_id, req.email, lead.status, chosen, req.source_slug),
             conn=conn,
         )
-    if not created:
+        count_on_commit(SIGNUPS.labels(source_label(req.source_slug, req.placement)))
+    else:
         _expire_loaded(lead.id)
     return outcome
 

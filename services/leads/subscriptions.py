@@ -28,6 +28,12 @@ from models import (
 from services import clock, tokens
 from services.campaigns import sequences
 from services.leads import topics
+from services.metrics.instruments import (
+    CONFIRMATIONS,
+    UNSUBSCRIBES,
+    count_on_commit,
+    source_label,
+)
 from services.outgoing_webhooks import events as outgoing
 from services.reporting import funnel
 
@@ -155,6 +161,7 @@ def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> Confir
     )
     db.session.refresh(lead)
     outgoing.emit("lead.confirmed", _event_data(lead))
+    count_on_commit(CONFIRMATIONS.labels(source_label(lead.source_slug, lead.source_placement)))
     return ConfirmResult.CONFIRMED
 
 
@@ -183,6 +190,8 @@ def unsubscribe(lead: Lead, channel: str, evidence: Evidence) -> bool:
     )
     db.session.refresh(lead)
     outgoing.emit("lead.unsubscribed", {**_event_data(lead), "channel": channel})
+    source = source_label(lead.source_slug, lead.source_placement)
+    count_on_commit(UNSUBSCRIBES.labels(source, channel))
     return True
 
 
