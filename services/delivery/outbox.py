@@ -3,9 +3,10 @@ mail exists exactly when the change that caused it was committed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, update
 
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus
@@ -72,10 +73,27 @@ def queue_depth() -> int:
     ).scalar_one()
 
 
+def cancel_for_lead(lead_id: int, kinds: Iterable[MailKind] | None, reason: str) -> int:
+    """Cancel a lead's mail that waits (queued or held) and could now only be
+    skipped, in one statement in the caller's transaction, so the queue and
+    the progress counts do not carry it. `kinds` None: every kind. A row a
+    worker holds already (sending) is left to the send-time checks, which
+    still decide."""
+    stmt = update(OutboxMessage).where(
+        OutboxMessage.lead_id == lead_id,
+        OutboxMessage.status.in_([OutboxStatus.QUEUED, OutboxStatus.HELD]),
+    )
+    if kinds is not None:
+        stmt = stmt.where(OutboxMessage.kind.in_(list(kinds)))
+    return db.session.execute(
+        stmt.values(status=OutboxStatus.CANCELLED, last_error=reason).execution_options(
+            synchronize_session=False
+        )
+    ).rowcount
+
+
 def retry(row_id: int) -> bool:
     """Queue a failed row again, with a fresh set of attempts."""
-    from sqlalchemy import update
-
     result = db.session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == row_id, OutboxMessage.status == OutboxStatus.FAILED)
