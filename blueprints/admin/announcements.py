@@ -11,7 +11,7 @@ from blueprints.admin.base import bp, sandboxed_mail
 from blueprints.admin.forms import ActionForm, AnnouncementForm, ScheduleForm
 from extensions import db
 from models import Announcement
-from services import timezones
+from services import clock, timezones
 from services.campaigns import announcement_report, announcements, audience, classes
 from services.mail import compose, templating
 from services.mail.templating import MergeTagError
@@ -130,6 +130,9 @@ def announcement_detail(public_id: str):
         progress=announcements.progress(ann.id),
         skips=announcement_report.skips_by_reason(ann.id),
         live=ann.status in announcements.UNDERWAY,
+        # In the Refresh link: a link to the page itself with only a new
+        # #fragment would scroll, not load.
+        now_stamp=int(clock.now().timestamp()),
         schedule_form=schedule_form,
         action=ActionForm(),
     )
