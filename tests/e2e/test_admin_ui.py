@@ -148,6 +148,21 @@ def test_progress_updates_by_itself_backs_off_and_stops_when_finished(site, brow
     page.wait_for_timeout(5000)
     assert len(polls) == settled
 
+    # The pages around it name the announcement and link back to it.
+    detail = page.url
+    page.goto(site["url"] + "/admin/outbox?kind=announcement")
+    expect(page.get_by_role("link", name="Progress by itself")).to_have_count(5)
+    shot(page, "outbox")
+    page.goto(site["url"] + "/admin/audit")
+    page.get_by_role("row").filter(has_text="announcement.schedule").get_by_role(
+        "link", name="Progress by itself"
+    ).click()
+    assert page.url == detail
+    page.goto(site["url"] + "/admin/audit")
+    shot(page, "audit")
+    page.goto(site["url"] + "/admin/announcements")
+    shot(page, "announcements")
+
 
 def test_without_javascript_the_refresh_link_shows_the_progress(site, browser):
     page = new_page(browser, java_script_enabled=False)
