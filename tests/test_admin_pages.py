@@ -303,3 +303,32 @@ def test_progress_shows_from_send_now_with_a_refresh_link_for_pages_without_js(
     page = page_text(client.get(f"/admin/announcements/{public_id}?at={stamp}"))
     assert '<span data-k="done">4</span> of <span data-k="total">4</span> done' in page
     assert 'data-live="0"' in page and ">Refresh</a>" not in page
+
+
+def test_cancelling_a_class_cancels_its_queued_reminders(app, client, frozen):
+    sign_in_admin(app, client)
+    with app.app_context():
+        lead = make_lead("ann@example.com")
+        cls = make_class(title="CSPO Berlin")
+        other = make_class(title="CSPO Munich")
+        for training_class in (cls, other):
+            db.session.add(
+                OutboxMessage(
+                    kind=MailKind.CLASS_REMINDER,
+                    lead_id=lead.id,
+                    training_class_id=training_class.id,
+                    send_after=clock.now() + timedelta(days=3),
+                )
+            )
+        db.session.commit()
+        class_id, cancelled_id, kept_id = cls.public_id, cls.id, other.id
+    token = csrf_token(client, f"/admin/classes/{class_id}")
+    client.post(f"/admin/classes/{class_id}/cancel", data={"csrf_token": token})
+    with app.app_context():
+        rows = {
+            class_pk: status
+            for class_pk, status in db.session.execute(
+                select(OutboxMessage.training_class_id, OutboxMessage.status)
+            )
+        }
+    assert rows == {cancelled_id: OutboxStatus.CANCELLED, kept_id: OutboxStatus.QUEUED}
