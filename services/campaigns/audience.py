@@ -56,9 +56,9 @@ class Reach:
 
 
 def reach(stmt: Select) -> Reach:
-    """count() and the frequency cap's forecast in one statement: an index
-    probe per lead on (lead_id, sent_at), no row sent to Python. An
-    announcement that overrides the cap still shows who it would hold back."""
+    """count() and the frequency cap's forecast in one statement, no row sent
+    to Python (frequency_cap.mailed_recently). An announcement that
+    overrides the cap still shows whom it would hold back."""
     window = frequency_cap.days()
     sub = stmt.subquery()
     if window <= 0:

@@ -40,5 +40,5 @@ def mailed_recently(lead_id: ColumnElement, now: datetime, window: float) -> Col
     """True for a lead (the column given) the cap holds back now. An IN, not
     a correlated EXISTS: PostgreSQL reads the window's mail once through the
     (sent_at, status) index and hashes it, instead of probing per lead
-    (measured: 0.15 s instead of 0.35 s for 200,000 leads)."""
+    (measured on 200,000 leads: 0.14 s instead of 0.35 s)."""
     return lead_id.in_(select(OutboxMessage.lead_id).where(*recent_mail(now, window)))
