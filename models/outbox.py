@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, UTCDateTime, string_enum, utcnow
 from models.lead import Lead
+
+if TYPE_CHECKING:
+    from models.announcement import Announcement
 
 
 class OutboxStatus(enum.StrEnum):
@@ -44,6 +48,7 @@ STAFF_KINDS = frozenset({MailKind.STAFF_INVITATION, MailKind.PASSWORD_RESET, Mai
 TRANSACTIONAL_KINDS = frozenset(
     {MailKind.CONFIRMATION, MailKind.CONFIRM_REMINDER, MailKind.ALREADY_SUBSCRIBED} | STAFF_KINDS
 )
+MARKETING_KINDS = frozenset(MailKind) - TRANSACTIONAL_KINDS
 # Mails that ask a pending lead to confirm: sent only while it is pending.
 CONFIRMATION_KINDS = frozenset({MailKind.CONFIRMATION, MailKind.CONFIRM_REMINDER})
 
@@ -84,6 +89,7 @@ class OutboxMessage(Base):
     )
 
     lead: Mapped[Lead | None] = relationship()
+    announcement: Mapped[Announcement | None] = relationship()
 
     __table_args__ = (
         # The claim query: due rows by status and time.

@@ -9,6 +9,7 @@ the forms and links of a page, as a browser would send them, in tests/page_forms
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.cookiejar
 import os
@@ -17,13 +18,14 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from extensions import db
 from models import AuditEvent, Lead, OutboxMessage, OutboxStatus, Role, User
@@ -383,6 +385,24 @@ class Visitor:
 def count(app, model, *where) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+@contextlib.contextmanager
+def statements(app) -> Iterator[list[str]]:
+    """The SQL statements the app's engine runs inside the block (a page's
+    query count: one per page, not one per row)."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def audit_actions(app, target: str | None = None) -> list[str]:

@@ -216,7 +216,12 @@ def test_audience_is_confirmed_leads_of_the_topic_with_a_live_count(app, client,
 
     def live(**params):
         r = client.get("/admin/audience-count.json", query_string=params)
-        return r.status_code, r.get_json()
+        body = r.get_json()
+        # The frequency cap's forecast is off here (FREQUENCY_CAP_DAYS 0):
+        # tests/test_admin_pages.py covers it.
+        if "count" in body:
+            assert (body.pop("held_by_cap"), body.pop("cap_days")) == (0, 0)
+        return r.status_code, body
 
     assert live(topic="cspo-classes") == (200, {"count": 5})
     assert live(topic="newsletter") == (200, {"count": 2})
@@ -610,10 +615,15 @@ def test_outbox_shows_the_mail_retries_a_failed_one_and_suppression_stops_it(
     assert f"{failed_to} will not be mailed." in page_text(r)
     r = client.post("/admin/suppressions", data={"csrf_token": token, "email": "not an address"})
     assert r.status_code == 400 and "1 address is never mailed" in page_text(r)
-    assert drain(app) == {"sent": 0, "skipped": 1, "failed": 0}
+    # The retry waiting for it is cancelled with the suppression, not left
+    # queued to be skipped.
+    assert drain(app) == {"sent": 0, "skipped": 0, "failed": 0}
     with app.app_context():
         row = db.session.get(OutboxMessage, int(row_id))
-        assert (row.status, row.last_error) == (OutboxStatus.SKIPPED, "address suppressed (manual)")
+        assert (row.status, row.last_error) == (
+            OutboxStatus.CANCELLED,
+            "address suppressed (manual)",
+        )
     assert ann(app, public_id).status == AnnouncementStatus.SENT
 
     audit = page_text(client.get("/admin/audit"))

@@ -277,12 +277,14 @@ def test_confirm_reminder_goes_once_and_only_to_pending_leads(app, client, smtp_
     assert [r.status for r in rows_of(app, pending, "confirm_reminder")] == ["queued"]
 
     frozen.set(T0 + timedelta(hours=24))
-    assert drain(app) == {"sent": 1, "skipped": 1, "failed": 0}
+    assert drain(app) == {"sent": 1, "skipped": 0, "failed": 0}
     assert kinds_to(smtp_server, pending) == ["confirmation", "confirm_reminder"]
     assert kinds_to(smtp_server, confirmer) == ["confirmation", "welcome"]
-    (skipped,) = rows_of(app, confirmer, "confirm_reminder")
-    assert skipped.status == OutboxStatus.SKIPPED
-    assert skipped.last_error == "lead is confirmed, not pending"
+    # Cancelled when the lead confirmed, in the same transaction: never
+    # queued to be skipped.
+    (cancelled,) = rows_of(app, confirmer, "confirm_reminder")
+    assert cancelled.status == OutboxStatus.CANCELLED
+    assert cancelled.last_error == "lead is confirmed, not pending"
     reminder = smtp_server.messages[-1][2]
     assert "/confirm/" in reminder.get_body(("plain",)).get_content()
 

@@ -65,13 +65,13 @@ def test_signup_confirm_welcome_unsubscribe(app, client, smtp_server):
             m.kind.value: m.status.value
             for m in app.extensions["sqlalchemy"].session.query(OutboxMessage)
         }
-        # The reminder and the classes follow-up wait for their time; the
-        # worker decides at send time that the reminder is no longer due.
+        # The reminder is cancelled by the confirmation, the classes
+        # follow-up by the unsubscribe: neither waits only to be skipped.
         assert by_kind == {
             "confirmation": "sent",
             "welcome": "sent",
-            "confirm_reminder": "queued",
-            "classes_followup": "queued",
+            "confirm_reminder": "cancelled",
+            "classes_followup": "cancelled",
         }
 
 

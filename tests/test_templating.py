@@ -151,7 +151,8 @@ def test_admin_markdown_cannot_inject_html_or_script_links():
 
 BODIES = [
     "Hello {{ first_name }},\n\n[Unsubscribe]({{ unsubscribe_url }}) or <{{ unsubscribe_url }}>",
-    "**{{ first_name }}**, *{{ first_name }}* and `{{ first_name }}`: {{ unsubscribe_url }}",
+    # A bare URL tag becomes a link (test_a_bare_url_tag_...): here an autolink.
+    "**{{ first_name }}**, *{{ first_name }}* and `{{ first_name }}`: <{{ unsubscribe_url }}>",
     '- {{ first_name }}\n- [prefs]({{ preferences_url }} "{{ first_name }}")\n\n> {{ email }}',
     "# {{ first_name }}{{ first_name }}\n\n![x]({{ unsubscribe_url }}) {{ class.title }}",
     "{% if first_name %}Hi {{ first_name|upper }}{% endif %} on{{ first_name }}line",
@@ -213,7 +214,7 @@ def test_a_link_merge_value_is_never_read_as_markdown():
     url = "https://example.com/unsubscribe/a--b+-c._d_.e"
     context = {**CONTEXT, "unsubscribe_url": url}
     html = templating.render("s", "Unsubscribe: {{ unsubscribe_url }}", context).html
-    assert f"Unsubscribe: {url}" in html
+    assert f'Unsubscribe: <a href="{url}">{url}</a>' in html
     assert "–" not in html and "±" not in html and "<em>" not in html
 
 

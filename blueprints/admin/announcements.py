@@ -11,8 +11,8 @@ from blueprints.admin.base import bp, sandboxed_mail
 from blueprints.admin.forms import ActionForm, AnnouncementForm, ScheduleForm
 from extensions import db
 from models import Announcement
-from services import timezones
-from services.campaigns import announcements, audience, classes
+from services import clock, timezones
+from services.campaigns import announcement_report, announcements, audience, classes
 from services.mail import compose, templating
 from services.mail.templating import MergeTagError
 from services.reporting.lead_query import FilterError, LeadFilters
@@ -53,7 +53,12 @@ def _announcement_input(form: AnnouncementForm) -> announcements.AnnouncementInp
 
 @bp.get("/announcements")
 def announcement_list():
-    return render_template("admin/announcements.html", announcements=announcements.recent())
+    anns = announcements.recent()
+    return render_template(
+        "admin/announcements.html",
+        announcements=anns,
+        samples=announcement_report.sample_subjects(anns),
+    )
 
 
 def _announcement_form_page(form, ann, status=200):
@@ -116,13 +121,18 @@ def announcement_detail(public_id: str):
         schedule_form.timezone.data = ann.training_class.timezone
     else:
         schedule_form.timezone.data = "Europe/Berlin"
-    count = audience.count(audience.of(ann))
     return render_template(
         "admin/announcement.html",
         ann=ann,
         preview=preview,
-        audience=count,
+        sample_subject=announcement_report.sample_subject(ann),
+        reach=audience.reach(audience.of(ann)),
         progress=announcements.progress(ann.id),
+        skips=announcement_report.skips_by_reason(ann.id),
+        live=ann.status in announcements.UNDERWAY,
+        # In the Refresh link: a link to the page itself with only a new
+        # #fragment would scroll, not load.
+        now_stamp=int(clock.now().timestamp()),
         schedule_form=schedule_form,
         action=ActionForm(),
     )
@@ -216,7 +226,11 @@ def announcement_action(public_id: str, action: str):
 @bp.get("/announcements/<public_id>/progress.json")
 def announcement_progress(public_id: str):
     ann = _announcement_or_404(public_id)
-    return jsonify(status=ann.status.value, **announcements.progress(ann.id))
+    return jsonify(
+        status=ann.status.value,
+        skips=announcement_report.skips_by_reason(ann.id),
+        **announcements.progress(ann.id),
+    )
 
 
 @bp.get("/audience-count.json")
@@ -234,4 +248,5 @@ def audience_count():
     if not f.topic:
         return jsonify(error="choose a topic"), 400
     stmt = audience.leads(f.topic, request.args.get("source") or None, f.since, f.until)
-    return jsonify(count=audience.count(stmt))
+    reach = audience.reach(stmt)
+    return jsonify(count=reach.count, held_by_cap=reach.held_by_cap, cap_days=reach.cap_days)

@@ -90,4 +90,9 @@ def audit_log():
     except paging.PagingError:
         abort(400)
     page = audit.page(before, PER_PAGE)
-    return render_template("admin/audit.html", rows=page.rows, next_before=page.next_before)
+    return render_template(
+        "admin/audit.html",
+        rows=page.rows,
+        subjects=audit.subjects(page.rows),
+        next_before=page.next_before,
+    )

@@ -13,6 +13,7 @@ from datetime import date, time, timedelta
 
 from sqlalchemy import exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import selectinload
 
 from extensions import db
 from models import (
@@ -74,7 +75,10 @@ def by_public_id(public_id: str) -> Announcement | None:
 def recent(limit: int = 200) -> list[Announcement]:
     return list(
         db.session.execute(
-            select(Announcement).order_by(Announcement.created_at.desc()).limit(limit)
+            select(Announcement)
+            .options(selectinload(Announcement.training_class))  # the sample subjects' class
+            .order_by(Announcement.created_at.desc())
+            .limit(limit)
         ).scalars()
     )
 

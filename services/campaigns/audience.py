@@ -3,13 +3,15 @@ the topic, narrowed by where and when they signed up."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import Select, exists, func, select
+from sqlalchemy import Select, case, exists, func, select
 
 from extensions import db
 from models import Announcement, Lead, LeadStatus, LeadTopic
-from services import dates
+from services import clock, dates
+from services.delivery import frequency_cap
 
 
 def leads(
@@ -41,3 +43,28 @@ def of(ann: Announcement) -> Select:
 
 def count(stmt: Select) -> int:
     return db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+
+
+@dataclass(frozen=True)
+class Reach:
+    """An audience now: how many it reaches, and how many of them the
+    frequency cap (cap_days, the setting) would hold back if it went out now."""
+
+    count: int
+    held_by_cap: int
+    cap_days: float
+
+
+def reach(stmt: Select) -> Reach:
+    """count() and the frequency cap's forecast in one statement, no row sent
+    to Python (frequency_cap.mailed_recently). An announcement that
+    overrides the cap still shows whom it would hold back."""
+    window = frequency_cap.days()
+    sub = stmt.subquery()
+    if window <= 0:
+        return Reach(count(stmt), 0, window)
+    held = frequency_cap.mailed_recently(sub.c.id, clock.now(), window)
+    total, capped = db.session.execute(
+        select(func.count(), func.count(case((held, 1)))).select_from(sub)
+    ).one()
+    return Reach(total, capped, window)

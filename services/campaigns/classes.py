@@ -14,9 +14,10 @@ from icalendar import Calendar, Event
 from werkzeug.urls import iri_to_uri
 
 from extensions import db
-from models import ClassClick, ClassStatus, Lead, TrainingClass
+from models import ClassClick, ClassStatus, Lead, MailKind, OutboxMessage, TrainingClass
 from services import clock, dates, timezones, tokens
 from services.content import TRAINING_PATH
+from services.delivery import outbox
 from services.leads import subscriptions
 from services.outgoing_webhooks import events as outgoing
 from services.reporting import funnel
@@ -165,8 +166,14 @@ def create(data: ClassInput) -> tuple[TrainingClass, list[str]]:
 
 
 def cancel(cls: TrainingClass) -> None:
-    """Cancelled: off the public page, and its reminders are not sent."""
+    """Cancelled: off the public page, and its reminders are not sent:
+    those already queued are cancelled, not left to be skipped."""
     cls.status = ClassStatus.CANCELLED
+    outbox.cancel_waiting(
+        "class is cancelled",
+        OutboxMessage.training_class_id == cls.id,
+        OutboxMessage.kind == MailKind.CLASS_REMINDER,
+    )
 
 
 def where(cls: TrainingClass) -> str:

@@ -3,9 +3,10 @@ mail exists exactly when the change that caused it was committed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection, update
 
 from extensions import db
 from models import MailKind, OutboxMessage, OutboxStatus
@@ -72,10 +73,29 @@ def queue_depth() -> int:
     ).scalar_one()
 
 
+def cancel_waiting(reason: str, *where: ColumnElement[bool]) -> int:
+    """Cancel the mail matching `where` that waits (queued or held) and could
+    now only be skipped, in one statement in the caller's transaction, so
+    the queue and the progress counts do not carry it. A row a worker holds
+    already (sending) is left to the send-time checks, which still decide."""
+    return db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.status.in_([OutboxStatus.QUEUED, OutboxStatus.HELD]), *where)
+        .values(status=OutboxStatus.CANCELLED, last_error=reason)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def cancel_for_lead(lead_id: int, kinds: Iterable[MailKind] | None, reason: str) -> int:
+    """cancel_waiting for one lead's mail of `kinds` (None: every kind)."""
+    where = [OutboxMessage.lead_id == lead_id]
+    if kinds is not None:
+        where.append(OutboxMessage.kind.in_(list(kinds)))
+    return cancel_waiting(reason, *where)
+
+
 def retry(row_id: int) -> bool:
     """Queue a failed row again, with a fresh set of attempts."""
-    from sqlalchemy import update
-
     result = db.session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == row_id, OutboxMessage.status == OutboxStatus.FAILED)

@@ -4,9 +4,7 @@ it, and the state read again right before the mail leaves."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import Connection, select, text
 
 from extensions import db
@@ -19,7 +17,6 @@ from models import (
     LeadStatus,
     LeadTopic,
     MailKind,
-    OutboxStatus,
     StaffToken,
     TrainingClass,
     email_hash,
@@ -27,7 +24,9 @@ from models import (
 from models.outbox import CONFIRMATION_KINDS, STAFF_KINDS
 from services import clock
 from services.campaigns import classes
+from services.delivery import frequency_cap
 from services.delivery.claim import OUTBOX
+from services.delivery.frequency_cap import CAPPED_KINDS
 from services.leads import topics
 from services.mail.compose import QueuedMail, Recipient, Refs
 from services.staff import links
@@ -44,11 +43,6 @@ REQUIRED_TOPIC = {
     MailKind.CLASSES_FOLLOWUP: topics.CSPO_CLASSES,
     MailKind.CLASS_REMINDER: topics.CSPO_CLASSES,
 }
-
-
-# Marketing mail that counts against the frequency cap (the welcome does
-# not: it answers the lead's own click).
-CAPPED_KINDS = (MailKind.CLASSES_FOLLOWUP, MailKind.CLASS_REMINDER, MailKind.ANNOUNCEMENT)
 
 
 @dataclass
@@ -127,18 +121,13 @@ def load_batch(conn: Connection, ids: list[int]) -> Batch:
             if cls in db.session:
                 db.session.expunge(cls)
     recently_mailed: set[int] = set()
-    days = current_app.config["FREQUENCY_CAP_DAYS"]
+    days = frequency_cap.days()
     capped = {r.lead_id for r in rows.values() if r.lead_id and MailKind(r.kind) in CAPPED_KINDS}
     if days > 0 and capped:
         recently_mailed = set(
             db.session.execute(
                 select(OUTBOX.c.lead_id)
-                .where(
-                    OUTBOX.c.lead_id.in_(capped),
-                    OUTBOX.c.sent_at > clock.now() - timedelta(days=days),
-                    OUTBOX.c.status == OutboxStatus.SENT.value,
-                    OUTBOX.c.kind.in_([k.value for k in CAPPED_KINDS]),
-                )
+                .where(OUTBOX.c.lead_id.in_(capped), *frequency_cap.recent_mail(clock.now(), days))
                 .distinct()
             ).scalars()
         )
@@ -233,9 +222,9 @@ def skip_reason(row: QueuedMail, lead: Recipient | None, batch: Batch) -> str | 
         if reason:
             return reason
     capped = kind in CAPPED_KINDS and not (announcement and announcement.ignore_frequency_cap)
-    days = current_app.config["FREQUENCY_CAP_DAYS"]
+    days = frequency_cap.days()
     if capped and days > 0 and lead.id in batch.recently_mailed:
-        return f"frequency cap: marketing mail sent in the last {days:g} days"
+        return frequency_cap.reason(days)
     return None
 
 

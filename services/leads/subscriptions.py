@@ -25,8 +25,10 @@ from models import (
     Suppression,
     email_hash,
 )
+from models.outbox import CONFIRMATION_KINDS
 from services import clock, tokens
 from services.campaigns import sequences
+from services.delivery import outbox
 from services.leads import topics
 from services.metrics.instruments import (
     CONFIRMATIONS,
@@ -138,6 +140,9 @@ def confirm(lead: Lead, token_issued_at: datetime, evidence: Evidence) -> Confir
     )
     if result.rowcount != 1:  # a concurrent click won
         return ConfirmResult.ALREADY
+    # The confirmation reminder (and a confirmation not yet sent) could
+    # only be skipped now (rules.skip_reason): cancelled instead.
+    outbox.cancel_for_lead(lead.id, CONFIRMATION_KINDS, "lead is confirmed, not pending")
     db.session.add(
         ConsentEvent(
             lead_id=lead.id,
@@ -176,6 +181,8 @@ def unsubscribe(lead: Lead, channel: str, evidence: Evidence) -> bool:
     )
     if result.rowcount != 1:
         return False
+    # Nothing waiting for this lead may go now (rules.skip_reason): cancelled.
+    outbox.cancel_for_lead(lead.id, None, "lead is unsubscribed")
     funnel.bump_for_lead(lead, unsubscribed=1)
     db.session.add(
         ConsentEvent(

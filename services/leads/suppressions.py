@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from extensions import db
 from models import InboundEvent, Lead, Suppression, email_hash
+from models.outbox import MARKETING_KINDS
 from services import clock, upsert
+from services.delivery import outbox
 
 
 def suppress(
@@ -19,6 +21,10 @@ def suppress(
     The first reason stays: a second call writes no second row. `event_id`
     is the bounce or complaint that caused it."""
     lead_id = db.session.execute(db.select(Lead.id).where(Lead.email == address)).scalar()
+    if lead_id is not None:
+        # Marketing mail never goes to a suppressed address (rules.reason_now):
+        # what waits is cancelled, not left queued to be skipped.
+        outbox.cancel_for_lead(lead_id, MARKETING_KINDS, f"address suppressed ({reason})")
     return upsert.insert_ignore(
         Suppression,
         {

@@ -31,6 +31,7 @@ from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, met
 from jinja2.sandbox import SecurityError
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
+from markupsafe import Markup
 
 from services.mail import template_limits as limits
 from services.mail.sandbox import BoundedSandbox
@@ -197,6 +198,39 @@ def _link_target(value: str) -> str:
 
 _html_env.filters["link_target"] = _link_target
 
+# Merge tags whose value is one of our own links. Written bare in the text
+# (not as a Markdown link), they become links in the HTML part; the text
+# part shows the address as it is. A value a lead typed never does.
+URL_TAGS = frozenset(tag for tag in MERGE_TAGS if tag.endswith("_url"))
+_BARE_URL_TAG = re.compile(
+    r"(\{\{-?\s*)(" + "|".join(re.escape(t) for t in sorted(URL_TAGS)) + r")(\s*-?\}\})"
+)
+
+
+_WEB_LINK = re.compile(r"https?://", re.I)
+
+
+def _as_link(value: object) -> object:
+    if isinstance(value, str) and _WEB_LINK.match(value):
+        return Markup('<a href="{0}">{0}</a>').format(value)
+    return value  # empty (a class without a registration link): nothing to link
+
+
+_html_env.filters["as_link"] = _as_link
+
+
+def _in_running_text(tokens: list[Token]) -> set[int]:
+    """The tags that stand in running text: not inside a link (its text or
+    target), an image, code or an attribute."""
+    found: set[int] = set()
+    for token in tokens:
+        depth = 0
+        for child in token.children or ():
+            depth += {"link_open": 1, "link_close": -1}.get(child.type, 0)
+            if child.type == "text" and depth == 0:
+                found.update(int(n) for n, _ in _HOLDER.findall(child.content) if n)
+    return found
+
 
 def _check_link_loops(parsed: nodes.Template) -> None:
     """A link target is built aside before it is checked (a filter block):
@@ -245,12 +279,16 @@ def _markdown_template(source: str) -> str:
     tokens = _md.parse(_TAG.sub(hold, source))
     _guard_links(tokens)
     _unwrap_tag_paragraphs(tokens, tags)
+    in_text = _in_running_text(tokens)
     html = _md.renderer.render(tokens, _md.options, {})
 
     def put_back(match: re.Match) -> str:
         number, opening = match.groups()
         if number is not None:
-            return tags[int(number)]
+            tag = tags[int(number)]
+            if int(number) in in_text and _BARE_URL_TAG.fullmatch(tag):
+                return _BARE_URL_TAG.sub(r"\1\2|as_link\3", tag)
+            return tag
         return _LINK_FILTER[0] if opening else _LINK_FILTER[1]
 
     return _HOLDER.sub(put_back, html)
@@ -286,21 +324,27 @@ def _compile_html(body: str) -> Template:
     return _html_env.template(parsed)
 
 
-# An announcement goes to many leads with one text: parsed, checked and
-# compiled once, not once per mail (a compile costs more than a render).
-@functools.lru_cache(maxsize=64)
-def compile_announcement(subject: str, body: str, names: frozenset[str]) -> Compiled:
-    """The subject, text and HTML templates of an admin's text, for a context
-    of `names`. The subject becomes a header, so text a visitor typed (name,
-    address) may not appear in it."""
+@functools.lru_cache(maxsize=256)
+def _compile_subject(subject: str, names: frozenset[str]) -> Template:
+    """The subject becomes a header, so text a visitor typed (name, address)
+    may not appear in it."""
     used = {name for name in LEAD_TYPED if name in _names_in(subject)}
     if used:
         raise MergeTagError(
             f"The subject cannot use {', '.join(sorted(used))}: what a visitor typed never goes "
             "into a mail header. Put it in the body instead."
         )
+    return _compile(_text_env, subject, names)
+
+
+# An announcement goes to many leads with one text: parsed, checked and
+# compiled once, not once per mail (a compile costs more than a render).
+@functools.lru_cache(maxsize=64)
+def compile_announcement(subject: str, body: str, names: frozenset[str]) -> Compiled:
+    """The subject, text and HTML templates of an admin's text, for a context
+    of `names`."""
     return Compiled(
-        subject=_compile(_text_env, subject, names),
+        subject=_compile_subject(subject, names),
         text=_compile(_text_env, body, names),
         html=_compile_html(body),
     )
@@ -320,10 +364,23 @@ def render(subject: str, body: str, context: dict) -> RenderedBody:
         compiled = compile_announcement(subject, body, frozenset(context))
         with limits.budget():  # for the three parts together, compiling aside
             return RenderedBody(
-                subject=" ".join(limits.render(compiled.subject, context).split())[:200],
+                subject=_one_line(limits.render(compiled.subject, context)),
                 text=limits.render(compiled.text, context),
                 html=limits.render(compiled.html, context),
             )
+
+
+def _one_line(subject: str) -> str:
+    return " ".join(subject.split())[:200]
+
+
+def render_subject(subject: str, context: dict) -> str:
+    """The subject alone for one recipient (headings and lists of
+    announcements), with the same checks and bounds as render."""
+    with _readable_errors(context):
+        template = _compile_subject(subject, frozenset(context))
+        with limits.budget():
+            return _one_line(limits.render(template, context))
 
 
 def check(subject: str, body: str, context: dict) -> None:
