@@ -6,6 +6,7 @@ from models.audit import AuditEvent
 from models.base import Base, UTCDateTime, utcnow
 from models.inbound import InboundEvent, InboundKind, WebhookNonce
 from models.lead import ConsentEvent, ConsentKind, ConsentText, Lead, LeadStatus, LeadTopic
+from models.lead_import import ImportStatus, LeadImport, LeadImportChunk, LeadImportIssue
 from models.outbox import MailKind, OutboxMessage, OutboxStatus
 from models.suppression import Suppression, email_hash
 from models.training import ClassReminderRun, ClassStatus, TrainingClass
@@ -22,9 +23,13 @@ __all__ = [
     "ConsentEvent",
     "ConsentKind",
     "ConsentText",
+    "ImportStatus",
     "InboundEvent",
     "InboundKind",
     "Lead",
+    "LeadImport",
+    "LeadImportChunk",
+    "LeadImportIssue",
     "LeadStatus",
     "LeadTopic",
     "MailKind",

@@ -127,6 +127,8 @@ class ConsentEvent(Base):
     topics: Mapped[str | None] = mapped_column(String(200))
     source_slug: Mapped[str | None] = mapped_column(String(200))
     placement: Mapped[str | None] = mapped_column(String(20))
+    # An imported lead's evidence: the file, its stated basis, who and when.
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("lead_import.id", ondelete="SET NULL"))
 
     lead: Mapped[Lead] = relationship(back_populates="consent_events")
     consent_text: Mapped[ConsentText | None] = relationship()
