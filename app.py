@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 from extensions import csrf, db, limiter, login_manager, migrate
-from web import hosts
+from web import access, hosts
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -50,6 +50,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
     # First of all: a request for another host gets its 400 page and no more.
     app.before_request(hosts.refuse_untrusted_host)
+    # Then the CSV upload's own size limit, before anything reads a body.
+    app.before_request(access.raise_upload_limit)
     # Before CSRFProtect's own check: a multipart part without a name lands
     # in request.form under None, and Flask-WTF would fail on it with a 500.
     app.before_request(_refuse_nameless_form_parts)
@@ -57,14 +59,23 @@ def create_app(test_config: dict | None = None) -> Flask:
     limiter.init_app(app)
     login_manager.init_app(app)
 
-    from blueprints import admin, articles, auth, health, marketing, subscriptions, webhooks
+    from blueprints import (
+        admin,
+        articles,
+        auth,
+        health,
+        lead_import,
+        marketing,
+        subscriptions,
+        webhooks,
+    )
     from commands import register_commands
     from services.bounces import sns
     from services.content import ArticleStore
     from services.mail import dkim
     from services.reporting.page_views import ViewCounter
     from services.staff.auth import load_user
-    from web import access, errors, public_pages, routing, security
+    from web import errors, public_pages, routing, security
 
     login_manager.user_loader(load_user)
     app.extensions["articles"] = ArticleStore(
@@ -81,6 +92,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(marketing.bp)
+    app.register_blueprint(lead_import.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(webhooks.bp)
     # Last: its /<slug> route must not shadow the others.

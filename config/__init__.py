@@ -117,6 +117,8 @@ class Config:
             # Forms stay valid while someone reads a long article.
             "WTF_CSRF_TIME_LIMIT": env.integer("WTF_CSRF_TIME_LIMIT", 24 * 3600, minimum=1),
             "MAX_CONTENT_LENGTH": env.integer("MAX_CONTENT_LENGTH", 64 * 1024, minimum=1),
+            # The CSV import upload only (web.access): a million leads is about 60 MB.
+            "IMPORT_MAX_BYTES": env.integer("IMPORT_MAX_BYTES", 100 * 1024 * 1024, minimum=1),
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import BinaryIO
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from extensions import db
 from models import ImportStatus, LeadImport, LeadImportChunk, LeadImportIssue, User
@@ -28,6 +30,8 @@ from services.imports import apply, reader
 from services.imports.reader import Candidate
 from services.leads import consent, topics
 
+log = logging.getLogger("leads.imports")
+PASSING_ERRORS = (OperationalError, InterfaceError)
 BATCH_ROWS = 5000
 LEASE = timedelta(seconds=60)
 # A dry run keeps this many issues to show; the counts cover them all.
@@ -115,13 +119,14 @@ def create(
     return job
 
 
-def store(job: LeadImport, chunks: Iterator[bytes]) -> None:
-    """Keep an upload's bytes in the database, a chunk per row."""
-    for seq, chunk in enumerate(chunks):
-        db.session.execute(
-            insert(LeadImportChunk), {"import_id": job.id, "seq": seq, "data": chunk}
-        )
-    job.stored = True
+def store_chunk(job: LeadImport, seq: int, chunk: bytes) -> None:
+    """Keep a piece of an upload's bytes in the database."""
+    db.session.execute(insert(LeadImportChunk), {"import_id": job.id, "seq": seq, "data": chunk})
+
+
+def drop_file(job: LeadImport) -> None:
+    """A finished or cancelled upload's bytes are not needed any more."""
+    db.session.execute(delete(LeadImportChunk).where(LeadImportChunk.import_id == job.id))
 
 
 class StoredFile(io.RawIOBase):
@@ -266,13 +271,20 @@ def run(
         db.session.commit()
         if on_progress:
             on_progress(batch.records)
-        if should_stop():
+        if should_stop():  # give the rest to the next worker at once
+            db.session.execute(
+                update(LeadImport)
+                .where(LeadImport.id == job_id, LeadImport.owner == owner)
+                .values(lease_until=None)
+            )
+            db.session.commit()
             return db.session.get(LeadImport, job_id)
     db.session.execute(
         update(LeadImport)
         .where(LeadImport.id == job_id, LeadImport.owner == owner)
         .values(status=ImportStatus.DONE, finished_at=clock.now(), lease_until=None)
     )
+    drop_file(job)
     db.session.commit()
     return db.session.get(LeadImport, job_id)
 
@@ -367,6 +379,11 @@ def run_next(owner: str, should_stop: Callable[[], bool] = lambda: False) -> boo
                 run(job, binary, owner, should_stop=should_stop)
     except (reader.ImportFileError, ImportProblem) as exc:
         fail(job_id, owner, str(exc))
+    except PASSING_ERRORS:
+        raise  # a lock or a lost connection: resumed once the lease runs out
+    except Exception as exc:  # the job's own: given up with its reason, never retried for ever
+        log.exception("import %s failed", job_id)
+        fail(job_id, owner, f"{type(exc).__name__}: {exc}")
     return True
 
 
