@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench import common, data, releases
 from bench.common import Browser, Database, Figure, log, median, percentile
+from bench.imports import import_bench
 from tests import procs
 
 ARTICLE = "/cspo-certification-benefits"
@@ -966,4 +967,5 @@ ALL = {
     "browse": browse,
     "fanout": fanout,
     "delivery": delivery,
+    "import": import_bench,
 }

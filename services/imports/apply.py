@@ -197,27 +197,26 @@ def _insert_new(
         return {}
     status = LeadStatus.PENDING if opts.confirm_by_mail else LeadStatus.CONFIRMED
     ours = {c.email: new_public_id() for c in new}
-    for part in _chunks(new):
-        upsert.insert_ignore_many(
-            Lead,
-            [
-                {
-                    "public_id": ours[c.email],
-                    "email": c.email,
-                    "name": c.name,
-                    "status": status,
-                    "source_slug": c.source,
-                    "source_placement": PLACEMENT,
-                    "created_at": now,
-                    "confirmed_at": None if opts.confirm_by_mail else now,
-                    # The confirmation below claims the address's mail window.
-                    "last_confirmation_at": now if opts.confirm_by_mail else None,
-                }
-                for c in part
-            ],
-            ("email",),
-            conn,
-        )
+    upsert.insert_ignore_each(
+        Lead,
+        [
+            {
+                "public_id": ours[c.email],
+                "email": c.email,
+                "name": c.name,
+                "status": status,
+                "source_slug": c.source,
+                "source_placement": PLACEMENT,
+                "created_at": now,
+                "confirmed_at": None if opts.confirm_by_mail else now,
+                # The confirmation below claims the address's mail window.
+                "last_confirmation_at": now if opts.confirm_by_mail else None,
+            }
+            for c in new
+        ],
+        ("email",),
+        conn,
+    )
     made = {
         row.email: row.id
         for row in _in_chunks(
@@ -278,8 +277,7 @@ def _topics_and_consent(
     """The topics each lead gains, and one consent event per lead pointing
     at the import (its file, stated basis, who and when)."""
     topic_rows = [{"lead_id": lead_id, "topic": t} for _, lead_id, added in leads for t in added]
-    for part in _chunks(topic_rows, ROWS_PER_STATEMENT * 4):
-        upsert.insert_ignore_many(LeadTopic, part, ("lead_id", "topic"), conn)
+    upsert.insert_ignore_each(LeadTopic, topic_rows, ("lead_id", "topic"), conn)
     if leads:
         conn.execute(
             insert(ConsentEvent.__table__),
