@@ -42,11 +42,11 @@ def leads_import(
     existing leads keep their status and consent record."""
     from extensions import db
     from models import ImportStatus
-    from services.imports import apply, jobs, reader, report
+    from services.imports import apply, files, jobs, reader, report
     from services.staff import audit
 
     with file.open("rb") as binary:
-        info = jobs.inspect(jobs.file_chunks(binary), lambda: file.open("rb"))
+        info = files.inspect(files.file_chunks(binary), lambda: file.open("rb"))
     mapping = reader.guess_mapping(info.header)
     click.echo(f"{file.name}: {info.encoding}, {info.size:,} bytes", err=True)
     for index, name in enumerate(info.header):

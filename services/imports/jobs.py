@@ -10,23 +10,21 @@ commits only while its run still owns the job.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import BinaryIO
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from extensions import db
-from models import ImportStatus, LeadImport, LeadImportChunk, LeadImportIssue, User
+from models import ImportStatus, LeadImport, LeadImportIssue, User
 from services import clock
-from services.imports import apply, reader
+from services.imports import apply, files, reader
 from services.imports.reader import Candidate
 from services.leads import consent, topics
 
@@ -47,35 +45,6 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@dataclass
-class FileInfo:
-    """What one pass over the bytes tells: size, digest, encoding, header."""
-
-    size: int = 0
-    sha256: str = ""
-    encoding: str = "utf-8"
-    header: list[str] = field(default_factory=list)
-
-
-def inspect(chunks: Iterator[bytes], open_again: Callable[[], BinaryIO]) -> FileInfo:
-    """Size, SHA-256 and encoding in one pass over `chunks`; then the header
-    from the start of the file, opened again."""
-    digest, sniffer, info = hashlib.sha256(), reader.EncodingSniffer(), FileInfo()
-    for chunk in chunks:
-        info.size += len(chunk)
-        digest.update(chunk)
-        sniffer.feed(chunk)
-    info.sha256, info.encoding = digest.hexdigest(), sniffer.encoding
-    with open_again() as binary:
-        info.header, _ = reader.records(reader.text_stream(binary, info.encoding))
-    return info
-
-
-def file_chunks(binary: BinaryIO) -> Iterator[bytes]:
-    while chunk := binary.read(reader.CHUNK_BYTES):
-        yield chunk
-
-
 def chosen_topics(slugs: list[str]) -> list[str]:
     unknown = set(slugs) - set(topics.TOPICS)
     if unknown or not slugs:
@@ -84,7 +53,7 @@ def chosen_topics(slugs: list[str]) -> list[str]:
 
 
 def create(
-    info: FileInfo,
+    info: files.FileInfo,
     filename: str,
     *,
     topic_slugs: list[str],
@@ -117,47 +86,6 @@ def create(
     db.session.add(job)
     db.session.flush()
     return job
-
-
-def store_chunk(job: LeadImport, seq: int, chunk: bytes) -> None:
-    """Keep a piece of an upload's bytes in the database."""
-    db.session.execute(insert(LeadImportChunk), {"import_id": job.id, "seq": seq, "data": chunk})
-
-
-def drop_file(job: LeadImport) -> None:
-    """A finished or cancelled upload's bytes are not needed any more."""
-    db.session.execute(delete(LeadImportChunk).where(LeadImportChunk.import_id == job.id))
-
-
-class StoredFile(io.RawIOBase):
-    """An upload read back from its chunks, one at a time."""
-
-    def __init__(self, import_id: int) -> None:
-        self.import_id, self.seq, self.pending = import_id, 0, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        if not self.pending:
-            self.pending = (
-                db.session.execute(
-                    select(LeadImportChunk.data).where(
-                        LeadImportChunk.import_id == self.import_id,
-                        LeadImportChunk.seq == self.seq,
-                    )
-                ).scalar()
-                or b""
-            )
-            self.seq += 1
-        n = min(len(buffer), len(self.pending))
-        buffer[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
-        return n
-
-
-def open_stored(job: LeadImport) -> BinaryIO:
-    return io.BufferedReader(StoredFile(job.id), reader.CHUNK_BYTES)
 
 
 def mapping_of(job: LeadImport) -> dict[int, str]:
@@ -284,7 +212,7 @@ def run(
         .where(LeadImport.id == job_id, LeadImport.owner == owner)
         .values(status=ImportStatus.DONE, finished_at=clock.now(), lease_until=None)
     )
-    drop_file(job)
+    files.drop_file(job)
     db.session.commit()
     return db.session.get(LeadImport, job_id)
 
@@ -372,7 +300,7 @@ def run_next(owner: str, should_stop: Callable[[], bool] = lambda: False) -> boo
         return True  # another worker took it: look again
     job = db.session.get(LeadImport, job_id)
     try:
-        with open_stored(job) as binary:
+        with files.open_stored(job) as binary:
             if checking:
                 _record_check(job, check(binary, job.encoding, mapping_of(job), options_of(job)))
             else:

@@ -1,10 +1,6 @@
-"""An import uploaded on the page: stored in the database, its mapping
-confirmed, checked by a dry run, then queued for a worker. The caller commits.
-
-The file is kept in the database rather than under instance/: the web
-process that receives it and the worker that imports it may be on
-different hosts, and the database is what they share.
-"""
+"""An import uploaded on the page: stored in the database (services.imports.files
+says why), its mapping confirmed, checked by a dry run, then queued for a
+worker. The caller commits."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from models import ImportStatus, LeadImport, User
-from services.imports import jobs, reader
+from services.imports import files, jobs, reader
 from services.staff import audit
 
 PREVIEW_ROWS = 5
@@ -32,7 +28,7 @@ def receive(
     """Store the upload and guess its mapping; raises ImportProblem or
     ImportFileError with the reason to show."""
     job = jobs.create(
-        jobs.FileInfo(),
+        files.FileInfo(),
         filename,
         topic_slugs=topic_slugs,
         source=source,
@@ -44,11 +40,11 @@ def receive(
     )
 
     def stored() -> Iterator[bytes]:
-        for seq, chunk in enumerate(jobs.file_chunks(stream)):
-            jobs.store_chunk(job, seq, chunk)
+        for seq, chunk in enumerate(files.file_chunks(stream)):
+            files.store_chunk(job, seq, chunk)
             yield chunk
 
-    info = jobs.inspect(stored(), lambda: jobs.open_stored(job))
+    info = files.inspect(stored(), lambda: files.open_stored(job))
     if info.size == 0:
         raise reader.ImportFileError("The file is empty.")
     job.size, job.sha256, job.encoding, job.stored = info.size, info.sha256, info.encoding, True
@@ -60,7 +56,7 @@ def receive(
 
 def preview(job: LeadImport) -> list[list[str]]:
     """The first few records, as the mapping form shows them."""
-    with jobs.open_stored(job) as binary:
+    with files.open_stored(job) as binary:
         _, records = reader.records(reader.text_stream(binary, job.encoding))
         return [r.values for r in itertools.islice(records, PREVIEW_ROWS) if r.refused is None]
 
@@ -88,7 +84,7 @@ def cancel(job: LeadImport, user: User) -> None:
     if job.status not in (ImportStatus.UPLOADED, ImportStatus.CHECKED):
         raise jobs.ImportProblem("Only an import that has not started can be cancelled.")
     job.status = ImportStatus.CANCELLED
-    jobs.drop_file(job)
+    files.drop_file(job)
     audit.record(user, "leads.import_cancelled", job.public_id, file=job.filename)
 
 
