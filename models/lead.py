@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ForeignKey, Index, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, UTCDateTime, new_public_id, string_enum, utcnow
+
+if TYPE_CHECKING:
+    from models.lead_import import LeadImport
 
 
 class LeadStatus(enum.StrEnum):
@@ -132,3 +136,4 @@ class ConsentEvent(Base):
 
     lead: Mapped[Lead] = relationship(back_populates="consent_events")
     consent_text: Mapped[ConsentText | None] = relationship()
+    lead_import: Mapped[LeadImport | None] = relationship()

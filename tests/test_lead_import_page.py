@@ -128,6 +128,14 @@ def test_upload_map_check_then_import(app, client, marketer):
     text = visible(client.get(page_url))
     assert re.search(r"\b6 refused duplicate of line 2", text)
 
+    # The lead's timeline names the import and the stated basis; so does its data.
+    ann = the_lead(app, "ann@example.com").public_id
+    text = visible(client.get(f"/marketing/leads/{ann}"))
+    assert f"Imported from {job.filename} by marketer@example.com" in text
+    assert BASIS in text
+    given = client.get(f"/marketing/leads/{ann}/data.json").get_json()["consent_events"][0]
+    assert (given["channel"], given["imported_from"]) == ("import", job.filename)
+
 
 def test_cancel_drops_the_stored_file(app, client, marketer):
     page_url = upload(client, FIXTURES / "leads_cp1252.csv").headers["Location"]
