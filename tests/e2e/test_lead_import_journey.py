@@ -58,7 +58,7 @@ def test_marketer_imports_a_csv_file_and_the_page_follows_the_worker(tmp_path):
             page.get_by_role("button", name="Check the file (dry run)").click()
             # The script reloads the page when the worker's dry run is done.
             expect(page.get_by_role("button", name="Import 10 leads")).to_be_visible()
-            expect(page.locator("tbody")).to_contain_text("duplicate of line 2")
+            expect(page.locator("table.issues")).to_contain_text("duplicate of line 2")
             shot(page, "dry-run")
 
             page.get_by_role("button", name="Import 10 leads").click()
