@@ -215,3 +215,22 @@ def test_bad_options_and_files_get_one_line(app, runner, tmp_path):
     result = import_file(runner, MIXED, "--resume")
     assert result.exit_code != 0 and "No unfinished import" in result.output
     assert count(app, Lead) == 0
+
+
+def test_an_oversized_field_and_an_unclosed_quote_are_refused_by_line(app, runner, tmp_path):
+    path = tmp_path / "damaged.csv"
+    path.write_text(
+        "email,name\n"
+        f"huge@example.com,{'x' * 20_000}\n"
+        "fine@example.com,Fine\n"
+        '"open@example.com","never closed\n'
+        "swallowed@example.com,Gone\n"
+    )
+    result = import_file(runner, path)
+    assert result.exit_code == 0, result.output
+    assert issue_lines(result.output) == {
+        2: ("refused", "cannot be read as CSV: field larger than field limit (10000)"),
+        4: ("refused", "cannot be read as CSV: unexpected end of data"),
+    }
+    assert "new=1 " in result.output
+    assert the_lead(app, "fine@example.com").name == "Fine"

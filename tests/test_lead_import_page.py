@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from extensions import db
 from models import ConsentEvent, ImportStatus, Lead, LeadImport, LeadImportChunk, Role
+from services.imports import files, jobs
 from tests.helpers import (
     audit_actions,
     base_config,
@@ -32,7 +33,8 @@ BASIS = "Visitors of our stand at Agile Days 2025 who asked for the newsletter"
 
 @pytest.fixture
 def app_config(tmp_path, db_url) -> dict:
-    return {**base_config(tmp_path), "SQLALCHEMY_DATABASE_URI": db_url, "IMPORT_MAX_BYTES": 4096}
+    # Small enough for the test of the limit, large enough for two batches.
+    return {**base_config(tmp_path), "SQLALCHEMY_DATABASE_URI": db_url, "IMPORT_MAX_BYTES": 300_000}
 
 
 @pytest.fixture
@@ -150,7 +152,7 @@ def test_cancel_drops_the_stored_file(app, client, marketer):
 def test_only_a_csv_within_the_limit_and_only_on_the_import_page(app, client, marketer, tmp_path):
     assert upload(client, FIXTURES / "leads_cp1252.csv", name="leads.txt").status_code == 400
     big = tmp_path / "big.csv"
-    big.write_text("email\n" + "someone@example.com\n" * 300)  # over IMPORT_MAX_BYTES
+    big.write_text("email\n" + "someone@example.com\n" * 16_000)  # over IMPORT_MAX_BYTES
     assert upload(client, big).status_code == 413
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
@@ -175,3 +177,41 @@ def test_a_visitor_cannot_upload(app, client):
     )
     assert r.status_code in (302, 400, 403)
     assert count(app, LeadImport) == 0
+
+
+def _queued_big_import(app, client, tmp_path, rows: int) -> str:
+    big = tmp_path / "crm.csv"
+    big.write_text("email,name\n" + "".join(f"p{i}@example.com,P{i}\n" for i in range(rows)))
+    page_url = upload(client, big).headers["Location"]
+    token = csrf_token(client, page_url)
+    client.post(f"{page_url}/check", data={"csrf_token": token, "column-0": "email"})
+    drain(app)
+    client.post(f"{page_url}/start", data={"csrf_token": token})
+    return page_url
+
+
+def test_a_worker_that_dies_mid_import_leaves_whole_batches_for_the_next(
+    app, client, marketer, tmp_path, frozen
+):
+    rows = 2 * jobs.BATCH_ROWS + 7
+    page_url = _queued_big_import(app, client, tmp_path, rows)
+
+    def crash(_records):  # dies right after its first batch committed
+        raise SystemExit("killed")
+
+    with app.app_context():
+        job = db.session.execute(select(LeadImport)).scalar_one()
+        assert jobs.take(job.id, "host-a:1", (ImportStatus.QUEUED,), ImportStatus.RUNNING)
+        with pytest.raises(SystemExit), files.open_stored(job) as binary:
+            jobs.run(job, binary, "host-a:1", on_progress=crash)
+        db.session.rollback()
+    assert count(app, Lead) == jobs.BATCH_ROWS
+    # Its lease still holds: no other worker takes the job yet.
+    drain(app)
+    assert the_job(app).rows_done == jobs.BATCH_ROWS
+    frozen.advance(jobs.LEASE.total_seconds() + 1)
+    drain(app)
+    progress = client.get(f"{page_url}/progress.json").get_json()
+    assert (progress["status"], progress["rows_done"], progress["new"]) == ("done", rows, rows)
+    assert count(app, Lead) == rows
+    assert count(app, ConsentEvent) == rows

@@ -93,8 +93,12 @@ def optimise_sqlite_statistics() -> None:
     """SQLite's planner needs table statistics to pick the right index at a
     million rows; PRAGMA optimize refreshes them only where they went stale."""
     if db.session.get_bind().dialect.name == "sqlite":
-        db.session.execute(text("PRAGMA optimize"))
-        db.session.commit()
+        try:
+            db.session.execute(text("PRAGMA optimize"))
+            db.session.commit()
+        except PASSING_ERRORS:  # busy with an import's batch: the next start does it
+            db.session.rollback()
+            log.warning("PRAGMA optimize skipped: the database is busy")
 
 
 def send_margin(cfg) -> float:
