@@ -130,6 +130,10 @@ def test_upload_map_check_then_import(app, client, marketer):
     text = visible(client.get(page_url))
     assert re.search(r"\b6 refused duplicate of line 2", text)
 
+    # The dashboard counts them under their own placement.
+    dashboard = client.get("/marketing/")
+    assert dashboard.status_code == 200 and "import" in visible(dashboard)
+
     # The lead's timeline names the import and the stated basis; so does its data.
     ann = the_lead(app, "ann@example.com").public_id
     text = visible(client.get(f"/marketing/leads/{ann}"))
