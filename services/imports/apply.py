@@ -113,13 +113,14 @@ def run_batch(
     if seen is not None:
         seen.update(first_line)
 
+    hashes = {c.email: email_hash(c.email) for c in unique}
     suppressed = dict(
         _in_chunks(
             conn,
             lambda part: select(Suppression.email_hash, Suppression.reason).where(
                 Suppression.email_hash.in_(part)
             ),
-            [email_hash(c.email) for c in unique],
+            list(hashes.values()),
         )
     )
     existing = {
@@ -156,7 +157,7 @@ def run_batch(
     new: list[Candidate] = []
     updates: list[tuple[Candidate, object, list[str]]] = []
     for c in unique:
-        reason = suppressed.get(email_hash(c.email))
+        reason = suppressed.get(hashes[c.email])
         lead = existing.get(c.email)
         if reason == "erased":
             out.refuse(c.line, "erased at the person's request: never imported again")
