@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import Config
 from extensions import csrf, db, limiter, login_manager, migrate
 from services.metrics import multiproc
-from web import compression, hosts
+from web import access, compression, hosts
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -58,6 +58,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     request_metrics.init_app(app)  # the first hook: every request has its endpoint noted
     # First of all: a request for another host gets its 400 page and no more.
     app.before_request(hosts.refuse_untrusted_host)
+    # Then the CSV upload's own size limit, before anything reads a body.
+    app.before_request(access.raise_upload_limit)
     # Before CSRFProtect's own check: a multipart part without a name lands
     # in request.form under None, and Flask-WTF would fail on it with a 500.
     app.before_request(_refuse_nameless_form_parts)
@@ -73,6 +75,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         articles,
         auth,
         health,
+        lead_import,
         marketing,
         metrics,
         seo,
@@ -86,7 +89,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from services.mail import dkim
     from services.reporting.page_views import ViewCounter
     from services.staff import sessions
-    from web import access, errors, public_pages, routing, security, static_urls
+    from web import errors, public_pages, routing, security, static_urls
     from web import seo as seo_markup
 
     login_manager.user_loader(sessions.load)
@@ -109,6 +112,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(staff_links.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(marketing.bp)
+    app.register_blueprint(lead_import.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(seo.bp)

@@ -14,6 +14,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from commands_bounces import bounces_group
+from commands_import import leads_import
 from commands_metrics import metrics_options, start_metrics
 
 
@@ -234,7 +235,10 @@ def users_create(email: str, role: str, password: str | None) -> None:
 
 @click.group("leads")
 def leads_group() -> None:
-    """Leads: export, and test data."""
+    """Leads: export, import, and test data."""
+
+
+leads_group.add_command(leads_import)
 
 
 @leads_group.command("export")

@@ -22,6 +22,7 @@ from pathlib import Path
 from bench import common, data, releases
 from bench.common import Browser, Database, Figure, log, median, percentile
 from bench.compression import compression
+from bench.imports import import_bench
 from tests import procs
 
 ARTICLE = "/cspo-certification-benefits"
@@ -968,4 +969,5 @@ ALL = {
     "fanout": fanout,
     "delivery": delivery,
     "compression": compression,
+    "import": import_bench,
 }

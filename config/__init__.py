@@ -134,6 +134,8 @@ class Config:
             # GET /metrics (Prometheus): these addresses, or the bearer token.
             "METRICS_ALLOWED_IPS": env.networks("METRICS_ALLOWED_IPS", "127.0.0.1/32,::1/128"),
             "METRICS_TOKEN": env.secret("METRICS_TOKEN", min_length=16),
+            # The CSV import upload only (web.access): a million leads is about 60 MB.
+            "IMPORT_MAX_BYTES": env.integer("IMPORT_MAX_BYTES", 100 * 1024 * 1024, minimum=1),
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
         }

@@ -7,6 +7,7 @@ from models.audit import AuditEvent
 from models.base import Base, UTCDateTime, utcnow
 from models.inbound import InboundEvent, InboundKind, WebhookNonce
 from models.lead import ConsentEvent, ConsentKind, ConsentText, Lead, LeadStatus, LeadTopic
+from models.lead_import import ImportStatus, LeadImport, LeadImportChunk, LeadImportIssue
 from models.outbox import MailKind, OutboxMessage, OutboxStatus
 from models.outgoing_webhook import (
     DeliveryStatus,
@@ -32,9 +33,13 @@ __all__ = [
     "ConsentKind",
     "ConsentText",
     "DeliveryStatus",
+    "ImportStatus",
     "InboundEvent",
     "InboundKind",
     "Lead",
+    "LeadImport",
+    "LeadImportChunk",
+    "LeadImportIssue",
     "LeadStatus",
     "LeadTopic",
     "MailKind",

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ForeignKey, Index, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, UTCDateTime, new_public_id, string_enum, utcnow
+
+if TYPE_CHECKING:
+    from models.lead_import import LeadImport
 
 
 class LeadStatus(enum.StrEnum):
@@ -131,6 +135,9 @@ class ConsentEvent(Base):
     api_token_id: Mapped[int | None] = mapped_column(
         ForeignKey("api_token.id", ondelete="SET NULL"), index=True
     )
+    # An imported lead's evidence: the file, its stated basis, who and when.
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("lead_import.id", ondelete="SET NULL"))
 
     lead: Mapped[Lead] = relationship(back_populates="consent_events")
     consent_text: Mapped[ConsentText | None] = relationship()
+    lead_import: Mapped[LeadImport | None] = relationship()

@@ -148,6 +148,16 @@ def insert_ignore_many(
     stmt.execute(params, conn)
 
 
+def insert_ignore_each(
+    model, rows: list[dict], conflict: tuple[str, ...], conn: Connection | None = None
+) -> None:
+    """Thousands of rows (with the same columns), each inserted unless its
+    conflict key exists: the one-row statement run as an executemany, so the
+    driver loops over the rows and nothing large is compiled."""
+    if rows:
+        _statement(model, tuple(rows[0]), tuple(conflict)).execute(rows, conn)
+
+
 def insert_or_add(
     model, key: dict, counters: dict[str, int], conn: Connection | None = None
 ) -> None:

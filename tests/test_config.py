@@ -39,6 +39,7 @@ def test_defaults_are_the_embedded_mode(tmp_path):
     # No bounce address: the envelope sender is the From address.
     assert cfg["MAIL_BOUNCE_ADDRESS"] is None
     assert (cfg["BOUNCE_SOFT_LIMIT"], cfg["BOUNCE_SOFT_DAYS"]) == (3, 30)
+    assert cfg["IMPORT_MAX_BYTES"] == 100 * 1024 * 1024
 
 
 def test_good_values_are_parsed(tmp_path):
@@ -61,6 +62,7 @@ def test_good_values_are_parsed(tmp_path):
         DATABASE_URL="postgres://u:p@db.example/leads",
         CONTENT_DIR=str(content),
         MAX_CONTENT_LENGTH="131072",
+        IMPORT_MAX_BYTES="1048576",
     )
     assert cfg["PORT"] == 8080
     assert cfg["SITE_URL"] == "http://127.0.0.1:8080"  # follows PORT
@@ -77,6 +79,7 @@ def test_good_values_are_parsed(tmp_path):
     assert cfg["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u:p@db.example/leads"
     assert cfg["CONTENT_DIR"] == str(content)
     assert cfg["MAX_CONTENT_LENGTH"] == 131072
+    assert cfg["IMPORT_MAX_BYTES"] == 1048576
 
 
 def test_blank_values_mean_the_default_and_blank_reminder_days_none(tmp_path):
@@ -102,6 +105,7 @@ def test_blank_values_mean_the_default_and_blank_reminder_days_none(tmp_path):
         ("CLASSES_FOLLOWUP_DAYS", "-2", "a whole number of at least -1"),
         ("TRUSTED_PROXY_COUNT", "one", "a whole number of at least 0"),
         ("MAX_CONTENT_LENGTH", "64k", "a whole number of at least 1"),
+        ("IMPORT_MAX_BYTES", "100MB", "a whole number of at least 1"),
         ("MAIL_TIMEOUT", "soon", "a number of at least 0.1 such as 30"),
         ("MAIL_TIMEOUT", "0", "a number of at least 0.1 such as 30"),
         ("WORKER_POLL_SECONDS", "inf", "a number of at least 0 such as 1"),

@@ -94,8 +94,12 @@ def optimise_sqlite_statistics() -> None:
     """SQLite's planner needs table statistics to pick the right index at a
     million rows; PRAGMA optimize refreshes them only where they went stale."""
     if db.session.get_bind().dialect.name == "sqlite":
-        db.session.execute(text("PRAGMA optimize"))
-        db.session.commit()
+        try:
+            db.session.execute(text("PRAGMA optimize"))
+            db.session.commit()
+        except PASSING_ERRORS:  # busy with an import's batch: the next start does it
+            db.session.rollback()
+            log.warning("PRAGMA optimize skipped: the database is busy")
 
 
 def send_margin(cfg) -> float:
@@ -248,7 +252,37 @@ class Worker:
             for name in ("claimed", "sent", "retried", "failed", "skipped", "lost", "released"):
                 setattr(self.total, name, getattr(self.total, name) + getattr(stats, name))
 
+    def _imports(self, once: bool) -> None:
+        """Uploaded CSV imports and their dry runs, in a thread of their own:
+        a million-row import takes a minute, and mail keeps going meanwhile."""
+        from services.imports import jobs
+
+        with self.app.app_context():
+            try:
+                while not self._stop.is_set():
+                    try:
+                        ran = jobs.run_next(self.owner, should_stop=self._stop.is_set)
+                    except PASSING_ERRORS:  # the lease runs out; any worker resumes it
+                        db.session.rollback()
+                        log.exception("import: stopped, resumed on a later pass")
+                        ran = False
+                    if not ran:
+                        if once:
+                            break
+                        self._stop.wait(self.app.config["WORKER_POLL_SECONDS"])
+            finally:
+                db.session.remove()
+
     def run(self, once: bool = False) -> BatchStats:
+        importer = threading.Thread(target=self._imports, args=(once,), name="imports", daemon=True)
+        importer.start()
+        try:
+            return self._deliver(once)
+        finally:
+            while importer.is_alive():
+                importer.join(0.5)
+
+    def _deliver(self, once: bool) -> BatchStats:
         connections = max(1, int(self.app.config["WORKER_CONNECTIONS"]))
         if self.transport is not None or connections == 1:
             transport = self.transport or transport_from_config(self.app.config)

@@ -74,6 +74,7 @@ def lead_data(lead: Lead) -> dict:
                 "article": e.source_slug,
                 "placement": e.placement,
                 "consent_text": e.consent_text.text if e.consent_text else None,
+                "imported_from": e.lead_import.filename if e.lead_import else None,
             }
             for e in lead.consent_events
         ],
