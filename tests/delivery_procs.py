@@ -371,5 +371,8 @@ def worker_env(tmp_path: Path, url: str, smtp: object, **settings: object) -> di
         "SITE_URL": "http://127.0.0.1:5000",
         "WORKER_POLL_SECONDS": "0.1",
         "MAIL_TIMEOUT": "1",
+        # The lease must outlast a webhook post too (2 x WEBHOOK_TIMEOUT + 1):
+        # these tests use leases of a few seconds.
+        "WEBHOOK_TIMEOUT": "1",
     }
     return procs.app_env(tmp_path, url, **{**defaults, **settings})
