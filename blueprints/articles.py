@@ -75,8 +75,13 @@ def class_ics(public_id: str):
     cls = classes_service.class_by_public_id(public_id)
     if cls is None:
         abort(404)
-    page = current_app.config["SITE_URL"] + TRAINING_PATH
-    body = classes_service.ics(cls, current_app.config["SITE_NAME"], page)
+    site_url = current_app.config["SITE_URL"]
+    # The counted register link, as on the page: clicks from calendars count too.
+    token = classes_service.register_token(cls, None, "calendar")
+    register = site_url + url_for("articles.register", token=token)
+    body = classes_service.ics(
+        cls, current_app.config["SITE_NAME"], site_url + TRAINING_PATH, register
+    )
     return Response(
         body,
         mimetype="text/calendar",

@@ -180,25 +180,59 @@ def where(cls: TrainingClass) -> str:
     return "Online" if cls.online else (cls.location or "")
 
 
-def ics(cls: TrainingClass, site_name: str, page_url: str) -> bytes:
+@dataclass(frozen=True)
+class Schedule:
+    """A class as its days: the first day's session in the class's own zone,
+    held on `days` consecutive days at the same wall-clock hours (the admin
+    form takes a first and last day and one start and end time)."""
+
+    first_start: datetime
+    first_end: datetime
+    days: int
+
+
+def schedule(cls: TrainingClass) -> Schedule:
+    start, end = local_times(cls)
+    span = (end.date() - start.date()).days
+    if end.time() > start.time():
+        # 09:00-13:00 on 18 and 19 January: two sessions, not one of 28 hours.
+        first_end = datetime.combine(start.date(), end.time(), start.tzinfo)
+        return Schedule(start, first_end, span + 1)
+    # Ends at or before its start time: each session runs past midnight.
+    first_end = datetime.combine(start.date() + timedelta(days=1), end.time(), start.tzinfo)
+    return Schedule(start, first_end, max(span, 1))
+
+
+def ics(cls: TrainingClass, site_name: str, page_url: str, register_url: str | None) -> bytes:
+    """One VEVENT for the first day's session, repeated daily. DTSTART and
+    DTEND carry the class's TZID (with its VTIMEZONE, which Outlook needs): an
+    RRULE on UTC times would move the hours by one after a DST change."""
+    sched = schedule(cls)
     cal = Calendar()
     cal.add("prodid", f"-//{site_name}//CSPO classes//EN")
     cal.add("version", "2.0")
     event = Event()
     event.add("uid", f"{cls.public_id}@{urlsplit(page_url).netloc or 'localhost'}")
     event.add("summary", cls.title)
-    event.add("dtstart", cls.starts_at)
-    event.add("dtend", cls.ends_at)
+    event.add("dtstart", sched.first_start)
+    event.add("dtend", sched.first_end)
+    if sched.days > 1:
+        event.add("rrule", {"freq": "daily", "count": sched.days})
     event.add("dtstamp", clock.now())
     event.add("location", where(cls))
     description = f"{cls.course} class" + (f" with {cls.trainer}" if cls.trainer else "")
-    if cls.registration_url:
-        description += f"\nRegister: {cls.registration_url}"
+    if cls.registration_url and register_url:
+        description += f"\nRegister: {register_url}"
     event.add("description", description)
     event.add("url", page_url)
     if cls.status == ClassStatus.CANCELLED:
         event.add("status", "CANCELLED")
     cal.add_component(event)
+    # Only the transitions around the class, not every one since 1970.
+    first = sched.first_start.date()
+    cal.add_missing_timezones(
+        first_date=first - timedelta(days=366), last_date=first + timedelta(days=366)
+    )
     return cal.to_ical()
 
 
