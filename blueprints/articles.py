@@ -139,6 +139,16 @@ def _class_when(cls) -> str:
     return classes_service.when_text(cls)
 
 
+@bp.app_template_global("class_event_dates")
+def _class_event_dates(cls) -> tuple[str, str]:
+    return site_index.event_dates(cls)
+
+
+@bp.app_template_global("class_event_schedule")
+def _class_event_schedule(cls) -> dict | None:
+    return site_index.event_schedule(cls)
+
+
 @bp.app_template_global("register_link")
 def _register_link(cls) -> str:
     from flask import url_for

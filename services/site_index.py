@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from models import ClassStatus, TrainingClass
 from services.campaigns import classes as classes_service
@@ -91,14 +91,44 @@ def course_ld(
     }
 
 
+def event_dates(cls: TrainingClass) -> tuple[str, str]:
+    """startDate and endDate: the times of a one-day class; only the first
+    and last days of a longer one, whose hours are in its event_schedule
+    (a start and end time would claim it runs through the nights)."""
+    sched = classes_service.schedule(cls)
+    if sched.days == 1:
+        return sched.first_start.isoformat(), sched.first_end.isoformat()
+    last_end = sched.first_end + timedelta(days=sched.days - 1)
+    return sched.first_start.date().isoformat(), last_end.date().isoformat()
+
+
+def event_schedule(cls: TrainingClass) -> dict | None:
+    """schema.org Schedule of a class over several days: the same hours on
+    each, in its own zone. None for a one-day class."""
+    sched = classes_service.schedule(cls)
+    if sched.days == 1:
+        return None
+    first_day, last_day = event_dates(cls)
+    return {
+        "@type": "Schedule",
+        "startDate": first_day,
+        "endDate": last_day,
+        "startTime": f"{sched.first_start:%H:%M}",
+        "endTime": f"{sched.first_end:%H:%M}",
+        "repeatFrequency": "P1D",
+        "repeatCount": sched.days,
+        "scheduleTimezone": cls.timezone,
+    }
+
+
 def _course_instance(cls: TrainingClass, page_url: str) -> dict:
-    start, end = classes_service.local_times(cls)
+    start_date, end_date = event_dates(cls)
     instance: dict = {
         "@type": "CourseInstance",
         "name": cls.title,
         "courseMode": "online" if cls.online else "onsite",
-        "startDate": start.isoformat(),
-        "endDate": end.isoformat(),
+        "startDate": start_date,
+        "endDate": end_date,
         "eventStatus": "https://schema.org/"
         + ("EventCancelled" if cls.status == ClassStatus.CANCELLED else "EventScheduled"),
         "location": (
@@ -107,6 +137,9 @@ def _course_instance(cls: TrainingClass, page_url: str) -> dict:
             else {"@type": "Place", "name": cls.location, "address": cls.location}
         ),
     }
+    schedule = event_schedule(cls)
+    if schedule:
+        instance["eventSchedule"] = schedule
     if cls.trainer:
         instance["instructor"] = {"@type": "Person", "name": cls.trainer}
     if cls.price is not None:

@@ -166,3 +166,24 @@ def test_json_ld_of_a_multi_day_class_gives_its_days_and_daily_hours(app, client
     assert single["startDate"] == "2027-02-01T09:00:00+01:00"
     assert single["endDate"] == "2027-02-01T17:00:00+01:00"
     assert "eventSchedule" not in single
+
+
+def test_the_class_cards_event_microdata_says_the_same(app, client, frozen):
+    frozen.set(SEPT_2026)
+    with app.app_context():
+        _class(date(2027, 1, 18), date(2027, 1, 19), time(9), time(13))
+    html = client.get(TRAINING).get_data(as_text=True)
+    [card] = re.findall(r'<li class="class-card".*?</li>', html, re.S)
+    assert '<meta itemprop="startDate" content="2027-01-18">' in card
+    assert '<meta itemprop="endDate" content="2027-01-19">' in card
+    schedule = re.search(r'itemprop="eventSchedule" itemscope[^>]*>(.*?)</span>', card).group(1)
+    assert dict(re.findall(r'<meta itemprop="(\w+)" content="([^"]*)">', schedule)) == {
+        "startDate": "2027-01-18",
+        "endDate": "2027-01-19",
+        "startTime": "09:00",
+        "endTime": "13:00",
+        "repeatFrequency": "P1D",
+        "repeatCount": "2",
+        "scheduleTimezone": "Europe/Berlin",
+    }
+    assert "18–19 January 2027, 09:00–13:00</time>" in card
