@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from extensions import db
-from models import ApiToken, LeadImport, User
+from models import ApiToken, LeadImport, MailKind, OutboxMessage, User
+from services import clock
 from services.leads.subscriptions import lead_by_email
 from services.outgoing_webhooks import endpoints, targets
 from services.staff import audit
@@ -65,6 +66,13 @@ def test_every_kind_of_target_is_named_and_linked_in_one_query_per_kind(app, cli
             admin, "webhook.create", endpoint.url, endpoint=endpoint.public_id, events=["x"]
         )
         audit.record(admin, "webhook.delete", "https://gone.example/h", endpoint="nosuchid")
+        mail = OutboxMessage(
+            kind=MailKind.STAFF_NOTICE, to_email="ann@example.com", send_after=clock.now()
+        )
+        db.session.add(mail)
+        db.session.flush()
+        audit.record(admin, "outbox.retry", str(mail.id))
+        mail_id = mail.id
         db.session.commit()
         token_name, token_prefix, token_id = token.name, token.prefix, token.public_id
         endpoint_id = endpoint.public_id
@@ -111,6 +119,8 @@ def test_every_kind_of_target_is_named_and_linked_in_one_query_per_kind(app, cli
         f'<a href="/admin/webhooks/{endpoint_id}">http://127.0.0.1:9999/hook</a>'
     )
     assert "no longer exists" in rows["webhook.delete"][0]
+    mail_link = f'<a href="/admin/outbox/{mail_id}">mail #{mail_id}</a>'
+    assert rows["outbox.retry"][0].startswith(mail_link)
 
     # Twice the entries of every kind: the same number of statements.
     with app.app_context():
