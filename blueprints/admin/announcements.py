@@ -63,7 +63,11 @@ def announcement_list():
 
 def _announcement_form_page(form, ann, status=200):
     return render_template(
-        "admin/announcement_form.html", form=form, ann=ann, merge_tags=templating.MERGE_TAGS
+        "admin/announcement_form.html",
+        form=form,
+        ann=ann,
+        merge_tags=templating.MERGE_TAGS,
+        body_only=templating.LEAD_TYPED,
     ), status
 
 

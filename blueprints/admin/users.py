@@ -94,5 +94,6 @@ def audit_log():
         "admin/audit.html",
         rows=page.rows,
         subjects=audit.subjects(page.rows),
+        details={e.id: audit.details(e) for e in page.rows},
         next_before=page.next_before,
     )

@@ -40,7 +40,7 @@ def webhooks():
                 form.url.data, form.description.data or "", form.events.data or [], current_user
             )
         except endpoints.EndpointError as exc:
-            form.form_errors.append(str(exc))
+            form.form_errors.extend(exc.problems)
         else:
             audit.record(
                 current_user,

@@ -109,7 +109,9 @@ def subscribe(args: dict):
         ),
         _evidence(),
     )
-    record("lead.subscribe", None, topics=args["topics"])
+    # The audit log names the lead like every other lead entry (staff only see it).
+    lead = subscriptions.lead_by_email(email, with_topics=False)
+    record("lead.subscribe", lead.public_id if lead else None, topics=args["topics"])
     db.session.commit()
     return {"accepted": True}
 

@@ -13,7 +13,11 @@ from services.outgoing_webhooks import events, signing, targets
 
 
 class EndpointError(ValueError):
-    """Input the admin should correct; the message says how."""
+    """Input the admin should correct: every problem found, each saying how."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__(" ".join(problems))
+        self.problems = list(problems)
 
 
 def endpoints() -> list[WebhookEndpoint]:
@@ -27,13 +31,17 @@ def by_public_id(public_id: str) -> WebhookEndpoint | None:
 
 
 def _checked(url: str, event_types: list[str]) -> tuple[str, list[str]]:
+    """Every problem at once, so the admin fixes them in one go."""
+    problems = []
     try:
         targets.check(url, current_app.config["WEBHOOK_ALLOW_PRIVATE_TARGETS"])
     except targets.TargetError as exc:
-        raise EndpointError(str(exc)) from None
+        problems.append(str(exc))
     chosen = sorted(set(event_types) & set(events.EVENT_TYPES))
     if not chosen:
-        raise EndpointError("Choose at least one event.")
+        problems.append("Choose at least one event.")
+    if problems:
+        raise EndpointError(*problems)
     return url.strip(), chosen
 
 

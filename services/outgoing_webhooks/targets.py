@@ -54,22 +54,34 @@ def parse(url: str) -> Target:
     )
 
 
-def is_public(ip: IPAddress) -> bool:
-    """Reachable on the internet at large: not private, loopback,
-    link-local, multicast, reserved or unspecified; an IPv6 address that
-    carries an IPv4 one (mapped, 6to4, Teredo) is judged by that one too."""
+# The kinds of address no webhook goes to, the most telling first (127.0.0.1
+# is private and loopback: "loopback" says more).
+_CATEGORIES = (
+    ("unspecified", "is_unspecified"),
+    ("loopback", "is_loopback"),
+    ("link-local", "is_link_local"),
+    ("multicast", "is_multicast"),
+    ("private", "is_private"),
+    ("reserved", "is_reserved"),
+)
+
+
+def category(ip: IPAddress) -> str | None:
+    """Why the address is not reachable on the internet at large (loopback,
+    private, link-local...), None when it is; an IPv6 address that carries
+    an IPv4 one (mapped, 6to4, Teredo) is judged by that one too."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is not None and not is_public(embedded):
-            return False
-    return ip.is_global and not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
+        if embedded is not None and (inner := category(embedded)) is not None:
+            return f"{inner} (as {embedded})"
+    for name, test in _CATEGORIES:
+        if getattr(ip, test):
+            return name
+    return None if ip.is_global else "non-public (not globally routable)"
+
+
+def is_public(ip: IPAddress) -> bool:
+    return category(ip) is None
 
 
 def resolve(target: Target, allow_private: bool) -> IPAddress:
@@ -85,10 +97,10 @@ def resolve(target: Target, allow_private: bool) -> IPAddress:
         raise TargetError(f"{target.host} does not resolve")
     if not allow_private:
         for ip in addresses:
-            if not is_public(ip):
+            if (why := category(ip)) is not None:
                 raise TargetError(
-                    f"{target.host} resolves to {ip}, a private, loopback, link-local, "
-                    "multicast or reserved address: refused"
+                    f"{target.host} resolves to {ip}, a {why} address: refused. "
+                    "On a trusted network, set WEBHOOK_ALLOW_PRIVATE_TARGETS=1 to allow it."
                 )
     return addresses[0]
 
