@@ -76,8 +76,8 @@ def start_serve(environ: dict[str, str], instance_path: str | Path) -> Path:
 
 
 def worker_exited(pid: int, directory: str | Path | None = None) -> None:
-    """A process that counted in the directory (this process's, else the one
-    given) has exited: gunicorn's child_exit, `flask serve` when its delivery
+    """A process that counted in the directory (the one given, else this
+    process's) has exited: gunicorn's child_exit, `flask serve` when its delivery
     worker ends. Its live gauges go (its counters stay, so totals never drop)."""
     from prometheus_client import multiprocess
 
