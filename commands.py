@@ -16,6 +16,7 @@ from flask.cli import with_appcontext
 from commands_bounces import bounces_group
 from commands_import import leads_import
 from commands_metrics import metrics_options, start_metrics
+from services.metrics import multiproc
 
 
 @click.command("worker")
@@ -143,6 +144,9 @@ def serve_command(port: int, workers: int, threads: int) -> None:
     """Web server and delivery worker in one command (what `make run` runs)."""
     app = current_app
     env = dict(os.environ)
+    # The worker counts mail sent and SMTP errors beside the web workers, so
+    # one scrape of /metrics shows them all.
+    counts_dir = multiproc.start_serve(env, app.instance_path)
     click.echo(f"Mail: MAIL_BACKEND={app.config['MAIL_BACKEND']}; {_mail_destination(app)}")
     if workers > 1 and app.config["RATELIMIT_STORAGE_URI"].startswith("memory"):
         click.echo(
@@ -160,7 +164,7 @@ def serve_command(port: int, workers: int, threads: int) -> None:
             # gunicorn's default control socket lives in ~/.gunicorn and is
             # taken over by the next gunicorn started: keep each run its own.
             "--no-control-socket",
-            # Its hooks keep the workers' Prometheus counts together.
+            # Its hooks keep the web workers' Prometheus counts together.
             "--config",
             str(Path(__file__).resolve().parent / "gunicorn.conf.py"),
             # Threads: a long CSV export streams from one thread while the
@@ -193,6 +197,7 @@ def serve_command(port: int, workers: int, threads: int) -> None:
     finally:
         _stop()
         worker.wait(timeout=60)
+        multiproc.worker_exited(worker.pid, counts_dir)
 
 
 def _first_admin_hint(port: int) -> None:
