@@ -160,6 +160,7 @@ def test_an_announcement_whose_every_mail_was_skipped_says_none_was_sent(app, cl
     waiting = page_text(client.get(f"/admin/announcements/{public_id}"))
     assert "The worker plans the sends of due announcements every 15 seconds" in waiting
     assert re.search(r'<p id="nothing-sent"[^>]*hidden', waiting)
+    assert '<p id="progress-text" hidden>' in waiting, "no 0 of 0 done while it waits"
 
     assert drain(app) == {"sent": 0, "skipped": 1, "failed": 0}
     progress = client.get(f"/admin/announcements/{public_id}/progress.json").get_json()

@@ -19,6 +19,7 @@
     var skipsBody = document.getElementById("skips-body");
     var note = document.getElementById("progress-auto");
     var outcome = document.getElementById("outcome-bar");
+    var counts = document.getElementById("progress-text");
     var nothingSent = document.getElementById("nothing-sent");
     var delay = FAST, last = "";
     if (note) { note.textContent = "or wait: the counts update by themselves."; }
@@ -28,6 +29,7 @@
       bar.value = data.done;
       bar.textContent = data.done + " of " + data.total;
       if (waiting) { waiting.hidden = data.total > 0; }
+      if (counts) { counts.hidden = data.total === 0; }  // no "0 of 0 done" while the worker plans
       if (outcome) {
         var x = 0, whole = data.total || 1;
         outcome.querySelectorAll("[data-part]").forEach(function (rect) {
