@@ -89,7 +89,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from services.mail import dkim
     from services.reporting.page_views import ViewCounter
     from services.staff import sessions
-    from web import errors, public_pages, routing, security, static_urls
+    from web import errors, public_pages, routing, security, static_urls, template_filters
     from web import seo as seo_markup
 
     login_manager.user_loader(sessions.load)
@@ -106,6 +106,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     access.init_app(app)
     seo_markup.init_app(app)
     static_urls.init_app(app)
+    template_filters.init_app(app)
     app.register_blueprint(subscriptions.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)

@@ -21,6 +21,7 @@ from flask_login import current_user
 from extensions import db
 from models import Lead, Role
 from services import clock
+from services.imports import report as import_report
 from services.leads import privacy, subscriptions, topics
 from services.reporting import dashboard, export, lead_query
 from services.reporting.lead_query import FilterError, LeadFilters
@@ -71,6 +72,7 @@ def _leads_page(filters: LeadFilters, page, error: str | None):
         error=error,
         topics=topics.TOPICS,
         articles=current_app.extensions["articles"].all(),
+        import_sources=import_report.source_labels(),
     ), (400 if error else 200)
 
 

@@ -19,7 +19,7 @@ from services.staff import auth
 from tests.helpers import PASSWORD, add_user, audit_actions, csrf_token, page_text
 
 MARKETER = "marketer@example.com"
-SECRET = re.compile(r'<code id="totp-secret">([A-Z2-7]+)</code>')
+SECRET = re.compile(r'<code id="totp-secret" class="key-groups" data-secret="([A-Z2-7]+)">')
 CODES = re.compile(r"<li><code>([a-z2-7]{5}-[a-z2-7]{5})</code></li>")
 
 

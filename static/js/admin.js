@@ -18,6 +18,9 @@
     var skips = document.getElementById("skips");
     var skipsBody = document.getElementById("skips-body");
     var note = document.getElementById("progress-auto");
+    var outcome = document.getElementById("outcome-bar");
+    var counts = document.getElementById("progress-text");
+    var nothingSent = document.getElementById("nothing-sent");
     var delay = FAST, last = "";
     if (note) { note.textContent = "or wait: the counts update by themselves."; }
 
@@ -26,6 +29,17 @@
       bar.value = data.done;
       bar.textContent = data.done + " of " + data.total;
       if (waiting) { waiting.hidden = data.total > 0; }
+      if (counts) { counts.hidden = data.total === 0; }  // no "0 of 0 done" while the worker plans
+      if (outcome) {
+        var x = 0, whole = data.total || 1;
+        outcome.querySelectorAll("[data-part]").forEach(function (rect) {
+          var w = 100 * (data[rect.dataset.part] || 0) / whole;
+          rect.setAttribute("x", x.toFixed(3));
+          rect.setAttribute("width", w.toFixed(3));
+          x += w;
+        });
+      }
+      if (nothingSent) { nothingSent.hidden = !(data.total > 0 && data.done === data.total && data.sent === 0); }
       section.querySelectorAll("[data-k]").forEach(function (el) {
         var v = data[el.dataset.k];
         if (v !== undefined) { el.textContent = number(v); }
