@@ -238,6 +238,26 @@ def users_create(email: str, role: str, password: str | None) -> None:
     click.echo(f"Created {user.role.value} {user.email}.")
 
 
+@users_group.command("reset-2fa")
+@click.argument("email")
+@with_appcontext
+def users_reset_two_factor(email: str) -> None:
+    """Turn off a user's two-factor sign-in (phone and recovery codes lost)."""
+    from extensions import db
+    from services.staff import account
+    from services.staff.auth import AuthError, user_by_email
+
+    user = user_by_email(email)
+    if user is None:
+        raise click.ClickException(f"No user {email.strip().lower()}.")
+    try:
+        ended = account.reset_two_factor(user, by=None)
+    except AuthError as exc:
+        raise click.ClickException(str(exc)) from exc
+    db.session.commit()
+    click.echo(f"Two-factor sign-in is off for {user.email}; {ended} session(s) ended.")
+
+
 @click.group("leads")
 def leads_group() -> None:
     """Leads: export, import, and test data."""

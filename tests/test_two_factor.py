@@ -216,3 +216,66 @@ def test_required_2fa_sends_an_admin_to_setup_and_nowhere_else(app, admin_2fa_re
     marketer = app.test_client()
     login(marketer)
     assert marketer.get("/marketing/").status_code == 200, "marketers are free under 'admin'"
+
+
+def test_an_admin_turns_off_a_locked_out_users_2fa_and_ends_their_sessions(app, frozen, with_2fa):
+    # The marketer lost the phone and the recovery codes: an admin steps in.
+    totp, _codes = with_2fa
+    marketer = app.test_client()  # signed in with password and code before the loss
+    assert login(marketer).headers["Location"].endswith("/login/code")
+    assert enter_code(marketer, totp.at(frozen.now)).status_code == 303
+    assert marketer.get("/account/").status_code == 200
+    admin = app.test_client()
+    add_user(app, "admin@example.com", Role.ADMIN)
+    assert login(admin, "admin@example.com").status_code == 303
+    with app.app_context():
+        user_id = auth.user_by_email(MARKETER).id
+    page = page_text(admin.get("/admin/users"))
+    assert f"/admin/users/{user_id}/2fa/reset" in page
+    r = post(admin, f"/admin/users/{user_id}/2fa/reset", {}, page="/admin/users")
+    assert r.status_code == 303
+    assert "Two-factor sign-in is off for marketer@example.com" in page_text(
+        admin.get("/admin/users")
+    )
+    with app.app_context():
+        user = auth.user_by_email(MARKETER)
+        assert not user.two_factor_enabled and user.totp_secret is None
+        assert (
+            db.session.scalars(select(RecoveryCode).where(RecoveryCode.user_id == user.id)).all()
+            == []
+        )
+    assert "2fa.reset" in audit_actions(app, MARKETER)
+    # Their session is over; the password alone signs in again.
+    assert marketer.get("/account/").status_code == 302
+    fresh = app.test_client()
+    assert login(fresh).headers["Location"].endswith("/marketing/")
+
+
+def test_an_admin_cannot_reset_their_own_2fa_from_the_users_page(app, frozen):
+    add_user(app, "admin@example.com", Role.ADMIN)
+    admin = app.test_client()
+    login(admin, "admin@example.com")
+    set_up(admin, frozen)
+    with app.app_context():
+        user_id = auth.user_by_email("admin@example.com").id
+    assert f"/admin/users/{user_id}/2fa/reset" not in page_text(admin.get("/admin/users"))
+    post(admin, f"/admin/users/{user_id}/2fa/reset", {}, page="/admin/users")
+    assert "Use your account page" in page_text(admin.get("/admin/users"))
+    with app.app_context():
+        assert auth.user_by_email("admin@example.com").two_factor_enabled
+
+
+def test_the_cli_turns_off_2fa_for_an_admin_locked_out_of_every_account(app, with_2fa):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["users", "reset-2fa", "Marketer@Example.com"])
+    assert result.exit_code == 0, result.output
+    assert "Two-factor sign-in is off for marketer@example.com" in result.output
+    with app.app_context():
+        assert not auth.user_by_email(MARKETER).two_factor_enabled
+    assert "2fa.reset" in audit_actions(app, MARKETER)
+    again = runner.invoke(args=["users", "reset-2fa", MARKETER])
+    assert again.exit_code == 1 and "has no two-factor sign-in" in again.output
+    assert (
+        "No user nobody@example.com"
+        in runner.invoke(args=["users", "reset-2fa", "nobody@example.com"]).output
+    )

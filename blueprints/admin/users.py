@@ -10,7 +10,7 @@ from blueprints.admin.forms import InvitationForm, UserCreateForm, UserUpdateFor
 from extensions import db
 from models import Role
 from services import paging
-from services.staff import audit, auth, links
+from services.staff import account, audit, auth, links
 
 
 def _users_page(status: int = 200, **forms):
@@ -80,6 +80,24 @@ def user_update(user_id: int):
         audit.record(current_user, "user.update", user.email, **changes)
         db.session.commit()
         flash(f"Updated {user.email}.", "info")
+    return redirect(url_for(".users"), 303)
+
+
+@bp.post("/users/<int:user_id>/2fa/reset")
+def user_reset_two_factor(user_id: int):
+    # CSRFProtect has checked the form's token before the view runs.
+    user = auth.user_by_id(user_id) or abort(404)
+    try:
+        account.reset_two_factor(user, by=current_user)
+    except auth.AuthError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for(".users"), 303)
+    db.session.commit()
+    flash(
+        f"Two-factor sign-in is off for {user.email}, and their sessions are ended. "
+        "They sign in with their password and can set it up again.",
+        "info",
+    )
     return redirect(url_for(".users"), 303)
 
 

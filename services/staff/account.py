@@ -53,3 +53,18 @@ def regenerate_recovery_codes(user: User) -> list[str]:
 def disable_two_factor(user: User) -> None:
     two_factor.disable(user)
     audit.record(user, "2fa.disable", user.email)
+
+
+def reset_two_factor(user: User, by: User | None) -> int:
+    """For someone who lost both their phone and their recovery codes: an
+    admin (or `flask users reset-2fa`, by=None) turns their 2FA off and ends
+    every session of theirs; they sign in with the password and set it up
+    again. Not for oneself: the account page does that with a proof."""
+    if by is not None and by.id == user.id:
+        raise auth.AuthError("Use your account page to turn off your own two-factor sign-in.")
+    if not user.two_factor_enabled:
+        raise auth.AuthError(f"{user.email} has no two-factor sign-in to turn off.")
+    two_factor.disable(user)
+    ended = sessions.end_all(user)
+    audit.record(by, "2fa.reset", user.email, sessions_ended=ended)
+    return ended
