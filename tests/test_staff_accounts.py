@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from extensions import db
-from models import AuditEvent, Role, StaffSession, User
+from models import AuditEvent, Role, StaffSession
 from services.staff import auth
 from tests.helpers import (
     PASSWORD,
@@ -36,13 +36,6 @@ def app_config(app_config, smtp_server):
         "LOGIN_RATE_LIMIT": "1000 per minute",
         "PASSWORD_RESET_RATE_LIMIT": "1000 per minute",
     }
-
-
-def user_row(app, email: str) -> User:
-    with app.app_context():
-        user = auth.user_by_email(email)
-        db.session.expunge(user)
-        return user
 
 
 # --- Where people land.
