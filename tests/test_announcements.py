@@ -23,7 +23,7 @@ from models import (
     OutboxMessage,
     OutboxStatus,
 )
-from services.campaigns import announcements
+from services.campaigns import announcement_report, announcements
 from services.delivery.claim import claim
 from services.delivery.send import BatchStats
 from services.delivery.worker import plan_due_work
@@ -90,7 +90,7 @@ def outbox_statuses(app, public_id: str) -> dict[str, int]:
         a = db.session.execute(
             select(Announcement).where(Announcement.public_id == public_id)
         ).scalar_one()
-        return {k: v for k, v in announcements.progress(a.id).items() if v}
+        return {k: v for k, v in announcement_report.progress(a.id).items() if v}
 
 
 def audience_leads(app) -> None:

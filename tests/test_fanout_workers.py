@@ -28,7 +28,7 @@ from models import (
     OutboxMessage,
     OutboxStatus,
 )
-from services.campaigns import announcements
+from services.campaigns import announcement_report, announcements
 from services.delivery import worker
 from tests import procs
 from tests.factories import bulk_leads, due_announcement, make_lead
@@ -103,7 +103,7 @@ def test_two_planners_at_once_queue_one_row_per_lead(app):
         assert announcements.fan_out(ann_id) is None
         worker.plan_due_work()
         db.session.commit()
-        assert announcements.progress(ann_id)["total"] == LEADS
+        assert announcement_report.progress(ann_id)["total"] == LEADS
 
         # And the database itself refuses a second row for a lead.
         lead_id = db.session.execute(

@@ -21,7 +21,7 @@ from sqlalchemy import select, text
 from app import create_app
 from extensions import db
 from models import Announcement, OutboxMessage, OutboxStatus
-from services.campaigns import announcements
+from services.campaigns import announcement_report, announcements
 from services.delivery.claim import OUTBOX, claim, finish, release
 from services.delivery.rules import load_batch
 from services.delivery.send import BatchStats, deliver
@@ -122,7 +122,7 @@ def test_a_topic_unticked_after_the_fan_out_stops_the_announcement(app, client, 
         preferences = f"/preferences/{subscriptions.preferences_token(leaver)}"
         ann = due_announcement()
         plan_due_work()
-        assert announcements.progress(ann.id)["queued"] == 2
+        assert announcement_report.progress(ann.id)["queued"] == 2
 
     # The lead keeps the newsletter and unticks the classes on the preferences page.
     token = csrf_token(client, preferences)

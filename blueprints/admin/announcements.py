@@ -131,7 +131,7 @@ def announcement_detail(public_id: str):
         preview=preview,
         sample_subject=announcement_report.sample_subject(ann),
         reach=audience.reach(audience.of(ann)),
-        progress=announcements.progress(ann.id),
+        progress=announcement_report.progress(ann.id),
         skips=announcement_report.skips_by_reason(ann.id),
         live=ann.status in announcements.UNDERWAY,
         # In the Refresh link: a link to the page itself with only a new
@@ -233,7 +233,7 @@ def announcement_progress(public_id: str):
     return jsonify(
         status=ann.status.value,
         skips=announcement_report.skips_by_reason(ann.id),
-        **announcements.progress(ann.id),
+        **announcement_report.progress(ann.id),
     )
 
 

@@ -19,7 +19,7 @@ from blueprints.api.schemas import (
 from extensions import db
 from models import Role, TokenScope, TrainingClass
 from services import timezones
-from services.campaigns import announcements
+from services.campaigns import announcement_report, announcements
 from services.campaigns import classes as classes_service
 from services.delivery import outbox_report
 from web import public_pages
@@ -159,7 +159,7 @@ def get_announcement(public_id: str):
 @problems(bp, 404)
 def announcement_progress(public_id: str):
     """Its mails by delivery status."""
-    return announcements.progress(_announcement(public_id).id)
+    return announcement_report.progress(_announcement(public_id).id)
 
 
 @bp.get("/outbox")

@@ -1,5 +1,5 @@
-"""What the admin reads about announcements besides their progress: the
-skipped mail by reason, and each subject as a sample lead would see it."""
+"""What the admin (and the API) read about announcements: their progress,
+the skipped mail by reason, and each subject as a sample lead would see it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,22 @@ from extensions import db
 from models import Announcement, OutboxMessage, OutboxStatus
 from services.campaigns.announcements import sample_context
 from services.mail import templating
+
+
+def progress(ann_id: int) -> dict[str, int]:
+    """Its mail to leads (test sends left out) counted by status, with total and done."""
+    counts = dict.fromkeys(
+        ("queued", "sending", "sent", "failed", "skipped", "cancelled", "held"), 0
+    )
+    for status, n in db.session.execute(
+        select(OutboxMessage.status, func.count())
+        .where(OutboxMessage.announcement_id == ann_id, OutboxMessage.lead_id.is_not(None))
+        .group_by(OutboxMessage.status)
+    ):
+        counts[OutboxStatus(status).value] = n
+    counts["total"] = sum(counts.values())
+    counts["done"] = counts["sent"] + counts["failed"] + counts["skipped"] + counts["cancelled"]
+    return counts
 
 
 def skips_by_reason(ann_id: int) -> list[tuple[str, int]]:

@@ -373,21 +373,6 @@ def cancel(ann: Announcement) -> int:
     return n
 
 
-def progress(ann_id: int) -> dict[str, int]:
-    counts = dict.fromkeys(
-        ("queued", "sending", "sent", "failed", "skipped", "cancelled", "held"), 0
-    )
-    for status, n in db.session.execute(
-        select(OutboxMessage.status, func.count())
-        .where(OutboxMessage.announcement_id == ann_id, OutboxMessage.lead_id.is_not(None))
-        .group_by(OutboxMessage.status)
-    ):
-        counts[OutboxStatus(status).value] = n
-    counts["total"] = sum(counts.values())
-    counts["done"] = counts["sent"] + counts["failed"] + counts["skipped"] + counts["cancelled"]
-    return counts
-
-
 def finish_sent() -> int:
     """Mark sending announcements whose rows are all finished as sent."""
     pending = select(OutboxMessage.id).where(
