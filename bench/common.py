@@ -411,6 +411,13 @@ class RssSampler:
     def peak(self) -> float | None:
         return max((s[2] for s in self.samples), default=None)
 
+    def peak_total(self) -> float | None:
+        """The largest sum over the processes sampled at the same moment."""
+        totals: dict[float, float] = {}
+        for at, _, rss in self.samples:
+            totals[at] = totals.get(at, 0.0) + rss
+        return max(totals.values(), default=None)
+
 
 # --- Load generator (a separate process)
 

@@ -10,6 +10,7 @@ the lambda's code and `track_on` instead: compiled once.
 Each function runs on the session (which flushes pending ORM changes first)
 unless given `conn`: a caller on a hot path that flushed already passes
 `db.session.connection()` and skips the session's per-statement work.
+`insert_rows`, for bulk loads, always takes the connection.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from functools import lru_cache
 
 from sqlalchemy import (
     Connection,
+    Dialect,
     Executable,
     StatementLambdaElement,
+    Table,
     bindparam,
     lambda_stmt,
 )
@@ -148,14 +151,70 @@ def insert_ignore_many(
     stmt.execute(params, conn)
 
 
-def insert_ignore_each(
-    model, rows: list[dict], conflict: tuple[str, ...], conn: Connection | None = None
+def insert_rows(
+    conn: Connection,
+    table: Table,
+    columns: tuple[str, ...],
+    rows: list[tuple],
+    *,
+    constants: dict | None = None,
+    conflict: tuple[str, ...] = (),
 ) -> None:
-    """Thousands of rows (with the same columns), each inserted unless its
-    conflict key exists: the one-row statement run as an executemany, so the
-    driver loops over the rows and nothing large is compiled."""
-    if rows:
-        _statement(model, tuple(rows[0]), tuple(conflict)).execute(rows, conn)
+    """Thousands of rows for a bulk load, as tuples of `columns`, through the
+    driver's executemany; `constants` (a batch's time, a status) are the same
+    on every row. With `conflict`, a row whose key exists is left out.
+
+    Each column's type converts its values as SQLAlchemy would, but only
+    where it has something to do: once per call for a constant, per row for
+    the rest (plain strings and numbers need nothing). SQLAlchemy's own
+    executemany converts every value of every row, the import's largest
+    cost after address checking (bench/RESULTS.md, finding 11)."""
+    if not rows:
+        return
+    constants = constants or {}
+    sql, converters = _bulk_insert(conn.dialect, table, columns + tuple(constants), conflict)
+    fixed = tuple(
+        convert(value) if convert else value
+        for convert, value in zip(converters[len(columns) :], constants.values(), strict=True)
+    )
+    per_row = [(i, convert) for i, convert in enumerate(converters[: len(columns)]) if convert]
+    if per_row:
+        rows = [_converted(row, per_row) for row in rows]
+    conn.exec_driver_sql(sql, [row + fixed for row in rows] if fixed else rows)
+
+
+def _converted(row: tuple, per_row: list[tuple[int, Callable]]) -> tuple:
+    values = list(row)
+    for i, convert in per_row:
+        values[i] = convert(values[i])
+    return tuple(values)
+
+
+# How the DB-API drivers SQLAlchemy uses here mark a positional parameter.
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+@lru_cache(maxsize=64)
+def _bulk_insert(dialect: Dialect, table: Table, columns: tuple[str, ...], conflict: tuple):
+    """The INSERT's text for the driver, and each column's converter to the
+    driver's value (its type's bind processor on this dialect), or None."""
+    skipped = [c.name for c in table.c if c.name not in columns and c.default is not None]
+    if skipped:  # the driver knows nothing of the model's Python-side defaults
+        raise ValueError(f"insert_rows into {table.name} must be given {', '.join(skipped)}")
+    quote = dialect.identifier_preparer.quote
+    placeholder = _PLACEHOLDERS[dialect.paramstyle]
+    # Names from the table's metadata, quoted by the dialect; values are parameters.
+    sql = (
+        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "  # noqa: S608
+        f"({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({', '.join([placeholder] * len(columns))})"
+    )
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO NOTHING"
+    converters = tuple(
+        table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns
+    )
+    return sql, converters
 
 
 def insert_or_add(

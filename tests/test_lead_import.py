@@ -6,6 +6,8 @@ server. On SQLite and PostgreSQL (the app fixture)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from models import (
     OutboxMessage,
     SignupStatsDaily,
 )
+from services.imports import checking, jobs
 from services.leads import privacy, suppressions
 from services.reporting import export
 from services.reporting.lead_query import LeadFilters
@@ -234,3 +237,86 @@ def test_an_oversized_field_and_an_unclosed_quote_are_refused_by_line(app, runne
     }
     assert "new=1 " in result.output
     assert the_lead(app, "fine@example.com").name == "Fine"
+
+
+# A file of three batches of three rows: the first checked here, the rest
+# in the checking process (services.imports.checking), which normalises and
+# refuses addresses and warns of formulas the same way.
+SEVERAL_BATCHES = [
+    "ann@example.com",
+    "ben@example.com",
+    "cat@example.com",
+    " DAN@Example.COM ",
+    "not-an-address",
+    "eve@example..com",
+    "=fay@example.com",
+    "gus@",
+    "hal@example.com",
+]
+
+
+@pytest.fixture
+def several_batches(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setattr(jobs, "BATCH_ROWS", 3)
+    path = tmp_path / "several.csv"
+    path.write_text("Email\r\n" + "".join(f"{a}\r\n" for a in SEVERAL_BATCHES))
+    return path
+
+
+@pytest.fixture
+def checkers(monkeypatch) -> list[subprocess.Popen]:
+    """The checking processes started, as they were started (real ones)."""
+    started, real_popen = [], subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(checking.subprocess, "Popen", popen)
+    return started
+
+
+def test_a_file_of_several_batches_has_its_addresses_checked_in_a_process_of_its_own(
+    app, runner, several_batches, checkers
+):
+    result = import_file(runner, several_batches)
+    assert result.exit_code == 0, result.output
+    issues = issue_lines(result.output)
+    assert {n: reason.split(":")[0] for n, (kind, reason) in issues.items()} == {
+        6: "invalid address 'not-an-address'",
+        7: "invalid address 'eve@example..com'",
+        8: "email starts like a spreadsheet formula",
+        9: "invalid address 'gus@'",
+    }
+    assert "new=6 updated=0 unchanged=0 refused=3 warnings=1" in result.output
+    assert the_lead(app, "dan@example.com").status == LeadStatus.CONFIRMED
+    assert the_lead(app, "=fay@example.com") is not None
+    # One process for the batches after the first, ended with the import.
+    assert len(checkers) == 1
+    assert checkers[0].args[1:3] == ["-m", "services.imports.checking"]
+    assert checkers[0].poll() == 0
+
+
+def test_an_import_whose_checking_process_dies_stops_after_whole_batches_and_resumes(
+    app, runner, several_batches, monkeypatch
+):
+    real_popen = subprocess.Popen
+
+    def dying(args, **kwargs):  # a checker killed before it answers
+        return real_popen([sys.executable, "-c", "pass"], **kwargs)
+
+    monkeypatch.setattr(checking.subprocess, "Popen", dying)
+    stopped = import_file(runner, several_batches)
+    assert stopped.exit_code != 0
+    assert "the address-checking process stopped" in stopped.output
+    assert "--resume" in stopped.output
+    with app.app_context():
+        job = db.session.execute(select(LeadImport)).scalar_one()
+        assert (job.status.value, job.rows_done, job.new) == ("failed", 3, 3)
+    assert count(app, Lead) == 3
+
+    monkeypatch.setattr(checking.subprocess, "Popen", real_popen)
+    resumed = import_file(runner, several_batches, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "new=6 updated=0 unchanged=0 refused=3 warnings=1" in resumed.output
+    assert count(app, Lead) == 6

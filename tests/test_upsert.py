@@ -7,10 +7,11 @@ import logging
 from collections import Counter
 from datetime import UTC, date, datetime
 
-from sqlalchemy import bindparam, func, select
+import pytest
+from sqlalchemy import bindparam, func, select, text
 
 from extensions import db
-from models import MailKind, OutboxMessage, SignupStatsDaily
+from models import Lead, LeadStatus, MailKind, OutboxMessage, SignupStatsDaily
 from services import upsert
 from services.delivery import outbox
 from services.leads import signup, subscriptions
@@ -109,3 +110,57 @@ def test_signup_statements_are_compiled_once(app, caplog):
     compiled = [m for m in caplog.messages if m.startswith("[")]
     assert len(compiled) >= 11
     assert not [m for m in compiled if m.startswith("[no key")]
+
+
+BULK_COLUMNS = ("public_id", "email", "name", "source_slug")
+
+
+def _bulk_constants(at: datetime) -> dict:
+    return {
+        "status": LeadStatus.CONFIRMED,
+        "source_placement": "import",
+        "created_at": at,
+        "confirmed_at": at,
+        "last_confirmation_at": None,
+    }
+
+
+def test_insert_rows_stores_what_the_orm_stores_and_skips_existing_keys(app):
+    with app.app_context():
+        orm = Lead(public_id="orm", email="orm@example.com", source_slug="crm")
+        db.session.add(orm)
+        for name, value in _bulk_constants(NOW).items():
+            setattr(orm, name, value)
+        db.session.flush()
+        upsert.insert_rows(
+            db.session.connection(),
+            Lead.__table__,
+            BULK_COLUMNS,
+            [("bulk", "bulk@example.com", "Ann", "crm"), ("lost", "orm@example.com", None, "x")],
+            constants=_bulk_constants(NOW),
+            conflict=("email",),
+        )
+        db.session.commit()
+        bulk = db.session.execute(select(Lead).where(Lead.public_id == "bulk")).scalar_one()
+        assert (bulk.email, bulk.name, bulk.status) == ("bulk@example.com", "Ann", "confirmed")
+        assert (bulk.created_at, bulk.confirmed_at, bulk.last_confirmation_at) == (NOW, NOW, None)
+        assert db.session.scalar(select(func.count()).where(Lead.public_id == "lost")) == 0
+        # Byte for byte what the ORM wrote (SQLite keeps times as text).
+        stored = db.session.execute(
+            text("SELECT status, created_at, confirmed_at FROM lead ORDER BY id")
+        ).all()
+        assert stored[0] == stored[1]
+
+
+def test_insert_rows_refuses_to_skip_a_python_side_default(app):
+    with app.app_context():
+        constants = _bulk_constants(NOW)
+        del constants["created_at"]  # the model's default=utcnow would not run
+        with pytest.raises(ValueError, match="created_at"):
+            upsert.insert_rows(
+                db.session.connection(),
+                Lead.__table__,
+                BULK_COLUMNS,
+                [("p", "p@example.com", None, None)],
+                constants=constants,
+            )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from models import (
     ConsentEvent,
@@ -196,27 +196,21 @@ def _insert_new(
     (a concurrent signup of the same address wins the conflict)."""
     if not new:
         return {}
-    status = LeadStatus.PENDING if opts.confirm_by_mail else LeadStatus.CONFIRMED
     ours = {c.email: new_public_id() for c in new}
-    upsert.insert_ignore_each(
-        Lead,
-        [
-            {
-                "public_id": ours[c.email],
-                "email": c.email,
-                "name": c.name,
-                "status": status,
-                "source_slug": c.source,
-                "source_placement": PLACEMENT,
-                "created_at": now,
-                "confirmed_at": None if opts.confirm_by_mail else now,
-                # The confirmation below claims the address's mail window.
-                "last_confirmation_at": now if opts.confirm_by_mail else None,
-            }
-            for c in new
-        ],
-        ("email",),
+    upsert.insert_rows(
         conn,
+        Lead.__table__,
+        ("public_id", "email", "name", "source_slug"),
+        [(ours[c.email], c.email, c.name, c.source) for c in new],
+        constants={
+            "status": LeadStatus.PENDING if opts.confirm_by_mail else LeadStatus.CONFIRMED,
+            "source_placement": PLACEMENT,
+            "created_at": now,
+            "confirmed_at": None if opts.confirm_by_mail else now,
+            # The confirmation below claims the address's mail window.
+            "last_confirmation_at": now if opts.confirm_by_mail else None,
+        },
+        conflict=("email",),
     )
     made = {
         row.email: row.id
@@ -277,25 +271,24 @@ def _topics_and_consent(
 ) -> None:
     """The topics each lead gains, and one consent event per lead pointing
     at the import (its file, stated basis, who and when)."""
-    topic_rows = [{"lead_id": lead_id, "topic": t} for _, lead_id, added in leads for t in added]
-    upsert.insert_ignore_each(LeadTopic, topic_rows, ("lead_id", "topic"), conn)
-    if leads:
-        conn.execute(
-            insert(ConsentEvent.__table__),
-            [
-                {
-                    "lead_id": lead_id,
-                    "kind": ConsentKind.GIVEN.value,
-                    "at": now,
-                    "channel": "import",
-                    "ip": None,
-                    "user_agent": None,
-                    "consent_hash": opts.consent_hash,
-                    "topics": ",".join(added),
-                    "source_slug": c.source,
-                    "placement": PLACEMENT,
-                    "import_id": opts.import_id,
-                }
-                for c, lead_id, added in leads
-            ],
-        )
+    upsert.insert_rows(
+        conn,
+        LeadTopic.__table__,
+        ("lead_id", "topic"),
+        [(lead_id, t) for _, lead_id, added in leads for t in added],
+        conflict=("lead_id", "topic"),
+    )
+    upsert.insert_rows(
+        conn,
+        ConsentEvent.__table__,
+        ("lead_id", "topics", "source_slug"),
+        [(lead_id, ",".join(added), c.source) for c, lead_id, added in leads],
+        constants={
+            "kind": ConsentKind.GIVEN,
+            "at": now,
+            "channel": "import",
+            "consent_hash": opts.consent_hash,
+            "placement": PLACEMENT,
+            "import_id": opts.import_id,
+        },
+    )

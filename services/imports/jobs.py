@@ -10,6 +10,7 @@ commits only while its run still owns the job.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -24,7 +25,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from extensions import db
 from models import ImportStatus, LeadImport, LeadImportIssue, User
 from services import clock
-from services.imports import apply, files, reader
+from services.imports import apply, checking, files, reader
 from services.imports.reader import Candidate
 from services.leads import consent, topics
 
@@ -112,13 +113,34 @@ class Batch:
 def batches(
     binary: BinaryIO, encoding: str, mapping: dict[int, str], opts: apply.Options, skip: int = 0
 ) -> Iterator[Batch]:
-    """The file's records after the first `skip`, BATCH_ROWS at a time."""
+    """The file's records after the first `skip`, BATCH_ROWS at a time, each
+    checked. The next batch's addresses are checked (see `checking`) while
+    the caller writes this one."""
+    try:
+        with checking.AddressChecker() as checker:
+            waiting: Batch | None = None
+            for batch in _unchecked(binary, encoding, mapping, opts, skip):
+                if waiting is not None:
+                    _with_addresses(waiting, checker.result())
+                    checker.in_parallel()  # a file of more than one batch
+                checker.send([c.email for c in batch.candidates])
+                if waiting is not None:
+                    yield waiting
+                waiting = batch
+            if waiting is not None:
+                yield _with_addresses(waiting, checker.result())
+    except checking.CheckingStopped as exc:
+        raise ImportProblem(str(exc)) from exc
+
+
+def _unchecked(
+    binary: BinaryIO, encoding: str, mapping: dict[int, str], opts: apply.Options, skip: int
+) -> Iterator[Batch]:
+    """The batches with every check but the addresses' made."""
     header, records = reader.records(reader.text_stream(binary, encoding))
     reader.check_mapping(mapping, len(header))
     batch = Batch(0, [], [])
-    for n, record in enumerate(records, 1):
-        if n <= skip:
-            continue
+    for record in itertools.islice(records, skip, None):
         batch.records += 1
         found = (
             reader.candidate(record, mapping, opts.topics, opts.source)
@@ -134,6 +156,18 @@ def batches(
             batch = Batch(0, [], [])
     if batch.records:
         yield batch
+
+
+def _with_addresses(batch: Batch, checked: list) -> Batch:
+    candidates = []
+    for c, address in zip(batch.candidates, checked, strict=True):
+        found = reader.with_address(c, address)
+        if isinstance(found, str):
+            batch.refused.append((c.line, found))
+        else:
+            candidates.append(found)
+    batch.candidates = candidates
+    return batch
 
 
 def check(

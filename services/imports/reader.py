@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from services.leads import topics
-from services.leads.addresses import InvalidAddress, normalise
+from services.leads.addresses import InvalidAddress
 from services.reporting.export import DANGEROUS_PREFIXES
 
 # What a column can be mapped to; anything else is left out of the import.
@@ -210,23 +210,22 @@ _TOPIC_NAMES = {**{s: s for s in topics.TOPICS}, **{v.lower(): s for s, v in top
 def candidate(
     record: Record, mapping: dict[int, str], base_topics: tuple[str, ...], source: str | None
 ) -> Candidate | str:
-    """The record as a lead to import, or the reason it is refused."""
+    """The record as a lead to import, or the reason it is refused. Its
+    address is as written: `with_address` gives it the checked one."""
     values = {f: record.values[i].strip() for i, f in mapping.items()}
     for name, value in values.items():
         if _CONTROL.search(value):
             return f"{FIELDS[name].lower()} contains a control character"
         if len(value) > MAX_LENGTHS.get(name, FIELD_LIMIT):
             return f"{FIELDS[name].lower()} is longer than {MAX_LENGTHS[name]} characters"
-    try:
-        email = normalise(values["email"])
-    except InvalidAddress as exc:
-        return f"invalid address {values['email'][:80]!r}: {exc}"
     name = values.get("name") or " ".join(
         v for v in (values.get("first_name"), values.get("last_name")) if v
     )
     if len(name) > MAX_LENGTHS["name"]:
         return f"name is longer than {MAX_LENGTHS['name']} characters"
-    found = Candidate(record.line, email, name or None, base_topics, values.get("source") or source)
+    found = Candidate(
+        record.line, values["email"], name or None, base_topics, values.get("source") or source
+    )
     if values.get("topics"):
         wanted = set(base_topics)
         for item in filter(None, (t.strip() for t in _TOPIC_SEPARATORS.split(values["topics"]))):
@@ -236,7 +235,16 @@ def candidate(
             else:
                 wanted.add(slug)
         found.topics = tuple(topics.clean(list(wanted)))
-    for label, value in (("email", email), ("name", found.name), ("source", found.source)):
+    return found
+
+
+def with_address(found: Candidate, checked: str | InvalidAddress) -> Candidate | str:
+    """The candidate with its address as `addresses.normalise_all` gave it
+    back, or the reason it is refused."""
+    if isinstance(checked, InvalidAddress):
+        return f"invalid address {found.email[:80]!r}: {checked}"
+    found.email = checked
+    for label, value in (("email", checked), ("name", found.name), ("source", found.source)):
         if value and value.startswith(DANGEROUS_PREFIXES):
             found.warnings.append(
                 f"{label} starts like a spreadsheet formula: stored as text, neutralised in exports"

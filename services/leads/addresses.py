@@ -27,3 +27,15 @@ def normalise(raw: str, check_deliverability: bool = False) -> str:
     except EmailNotValidError as exc:
         raise InvalidAddress(f"That doesn't look like an email address: {exc}") from exc
     return result.normalized.lower()
+
+
+def normalise_all(raws: list[str]) -> list[str | InvalidAddress]:
+    """normalise() of each address, with the error in place of a refused one:
+    a whole batch in one call, as an import's checking process makes it."""
+    checked: list[str | InvalidAddress] = []
+    for raw in raws:
+        try:
+            checked.append(normalise(raw))
+        except InvalidAddress as exc:
+            checked.append(exc)
+    return checked
