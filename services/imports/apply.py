@@ -81,11 +81,27 @@ def _chunks(items: list, size: int = ROWS_PER_STATEMENT):
         yield items[i : i + size]
 
 
-def _in_chunks(conn: Connection, stmt_for, keys: list) -> list:
+def _in_chunks(conn: Connection, stmt, keys: list, **params) -> list:
+    """The rows of `stmt` for all `keys` (its expanding "keys" parameter),
+    a statement per ROWS_PER_STATEMENT of them."""
     rows = []
     for part in _chunks(keys):
-        rows.extend(conn.execute(stmt_for(part)).all())
+        rows.extend(conn.execute(stmt, {"keys": part, **params}).all())
     return rows
+
+
+# Built once, with the keys as a parameter: SQLAlchemy then compiles each
+# once instead of building a statement around every thousand values.
+_KEYS = bindparam("keys", expanding=True)
+_SUPPRESSED = select(Suppression.email_hash, Suppression.reason).where(
+    Suppression.email_hash.in_(_KEYS)
+)
+_EXISTING = select(Lead.id, Lead.email, Lead.status, Lead.name).where(Lead.email.in_(_KEYS))
+_THEIR_TOPICS = select(LeadTopic.lead_id, LeadTopic.topic).where(LeadTopic.lead_id.in_(_KEYS))
+_FROM_THIS_FILE = select(ConsentEvent.lead_id).where(
+    ConsentEvent.lead_id.in_(_KEYS), ConsentEvent.import_id == bindparam("import_id")
+)
+_INSERTED = select(Lead.email, Lead.id).where(Lead.public_id.in_(_KEYS))
 
 
 def run_batch(
@@ -114,44 +130,17 @@ def run_batch(
         seen.update(first_line)
 
     hashes = {c.email: email_hash(c.email) for c in unique}
-    suppressed = dict(
-        _in_chunks(
-            conn,
-            lambda part: select(Suppression.email_hash, Suppression.reason).where(
-                Suppression.email_hash.in_(part)
-            ),
-            list(hashes.values()),
-        )
-    )
-    existing = {
-        row.email: row
-        for row in _in_chunks(
-            conn,
-            lambda part: select(Lead.id, Lead.email, Lead.status, Lead.name).where(
-                Lead.email.in_(part)
-            ),
-            [c.email for c in unique],
-        )
-    }
+    suppressed = dict(_in_chunks(conn, _SUPPRESSED, list(hashes.values())))
+    existing = {row.email: row for row in _in_chunks(conn, _EXISTING, [c.email for c in unique])}
     known_topics: dict[int, set[str]] = {}
     from_this_file: set[int] = set()
     ids = [row.id for row in existing.values()]
-    for lead_id, topic in _in_chunks(
-        conn,
-        lambda part: select(LeadTopic.lead_id, LeadTopic.topic).where(LeadTopic.lead_id.in_(part)),
-        ids,
-    ):
+    for lead_id, topic in _in_chunks(conn, _THEIR_TOPICS, ids):
         known_topics.setdefault(lead_id, set()).add(topic)
     if opts.import_id is not None:
         from_this_file.update(
             lead_id
-            for (lead_id,) in _in_chunks(
-                conn,
-                lambda part: select(ConsentEvent.lead_id).where(
-                    ConsentEvent.lead_id.in_(part), ConsentEvent.import_id == opts.import_id
-                ),
-                ids,
-            )
+            for (lead_id,) in _in_chunks(conn, _FROM_THIS_FILE, ids, import_id=opts.import_id)
         )
 
     new: list[Candidate] = []
@@ -212,16 +201,7 @@ def _insert_new(
         },
         conflict=("email",),
     )
-    made = {
-        row.email: row.id
-        for row in _in_chunks(
-            conn,
-            lambda part: select(Lead.id, Lead.email, Lead.public_id).where(
-                Lead.public_id.in_(part)
-            ),
-            list(ours.values()),
-        )
-    }
+    made = dict(_in_chunks(conn, _INSERTED, list(ours.values())))
     kept = [c for c in new if c.email in made]
     _topics_and_consent(conn, [(c, made[c.email], c.topics) for c in kept], opts, now)
     if opts.confirm_by_mail:
