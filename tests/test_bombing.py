@@ -124,7 +124,10 @@ def nothing_stored(app) -> bool:
 
 
 @pytest.mark.parametrize("settings", [{"FORM_MIN_SECONDS": 2}])
-def test_bots_are_answered_like_people_and_leave_nothing(app, client, settings):
+def test_bots_are_answered_like_people_and_leave_nothing(app, client, settings, frozen):
+    # The clock held: a page's stamp is the start of its STAMP_SECONDS period,
+    # so on a running clock "too-fast" could be sent in the next period, old
+    # enough to pass (it did, on a loaded machine).
     app.config.update(settings)
     page = client.get(ARTICLE).get_data(as_text=True)
     fresh = form_fields(page)
