@@ -86,6 +86,7 @@ class Config:
             # and trusted networks; a receiver down this long is disabled.
             "WEBHOOK_ALLOW_PRIVATE_TARGETS": env.flag("WEBHOOK_ALLOW_PRIVATE_TARGETS"),
             "WEBHOOK_DISABLE_AFTER_DAYS": env.integer("WEBHOOK_DISABLE_AFTER_DAYS", 5, minimum=1),
+            "WEBHOOK_LOG_DAYS": env.integer("WEBHOOK_LOG_DAYS", 30, minimum=1),
             "WEBHOOK_TIMEOUT": env.number("WEBHOOK_TIMEOUT", 10.0, minimum=0.1),
             # Worker
             "WORKER_BATCH_SIZE": env.integer("WORKER_BATCH_SIZE", 50, minimum=1),

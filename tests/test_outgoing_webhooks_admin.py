@@ -1,8 +1,9 @@
 """Outgoing webhooks, the admin's side, on SQLite and PostgreSQL: the
 secret shown once and stored encrypted, the form's refusals, disable,
-enable, rotate, test and delete (each audited), the paginated delivery log,
-and an endpoint that keeps failing: disabled, audited, its admin told by
-mail through the outbox (a real SMTP server on loopback)."""
+enable, rotate, test and delete (each audited), the paginated delivery log
+and its pruning after WEBHOOK_LOG_DAYS, and an endpoint that keeps failing:
+disabled, audited, its admin told by mail through the outbox (a real SMTP
+server on loopback)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import base64
 import re
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from standardwebhooks import WebhookVerificationError
 
 from extensions import db
@@ -22,6 +23,7 @@ from models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from services.outgoing_webhooks import delivery as webhook_delivery
 from services.outgoing_webhooks import events as outgoing
 from tests.helpers import (
     ADMIN_EMAIL,
@@ -183,3 +185,44 @@ def test_an_endpoint_failing_for_days_is_disabled_and_its_admin_told(
     drain(app)
     assert len(receiver.requests) == before  # disabled: nothing more goes
     assert {d.status for d in deliveries(app)} == {DeliveryStatus.SKIPPED}
+
+
+def test_finished_deliveries_leave_the_log_after_webhook_log_days(
+    app, client, receiver, frozen, monkeypatch
+):
+    sign_in_admin(app, client)
+    register(client, receiver.url(), ["lead.erased"])
+    with app.app_context():
+        for i in range(4):
+            outgoing.emit("lead.erased", {"lead": f"old-{i}"})
+        db.session.commit()
+        rows = [d.id for d in deliveries(app)]
+        for row_id, status in zip(rows, FINISHED_AND_NOT, strict=True):
+            db.session.execute(
+                update(WebhookDelivery).where(WebhookDelivery.id == row_id).values(status=status)
+            )
+        db.session.commit()
+    frozen.advance(days=app.config["WEBHOOK_LOG_DAYS"] - 1)
+    with app.app_context():
+        outgoing.emit("lead.erased", {"lead": "recent"})
+        db.session.commit()
+        assert webhook_delivery.prune_log() == 0  # none old enough yet
+
+    frozen.advance(days=2)
+    monkeypatch.setattr(webhook_delivery, "PRUNE_ROWS", 2)
+    with app.app_context():
+        assert webhook_delivery.prune_log() == 2  # a bounded number per pass
+        db.session.commit()
+    drain(app)  # the worker's planning pass removes the rest, and sends "recent"
+    left = {d.status for d in deliveries(app)}
+    assert left == {DeliveryStatus.SENDING, DeliveryStatus.DELIVERED}
+    assert len(deliveries(app)) == 2
+
+
+# Four rows the worker has finished with, or has not: only the first three go.
+FINISHED_AND_NOT = [
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.SKIPPED,
+    DeliveryStatus.SENDING,
+]

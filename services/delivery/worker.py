@@ -64,7 +64,8 @@ def _isolated(
 
 def plan_due_work() -> None:
     """Work the clock sets in motion: announcements whose time has come are
-    fanned out, class reminders planned, finished announcements closed.
+    fanned out, class reminders planned, finished announcements closed, old
+    webhook deliveries dropped from their log.
     Safe to run from any number of workers at once. Each announcement and
     each reminder step is its own transaction: a broken one is marked
     failed and audited, and the others still go."""
@@ -87,6 +88,7 @@ def plan_due_work() -> None:
         if queued:
             log.info("%s: queued %d mails", step, queued)
     announcements.finish_sent()
+    webhook_delivery.prune_log()
     db.session.commit()
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from extensions import db
 from models import (
@@ -33,6 +33,10 @@ DELIVERIES = WebhookDelivery.__table__
 # Standard Webhooks' schedule spans days; with the worker's backoff (capped
 # at 6 h) 30 attempts outlast WEBHOOK_DISABLE_AFTER_DAYS' default of 5.
 MAX_ATTEMPTS = 30
+FINISHED = (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
+# Rows removed from the log per planning pass at most: a backlog goes over
+# several passes, never in one long transaction.
+PRUNE_ROWS = 5000
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,22 @@ class Due:
     url: str
     secret_encrypted: str
     enabled: bool
+
+
+def prune_log() -> int:
+    """Finished deliveries older than WEBHOOK_LOG_DAYS leave the log; the
+    number removed. Age is by send_after, which the (status, send_after)
+    index finds: a finished row's last attempt was due then. The caller
+    commits."""
+    cutoff = clock.now() - timedelta(days=current_app.config["WEBHOOK_LOG_DAYS"])
+    old = (
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.status.in_(FINISHED), WebhookDelivery.send_after < cutoff)
+        .limit(PRUNE_ROWS)
+    )
+    return db.session.execute(
+        delete(WebhookDelivery).where(WebhookDelivery.id.in_(old.scalar_subquery()))
+    ).rowcount
 
 
 def send_margin(cfg) -> float:
