@@ -92,9 +92,15 @@ def test_admin_actions_are_audited_and_take_effect(app, client, receiver):
     base = f"/admin/webhooks/{endpoint.public_id}"
     token = csrf_token(client, base)
 
-    r = client.post(f"{base}/rotate", data={"csrf_token": token})
+    page = client.get(base).get_data(as_text=True)
+    rotate = {"csrf_token": token, "secret_version": SECRET_VERSION.search(page).group(1)}
+    r = client.post(f"{base}/rotate", data=rotate)
     new = SECRET_FIELD.search(r.get_data(as_text=True)).group(1)
     assert new != old
+    # The same form again (a reload of the page showing the secret) rotates nothing.
+    again = client.post(f"{base}/rotate", data=rotate)
+    assert again.status_code == 303 and again.headers["Location"].endswith(base)
+    assert "had been rotated already" in page_text(client.get(base))
     r = client.post(f"{base}/test", data={"csrf_token": token})
     assert r.status_code == 303
     drain(app)
@@ -107,7 +113,7 @@ def test_admin_actions_are_audited_and_take_effect(app, client, receiver):
     assert not the_endpoint(app).enabled
     client.post(f"{base}/enabled", data={"csrf_token": token, "enabled": "1"})
     assert the_endpoint(app).enabled
-    assert client.post(f"{base}/rotate").status_code == 400  # no CSRF token
+    assert client.post(f"{base}/rotate", data=rotate | {"csrf_token": ""}).status_code == 400
     r = client.post(f"{base}/delete", data={"csrf_token": token})
     assert r.status_code == 303
     assert count(app, WebhookEndpoint) == 0 and count(app, WebhookDelivery) == 0
@@ -120,6 +126,9 @@ def test_admin_actions_are_audited_and_take_effect(app, client, receiver):
         "webhook.enable",
         "webhook.delete",
     ]
+
+
+SECRET_VERSION = re.compile(r'name="secret_version" value="([0-9a-f]+)"')
 
 
 def test_the_delivery_log_is_paginated(app, client):

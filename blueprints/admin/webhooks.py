@@ -1,6 +1,6 @@
 """Admin: outgoing webhook endpoints (/admin/webhooks) and their delivery
 logs. The secret is shown once, on the page that answers its creation or
-rotation, and is never shown again."""
+rotation, and is never shown again; a rotation sent twice rotates once."""
 
 from __future__ import annotations
 
@@ -71,6 +71,7 @@ def webhook(public_id: str):
         rows=page.rows,
         next_before=page.next_before,
         form=ActionForm(),
+        secret_version=endpoints.secret_version(endpoint),
     )
 
 
@@ -95,7 +96,14 @@ def webhook_enabled(public_id: str):
 def webhook_rotate(public_id: str):
     endpoint = _endpoint(public_id)
     _checked_post()
-    secret = endpoints.rotate(endpoint)
+    secret = endpoints.rotate(endpoint, request.form.get("secret_version", ""))
+    if secret is None:  # a reload of the page that showed it, or a second admin
+        flash(
+            "The secret had been rotated already: the page that showed the new one "
+            "was not shown again. Rotate once more if it was not copied.",
+            "warning",
+        )
+        return redirect(url_for(".webhook", public_id=public_id), 303)
     audit.record(current_user, "webhook.rotate", endpoint.url, endpoint=endpoint.public_id)
     db.session.commit()
     return _show_secret(endpoint, secret, created=False)

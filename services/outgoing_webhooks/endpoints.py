@@ -3,8 +3,10 @@ audits and commits."""
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from extensions import db
 from models import User, WebhookDelivery, WebhookEndpoint, WebhookSubscription
@@ -74,11 +76,28 @@ def set_enabled(endpoint: WebhookEndpoint, enabled: bool) -> bool:
     return True
 
 
-def rotate(endpoint: WebhookEndpoint) -> str:
-    """A new secret, effective for every delivery from now on, retries too."""
+def secret_version(endpoint: WebhookEndpoint) -> str:
+    """Names the endpoint's current secret without showing it: the rotate
+    form carries it, so a form sent twice (a reload) rotates once."""
+    return hashlib.sha256(endpoint.secret_encrypted.encode()).hexdigest()[:16]
+
+
+def rotate(endpoint: WebhookEndpoint, version: str) -> str | None:
+    """A new secret, effective for every delivery from now on, retries too;
+    None, and nothing changed, when the secret is no longer the one
+    `version` names (rotated since: this form sent again, another admin)."""
+    if version != secret_version(endpoint):
+        return None
     secret = signing.new_secret()
-    endpoint.secret_encrypted = signing.encrypt(secret)
-    return secret
+    rotated = db.session.execute(
+        update(WebhookEndpoint)
+        .where(
+            WebhookEndpoint.id == endpoint.id,
+            WebhookEndpoint.secret_encrypted == endpoint.secret_encrypted,
+        )
+        .values(secret_encrypted=signing.encrypt(secret))
+    ).rowcount
+    return secret if rotated == 1 else None
 
 
 def remove(endpoint: WebhookEndpoint) -> None:
