@@ -38,7 +38,8 @@ test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	@# Links to articles not written yet are warnings; a misspelt slug fails.
 	SECRET_KEY=content-check $(FLASK) content check
-	$(PY) -m pytest -m "not soak" $(PYTEST_ARGS)
+	@# The slowest tests are listed at the end: the suite's time is a bar too.
+	$(PY) -m pytest -m "not soak" --durations=25 $(PYTEST_ARGS)
 
 # Long runs against real processes (the 2,000-signup storm), a few minutes.
 soak: $(VENV)/.dev

@@ -242,6 +242,36 @@ class Proc:
         return self.popen.returncode
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes pid started that are still there."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except FileNotFoundError:
+        return ""
+
+
+def exited(pid: int, within: float) -> bool:
+    """pid has exited within that many seconds (an orphan's zombie counts)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
 class Server(Proc):
     def __init__(self, argv, env, log_path, port: int):
         super().__init__(argv, env, log_path)

@@ -7,6 +7,7 @@ takes a file, a CSV within IMPORT_MAX_BYTES. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from extensions import db
 from models import ConsentEvent, ImportStatus, Lead, LeadImport, LeadImportChunk, Role
 from services.imports import files, jobs
+from tests import procs
 from tests.helpers import (
     audit_actions,
     base_config,
@@ -209,6 +211,9 @@ def test_a_worker_that_dies_mid_import_leaves_whole_batches_for_the_next(
         with pytest.raises(SystemExit), files.open_stored(job) as binary:
             jobs.run(job, binary, "host-a:1", on_progress=crash)
         db.session.rollback()
+    # Its address-checking process, busy with the next batch, went with it.
+    checking = [p for p in procs.child_pids(os.getpid()) if "imports.checking" in procs.cmdline(p)]
+    assert checking == []
     assert count(app, Lead) == jobs.BATCH_ROWS
     # Its lease still holds: no other worker takes the job yet.
     drain(app)

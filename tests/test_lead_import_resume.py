@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
-from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
@@ -20,27 +18,6 @@ from tests import procs
 
 ROWS = 12 * BATCH_ROWS
 BASIS = "Customers of the 2024 CRM list, opted in at checkout"
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.extend(int(c) for c in (task / "children").read_text().split())
-    return found
-
-
-def gone(pid: int, within: float) -> bool:
-    """pid has exited (an orphan's zombie counts as gone)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_killed_import_resumes_from_the_last_batch(tmp_path, empty_db_url):
@@ -66,11 +43,11 @@ def test_killed_import_resumes_from_the_last_batch(tmp_path, empty_db_url):
             "two batches committed",
             timeout=120,
         )
-        (checker,) = children(importer.pid)
-        assert "services.imports.checking" in Path(f"/proc/{checker}/cmdline").read_text()
+        (checker,) = procs.child_pids(importer.pid)
+        assert "-m services.imports.checking" in procs.cmdline(checker)
         os.kill(importer.pid, signal.SIGKILL)  # the importer alone: its checker must follow
         importer.popen.wait(timeout=10)
-        assert gone(checker, within=10), "the checking process outlived the importer"
+        assert procs.exited(checker, within=10), "the checking process outlived the importer"
     finally:
         importer.kill()
 

@@ -47,6 +47,9 @@ class AddressChecker:
     def __exit__(self, *exc) -> None:
         if self._child is not None:
             self._child.stdin.close()  # its signal to exit
+            # A batch still in flight (the import stopped part-way) is read
+            # and dropped: its answer would otherwise fill the pipe and block it.
+            self._child.stdout.read()
             try:
                 self._child.wait(timeout=10)
             except subprocess.TimeoutExpired:
