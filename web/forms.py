@@ -23,12 +23,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ufffd]")
 _UNTYPABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 UNTYPABLE_MESSAGE = "This contains characters no keyboard types. Please type it again."
 # Anything a mail client would turn into a link (they link bare domains such
-# as "bit.ly/x" and addresses too), and markup.
+# as "bit.ly/x" and addresses too), and markup. The "word.word" branch starts
+# only where a run of letters starts: tried at every letter, it scanned each
+# run again from there, and a long name took minutes (the fuzz test found it).
 _LINKISH = re.compile(
     r"://|www\.|[<>@]"
     r"|\b(?:https?|ftp|mailto|javascript|data|file|tel|sms)\s*:"
     r"|\.(?:com|net|org|io|ru|xyz)\b"
-    r"|[^\W_]{2,}[.\u3002\uff0e\uff61][^\W\d_]{2,}",
+    r"|(?<![^\W_])[^\W_]{2,}[.\u3002\uff0e\uff61][^\W\d_]{2,}",
     re.I,
 )
 # Bytes that were not UTF-8 reach us as "%FF" (Werkzeug keeps them quoted in
